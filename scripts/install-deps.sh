@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs the Debian 12 packages sbx builds, runs and tests with. Idempotent.
+set -eu
+PKGS="build-essential cmake pkg-config libjansson-dev libsqlite3-dev libseccomp-dev libwslay-dev
+libcurl4-openssl-dev node-llhttp python3 python3-pytest curl bubblewrap crun iproute2 clang-format"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
