@@ -1,0 +1,82 @@
+/* The container runtime: builds one sandbox (namespaces, overlay rootfs, cgroups, capabilities, seccomp)
+ * around sbx-init as its PID 1, spawns commands inside it through init, and tears it all down.
+ * Used by sbx-shim (one shim per sandbox). Nothing here logs above debug; failures fill sbx_error. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/error.h"
+
+#define RUNTIME_UID_RANGE 65536u /* ids mapped into each sandbox's user namespace */
+
+struct runtime_config {
+    const char *id;        /* sandbox id, used for cgroup names and the hostname */
+    const char *state_dir; /* <data-dir>/sandboxes/<id>; the runtime creates upper/ work/ rootfs/ in it */
+    const char *const *lower_dirs; /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
+    uid_t uid_base;       /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
+    const char *hostname; /* NULL = id */
+    uint64_t memory_bytes; /* 0 = no limit */
+    double cpus;           /* 0 = no limit */
+    uint64_t pids_max;     /* 0 = no limit */
+    const char *init_path;    /* host path of the static sbx-init binary */
+    const char *seccomp_path; /* file with the raw BPF made by runtime_seccomp_export(); NULL = none */
+};
+
+/* A running sandbox as the shim holds it. */
+struct runtime_sandbox {
+    pid_t init_pid;      /* host pid of sbx-init */
+    int init_pidfd;      /* pidfd of sbx-init; readable when it dies */
+    int ctl_fd;          /* SOCK_SEQPACKET to sbx-init: exec requests out, exit events in */
+    int rootfs_fd;       /* O_PATH fd of the merged rootfs as the host sees it (<state_dir>/rootfs) */
+    uid_t uid_base;
+    char cgroup_name[128]; /* relative name under each hierarchy, e.g. "sbx/<id>" */
+};
+
+struct runtime_exec_spec {
+    const char *const *argv; /* argv[0] is resolved with PATH from env when it has no '/' */
+    const char *const *env;  /* "K=V" strings, complete (no inheritance) */
+    const char *cwd;         /* inside the sandbox; NULL = "/" */
+    bool new_session;        /* setsid(): the command leads its own process group */
+};
+
+/* Creates the sandbox and starts sbx-init in it. On success fills *ret (caller owns its fds) and
+ * returns 0; on failure nothing is left behind (no mount, cgroup or process) and err says which step
+ * failed. */
+int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret, sbx_error *err);
+
+/* Asks sbx-init to fork and exec a command with fds[0..2] as its stdin/stdout/stderr (borrowed; the
+ * caller closes its copies). Returns 0 and the command's host pidfd and its pid inside the sandbox.
+ * An argv[0] that cannot be executed fails with -ENOENT/-EACCES/-ENOEXEC and err->kind
+ * "command_not_found"; no process is left running. Blocking, bounded by a short timeout. */
+int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spec, const int fds[3],
+                 int *ret_pidfd, pid_t *ret_pid, sbx_error *err);
+
+/* An exit reported by sbx-init on ctl_fd. */
+struct runtime_exit_event {
+    pid_t pid;  /* pid inside the sandbox, as returned by runtime_exec */
+    int status; /* wait status: WIFEXITED/WEXITSTATUS/WIFSIGNALED/WTERMSIG apply */
+};
+
+/* Reads one pending event from ctl_fd without blocking. Returns 1 with *ret filled, 0 when nothing is
+ * pending, -EPIPE when init is gone, or another negative errno. Call when ctl_fd is readable. */
+int runtime_read_event(struct runtime_sandbox *sb, struct runtime_exit_event *ret);
+
+/* Kills every process of the sandbox, unmounts its rootfs, removes its cgroups and closes the fds.
+ * Leaves state_dir's files (upper/ etc.) for the caller to remove. Idempotent. */
+int runtime_destroy(struct runtime_sandbox *sb);
+
+/* Cleans up after a sandbox whose shim is gone: kills what is left in its cgroups, unmounts
+ * <state_dir>/rootfs, removes the cgroups. Idempotent; used by sbxd on delete or recovery. */
+int runtime_cleanup(const char *id, const char *state_dir);
+
+/* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
+int runtime_seccomp_export(const char *path, sbx_error *err);
+
+/* Host capabilities that matter: user namespaces, overlay in the init ns, cgroup version. For skips. */
+struct runtime_host_info {
+    bool cgroup_v2; /* pure v2 (unified) rather than v1 hierarchies */
+    bool idmapped_mounts;
+};
+int runtime_probe_host(struct runtime_host_info *ret);
