@@ -1,0 +1,26 @@
+/* The daemon's shared context: one per sbxd process, owned by main(). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct loop;
+struct store;
+struct http_server;
+struct sandbox;
+
+struct daemon {
+    struct loop *loop;
+    struct store *store;
+    struct http_server *http;
+    char *data_dir;
+    char *sandboxes_dir; /* <data_dir>/sandboxes */
+    char *shim_path;     /* sbx-shim next to sbxd */
+    char *init_path;     /* sbx-init next to sbxd */
+    char *seccomp_path;  /* <data_dir>/seccomp.bpf, written at start */
+    char *api_key;       /* NULL = no auth (loopback only) */
+    bool ephemeral;
+    size_t max_sandboxes;
+    struct sandbox *sandboxes; /* registry, a doubly linked list */
+    size_t n_sandboxes;
+};

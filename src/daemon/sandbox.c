@@ -1,0 +1,379 @@
+#include "daemon/sandbox.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/cleanup.h"
+#include "base/log.h"
+#include "daemon/daemon.h"
+#include "runtime/runtime.h"
+#include "shimclient/shim_client.h"
+#include "store/store.h"
+
+#define SHIM_READY_TIMEOUT_MS 10000
+#define SHIM_CALL_TIMEOUT_MS 10000
+
+static const char *const state_names[_SANDBOX_STATE_MAX] = {
+    [SANDBOX_RUNNING] = "running",
+    [SANDBOX_STOPPED] = "stopped",
+    [SANDBOX_ERROR] = "error",
+};
+
+const char *sandbox_state_to_string(enum sandbox_state s)
+{
+    return s >= 0 && s < _SANDBOX_STATE_MAX ? state_names[s] : "error";
+}
+
+static enum sandbox_state sandbox_state_from_string(const char *s)
+{
+    for (int i = 0; i < _SANDBOX_STATE_MAX; i++)
+        if (s && strcmp(s, state_names[i]) == 0)
+            return (enum sandbox_state)i;
+    return SANDBOX_ERROR;
+}
+
+void format_time_ms(char *buf, size_t size, int64_t ms)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char date[24];
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%03dZ", date, (int)(ms % 1000));
+}
+
+struct sandbox *sandbox_ref(struct sandbox *sb)
+{
+    sb->refs++;
+    return sb;
+}
+
+static void sandbox_free(struct sandbox *sb)
+{
+    free(sb->name);
+    free(sb->snapshot);
+    json_decref(sb->env);
+    json_decref(sb->metadata);
+    free(sb->state_dir);
+    if (sb->rootfs_fd >= 0)
+        close(sb->rootfs_fd);
+    shim_conn_close(sb->ctl);
+    free(sb);
+}
+
+struct sandbox *sandbox_unref(struct sandbox *sb)
+{
+    if (!sb)
+        return NULL;
+    assert(sb->refs > 0);
+    if (--sb->refs == 0)
+        sandbox_free(sb);
+    return NULL;
+}
+
+static void registry_add(struct daemon *d, struct sandbox *sb)
+{
+    sb->next = d->sandboxes;
+    sb->prev = NULL;
+    if (d->sandboxes)
+        d->sandboxes->prev = sb;
+    d->sandboxes = sb;
+    d->n_sandboxes++;
+    sb->refs++;
+}
+
+static void registry_remove(struct daemon *d, struct sandbox *sb)
+{
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        d->sandboxes = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    sb->prev = sb->next = NULL;
+    d->n_sandboxes--;
+    sb->deleted = true;
+    sandbox_unref(sb);
+}
+
+struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name)
+{
+    for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
+        if (strcmp(sb->id, id_or_name) == 0 || (sb->name && strcmp(sb->name, id_or_name) == 0))
+            return sandbox_ref(sb);
+    return NULL;
+}
+
+json_t *sandbox_to_json(const struct sandbox *sb)
+{
+    char created[40];
+    format_time_ms(created, sizeof(created), sb->created_ms);
+    return json_pack("{s:s, s:s?, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:I, s:I}}", "id", sb->id, "name", sb->name,
+                     "snapshot", sb->snapshot, "state", sandbox_state_to_string(sb->state), "created_at", created,
+                     "env", sb->env, "metadata", sb->metadata, "resources", "cpus", sb->res.cpus, "memory_mb",
+                     (json_int_t)sb->res.memory_mb, "pids", (json_int_t)sb->res.pids);
+}
+
+static json_t *resources_to_json(const struct sandbox_resources *r)
+{
+    return json_pack("{s:f, s:I, s:I}", "cpus", r->cpus, "memory_mb", (json_int_t)r->memory_mb, "pids",
+                     (json_int_t)r->pids);
+}
+
+/* The shim's config.json: everything runtime_create needs. */
+static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    json_t *cfg = json_pack("{s:s, s:I, s:s, s:I, s:f, s:I, s:s, s:s, s:n}", "id", sb->id, "uid_base",
+                            (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id, "memory_bytes",
+                            (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus, "pids_max",
+                            (json_int_t)sb->res.pids, "init_path", d->init_path, "seccomp_path", d->seccomp_path,
+                            "lower_dirs");
+    if (!cfg)
+        return sbx_error_set(err, -ENOMEM, "build shim config");
+    _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
+    int r = json_dump_file(cfg, path, JSON_COMPACT);
+    json_decref(cfg);
+    if (r < 0)
+        return sbx_error_set(err, -EIO, "write `%s`", path);
+    return 0;
+}
+
+static int open_rootfs(struct sandbox *sb)
+{
+    _cleanup_free_ char *path = xasprintf("%s/rootfs", sb->state_dir);
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (sb->rootfs_fd >= 0)
+        close(sb->rootfs_fd);
+    sb->rootfs_fd = fd;
+    return 0;
+}
+
+static struct sandbox *sandbox_new(struct daemon *d, const char *id)
+{
+    struct sandbox *sb = xcalloc(1, sizeof(*sb));
+    snprintf(sb->id, sizeof(sb->id), "%s", id);
+    sb->rootfs_fd = -1;
+    sb->state_dir = xasprintf("%s/%s", d->sandboxes_dir, id);
+    sb->refs = 1;
+    return sb;
+}
+
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err)
+{
+    const char *snapshot = opts->snapshot ? opts->snapshot : "host";
+    if (strcmp(snapshot, "host") != 0)
+        return sbx_error_setk(err, -ENOENT, "not_found", 404, "snapshot `%s` not found", snapshot);
+    if (opts->name) {
+        if (!id_is_valid(opts->name))
+            return sbx_error_set(err, -EINVAL, "name must match [A-Za-z0-9_.-]{1,64}");
+        struct sandbox *other = sandbox_lookup(d, opts->name);
+        if (other) {
+            sandbox_unref(other);
+            return sbx_error_setk(err, -EEXIST, "conflict", 409, "a sandbox named `%s` exists", opts->name);
+        }
+    }
+    if (d->n_sandboxes >= d->max_sandboxes)
+        return sbx_error_setk(err, -EAGAIN, "resource_exhausted", 429, "sandbox limit (%zu) reached",
+                              d->max_sandboxes);
+
+    char id[SBX_ID_MAX + 1];
+    id_generate(id, sizeof(id), "sbx_");
+    struct sandbox *sb = sandbox_new(d, id);
+    sb->name = opts->name ? xstrdup(opts->name) : NULL;
+    sb->snapshot = xstrdup(snapshot);
+    sb->created_ms = (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
+    sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
+    sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
+    sb->res = opts->res;
+    sb->state = SANDBOX_RUNNING;
+
+    int r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
+    if (r < 0)
+        goto out_free;
+    sb->uid_base = SANDBOX_UID_BASE + (uid_t)sb->uid_slot * RUNTIME_UID_RANGE;
+
+    if (mkdir(sb->state_dir, 0700) < 0) {
+        r = sbx_error_set(err, -errno, "create `%s`: %m", sb->state_dir);
+        goto out_free;
+    }
+    if ((r = write_shim_config(d, sb, err)) < 0)
+        goto out_rmdir;
+
+    /* The row goes in first so a crash between here and the shim's start leaves a record that recovery
+     * cleans up, never an orphan shim that nothing knows about. */
+    _cleanup_free_ char *env_json = json_dumps(sb->env, JSON_COMPACT);
+    _cleanup_free_ char *meta_json = json_dumps(sb->metadata, JSON_COMPACT);
+    json_t *resj = resources_to_json(&sb->res);
+    _cleanup_free_ char *res_json = json_dumps(resj, JSON_COMPACT);
+    json_decref(resj);
+    struct store_sandbox row = {
+        .id = sb->id,
+        .name = sb->name,
+        .snapshot = sb->snapshot,
+        .state = "running",
+        .created_ms = sb->created_ms,
+        .env_json = env_json,
+        .metadata_json = meta_json,
+        .resources_json = res_json,
+        .uid_slot = sb->uid_slot,
+    };
+    if ((r = store_sandbox_insert(d->store, &row, err)) < 0)
+        goto out_rmdir;
+
+    r = shim_spawn(d->shim_path, sb->state_dir, SHIM_READY_TIMEOUT_MS, &sb->shim_pid, &sb->init_pid, err);
+    if (r < 0) {
+        sbx_error_wrap(err, "start sandbox");
+        goto out_unstore;
+    }
+    if ((r = open_rootfs(sb)) < 0) {
+        sbx_error_set(err, r, "open rootfs of `%s`: %m", sb->id);
+        goto out_shutdown;
+    }
+    store_sandbox_set_state(d->store, sb->id, "running", sb->shim_pid, sb->init_pid, NULL);
+    registry_add(d, sb);
+    log_info("sandbox %s created (shim %d, init %d)", sb->id, (int)sb->shim_pid, (int)sb->init_pid);
+    *ret = sb;
+    return 0;
+
+out_shutdown:
+    shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
+    runtime_cleanup(sb->id, sb->state_dir);
+out_unstore:
+    store_sandbox_delete(d->store, sb->id, NULL);
+out_rmdir:
+    rm_rf(sb->state_dir);
+out_free:
+    sandbox_unref(sb);
+    return r;
+}
+
+int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err)
+{
+    if (sb->state != SANDBOX_RUNNING)
+        return sbx_error_setk(err, -EBUSY, "conflict", 409, "sandbox `%s` is %s", sb->id,
+                              sandbox_state_to_string(sb->state));
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!sb->ctl) {
+            int r = shim_conn_open(sb->state_dir, &sb->ctl, err);
+            if (r < 0)
+                return sbx_error_wrap(err, "sandbox `%s`", sb->id);
+        }
+        int r = shim_conn_call(sb->ctl, req, SHIM_CALL_TIMEOUT_MS, ret_resp, err);
+        if (r >= 0)
+            return r;
+        /* An error answer from the shim is final; a broken connection is retried once on a new one. */
+        if (!shim_conn_broken(sb->ctl))
+            return r;
+        shim_conn_close(sb->ctl);
+        sb->ctl = NULL;
+    }
+    return sbx_error_set(err, -EPIPE, "sandbox `%s`: its shim does not answer", sb->id);
+}
+
+static void remove_files(struct daemon *d, struct sandbox *sb)
+{
+    if (sb->rootfs_fd >= 0) {
+        close(sb->rootfs_fd);
+        sb->rootfs_fd = -1;
+    }
+    shim_conn_close(sb->ctl);
+    sb->ctl = NULL;
+    int r = shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
+    if (r < 0)
+        log_debug_errno(r, "shutdown shim of %s: %m", sb->id);
+    /* Whatever the shim did or did not do, make sure nothing is left. */
+    r = runtime_cleanup(sb->id, sb->state_dir);
+    if (r < 0)
+        log_warning_errno(r, "clean up sandbox %s: %m, ignoring", sb->id);
+    r = rm_rf(sb->state_dir);
+    if (r < 0)
+        log_warning_errno(r, "remove `%s`: %m, ignoring", sb->state_dir);
+    (void)d;
+}
+
+int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    if (sb->deleted)
+        return sbx_error_set(err, -ENOENT, "sandbox `%s` not found", sb->id);
+    remove_files(d, sb);
+    int r = store_sandbox_delete(d->store, sb->id, err);
+    if (r < 0)
+        log_warning("forget sandbox %s: %s", sb->id, err->msg);
+    log_info("sandbox %s deleted", sb->id);
+    registry_remove(d, sb);
+    return 0;
+}
+
+void sandbox_delete_all(struct daemon *d)
+{
+    while (d->sandboxes) {
+        sbx_error err = {0};
+        sandbox_delete(d, d->sandboxes, &err);
+    }
+}
+
+static int recover_one(const struct store_sandbox *row, void *userdata)
+{
+    struct daemon *d = userdata;
+    struct sandbox *sb = sandbox_new(d, row->id);
+    sb->name = row->name ? xstrdup(row->name) : NULL;
+    sb->snapshot = xstrdup(row->snapshot);
+    sb->created_ms = row->created_ms;
+    sb->env = json_loads(row->env_json, 0, NULL);
+    sb->metadata = json_loads(row->metadata_json, 0, NULL);
+    if (!sb->env)
+        sb->env = json_object();
+    if (!sb->metadata)
+        sb->metadata = json_object();
+    json_t *res = json_loads(row->resources_json, 0, NULL);
+    if (res) {
+        sb->res.cpus = json_number_value(json_object_get(res, "cpus"));
+        sb->res.memory_mb = (uint64_t)json_integer_value(json_object_get(res, "memory_mb"));
+        sb->res.pids = (uint64_t)json_integer_value(json_object_get(res, "pids"));
+        json_decref(res);
+    }
+    sb->uid_slot = row->uid_slot;
+    sb->uid_base = SANDBOX_UID_BASE + (uid_t)sb->uid_slot * RUNTIME_UID_RANGE;
+    sb->shim_pid = row->shim_pid;
+    sb->init_pid = row->init_pid;
+    sb->state = sandbox_state_from_string(row->state);
+
+    if (sb->state == SANDBOX_RUNNING) {
+        sbx_error err = {0};
+        json_t *ping = json_pack("{s:s}", "op", "ping"), *resp = NULL;
+        int r = sandbox_shim_call(sb, ping, &resp, &err);
+        json_decref(ping);
+        if (r >= 0 && json_is_true(json_object_get(resp, "init_alive")) != 0 &&
+            json_object_get(resp, "init_alive") != json_false()) {
+            open_rootfs(sb);
+            log_info("sandbox %s re-attached (shim %d)", sb->id, (int)sb->shim_pid);
+        } else {
+            log_warning("sandbox %s: shim gone (%s), marking stopped", sb->id, r < 0 ? err.msg : "init dead");
+            shim_conn_close(sb->ctl);
+            sb->ctl = NULL;
+            shim_shutdown(sb->state_dir, 1000);
+            runtime_cleanup(sb->id, sb->state_dir);
+            sb->state = SANDBOX_STOPPED;
+            store_sandbox_set_state(d->store, sb->id, "stopped", 0, 0, NULL);
+        }
+        json_decref(resp);
+    }
+    registry_add(d, sb);
+    sandbox_unref(sb);
+    return 0;
+}
+
+int sandbox_recover_all(struct daemon *d, sbx_error *err)
+{
+    return store_sandbox_foreach(d->store, recover_one, d, err);
+}

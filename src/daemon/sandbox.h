@@ -1,0 +1,82 @@
+/* The sandbox registry: sbxd's in-memory view of every sandbox, written through to the store. The
+ * sandbox itself is owned by its sbx-shim; sbxd holds a control connection to it. */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/error.h"
+#include "base/util.h"
+
+struct daemon;
+struct shim_conn;
+
+enum sandbox_state {
+    SANDBOX_RUNNING,
+    SANDBOX_STOPPED, /* its shim or init is gone; files may be read, nothing runs */
+    SANDBOX_ERROR,
+    _SANDBOX_STATE_MAX,
+};
+
+struct sandbox_resources {
+    double cpus;
+    uint64_t memory_mb;
+    uint64_t pids;
+};
+
+struct sandbox {
+    struct sandbox *prev, *next;
+    unsigned refs; /* the registry holds one; each in-flight request or stream holds one */
+    bool deleted;  /* removed from the registry; the last unref frees */
+    char id[SBX_ID_MAX + 1];
+    char *name; /* NULL if none */
+    char *snapshot;
+    int64_t created_ms;
+    json_t *env;      /* object of strings */
+    json_t *metadata; /* object */
+    struct sandbox_resources res;
+    int uid_slot;
+    uid_t uid_base;
+    char *state_dir;
+    enum sandbox_state state;
+    pid_t shim_pid, init_pid;
+    int rootfs_fd; /* O_PATH dirfd of <state_dir>/rootfs, -1 when not mounted */
+    struct shim_conn *ctl; /* persistent control connection, NULL until first use */
+};
+
+struct sandbox_create_opts {
+    const char *snapshot; /* NULL = "host" */
+    const char *name;     /* NULL = none */
+    json_t *env;          /* borrowed, may be NULL */
+    json_t *metadata;     /* borrowed, may be NULL */
+    struct sandbox_resources res;
+};
+
+#define SANDBOX_UID_BASE ((uid_t)1 << 28)
+
+const char *sandbox_state_to_string(enum sandbox_state s);
+
+/* Creates a sandbox and starts its shim. Returns 0 with a new reference in *ret. */
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err);
+/* Finds by id or name; returns a new reference, or NULL. */
+struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name);
+/* Shuts the sandbox down and removes it with its files. The registry drops its reference. */
+int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err);
+struct sandbox *sandbox_ref(struct sandbox *sb);
+struct sandbox *sandbox_unref(struct sandbox *sb);
+
+/* A JSON object in the shape of docs/api.md's sandbox object. */
+json_t *sandbox_to_json(const struct sandbox *sb);
+
+/* One request/response to the sandbox's shim over its persistent connection (reconnecting once if the
+ * connection went stale). On success *ret_resp is a new reference. */
+int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err);
+
+/* Reads the store at start-up and re-attaches to every shim still alive; sandboxes whose shim is gone
+ * are cleaned up and marked stopped. */
+int sandbox_recover_all(struct daemon *d, sbx_error *err);
+/* Deletes every sandbox (for --ephemeral shutdown). */
+void sandbox_delete_all(struct daemon *d);
+/* Writes an RFC 3339 UTC timestamp with milliseconds into buf (≥ 32 bytes). */
+void format_time_ms(char *buf, size_t size, int64_t ms);

@@ -1,0 +1,40 @@
+/* Persistent daemon state in SQLite (WAL). Off the hot path: sbxd keeps an in-memory registry and
+ * writes through to here on create/delete/state change, and reads it back at start to re-attach. */
+#pragma once
+
+#include <stdint.h>
+
+#include "base/error.h"
+
+struct store;
+
+struct store_sandbox {
+    char *id;
+    char *name;          /* may be NULL */
+    char *snapshot;
+    char *state;         /* "running", "stopped", "error", "deleting" */
+    int64_t created_ms;  /* Unix epoch milliseconds */
+    char *env_json;      /* JSON object text */
+    char *metadata_json; /* JSON object text */
+    char *resources_json;
+    int uid_slot;        /* index of the sandbox's 65536-id range */
+    int shim_pid;
+    int init_pid;
+};
+
+/* Opens (creating and migrating) <path>. Returns 0 and *ret, or a negative errno with err filled. */
+int store_open(const char *path, struct store **ret, sbx_error *err);
+void store_close(struct store *s);
+
+/* Inserts a new row. -EEXIST (kind "conflict") when the id or name is taken. */
+int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err);
+int store_sandbox_set_state(struct store *s, const char *id, const char *state, int shim_pid, int init_pid,
+                            sbx_error *err);
+int store_sandbox_delete(struct store *s, const char *id, sbx_error *err);
+
+/* Calls cb for every row, in creation order. The row is borrowed for the call only. */
+int store_sandbox_foreach(struct store *s, int (*cb)(const struct store_sandbox *sb, void *userdata),
+                          void *userdata, sbx_error *err);
+
+/* Lowest uid slot not used by any row (slots start at 1). */
+int store_sandbox_free_uid_slot(struct store *s, int *ret_slot, sbx_error *err);

@@ -1,0 +1,65 @@
+"""Daemon lifecycle: --ephemeral leaves nothing behind; without it sandboxes and running commands
+survive sbxd being killed, and a restarted sbxd re-attaches with no byte of output lost."""
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from sbxtest import Daemon, collect, host_mounts_under, processes_with_cmdline, wait_for
+
+
+def cgroup_dirs(sid):
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d == sid:
+                found.append(os.path.join(root, d))
+        if root.count("/") > 6:
+            dirs[:] = []
+    return found
+
+
+def test_ephemeral_leaves_nothing():
+    d = Daemon().start()
+    sids = [d.create() for _ in range(3)]
+    d.request("POST", f"/v1/sandboxes/{sids[0]}/commands", {"command": "sleep 600"})
+    d.request("POST", f"/v1/sandboxes/{sids[1]}/commands", {"command": "sleep 600 & sleep 600"})
+    assert host_mounts_under(d.data_dir)
+    assert d.stop(signal.SIGTERM) == 0
+    assert host_mounts_under(d.data_dir) == []
+    for sid in sids:
+        assert cgroup_dirs(sid) == [], sid
+        assert processes_with_cmdline(sid) == []
+        assert not os.path.exists(os.path.join(d.data_dir, "sandboxes", sid))
+    subprocess.run(["rm", "-rf", "--one-file-system", d.data_dir])
+
+
+def test_sandboxes_survive_sbxd_kill9():
+    data_dir = tempfile.mkdtemp(prefix="sbx-e2e-restart-", dir="/var/tmp")
+    d = Daemon(ephemeral=False, data_dir=data_dir).start()
+    try:
+        sid = d.create(name="survivor")
+        r = d.request("POST", f"/v1/sandboxes/{sid}/commands",
+                      {"id": "ticker", "command": "for i in $(seq 1 30); do echo tick-$i; sleep 0.1; done"})
+        assert r.status == 201
+        d.request("PUT", f"/v1/sandboxes/{sid}/files?path=/root/keep.txt", body=b"kept")
+        d.stop(signal.SIGKILL)
+        time.sleep(0.5)  # the command keeps running while no daemon is there
+        d2 = Daemon(ephemeral=False, data_dir=data_dir)
+        d2.port = d.port
+        d2.start()
+        try:
+            got = d2.request("GET", "/v1/sandboxes/survivor").json()
+            assert got["id"] == sid and got["state"] == "running"
+            out, _, ex = collect(d2.sse(sid, "ticker"))
+            assert out == "".join(f"tick-{i}\n" for i in range(1, 31)).encode()
+            assert ex["exit_code"] == 0
+            assert d2.request("GET", f"/v1/sandboxes/{sid}/files?path=/root/keep.txt").body == b"kept"
+            assert d2.run(sid, "echo still-works")["stdout"] == "still-works\n"
+            d2.delete(sid)
+        finally:
+            d2.stop()
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", data_dir])
+    assert host_mounts_under(data_dir) == []

@@ -1,0 +1,310 @@
+"""Shared helpers for sbx's end-to-end and security tests: start a real sbxd on a temporary data dir and
+talk to it over real HTTP, SSE and WebSocket (standard library only)."""
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+SOURCE_DIR = os.environ.get("SBX_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD_DIR = os.environ.get("SBX_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+BIN = os.path.join(BUILD_DIR, "bin")
+
+
+def wait_for(cond, timeout=10.0, interval=0.01, what="condition"):
+    """Polls cond() until it returns a truthy value (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error_code(self):
+        return self.json()["error"]["code"]
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:200]!r}>"
+
+
+class Daemon:
+    """A real sbxd process. Use as a context manager; stop() sends SIGTERM and waits."""
+
+    def __init__(self, api_key=None, ephemeral=True, data_dir=None, extra_args=()):
+        self.port = free_port()
+        self.own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="sbx-e2e-", dir="/var/tmp")
+        self.api_key = api_key
+        self.ephemeral = ephemeral
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir, "sbxd.log")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        env = dict(os.environ)
+        env.pop("SBX_API_KEY", None)
+        if self.api_key:
+            env["SBX_API_KEY"] = self.api_key
+        args = [os.path.join(BIN, "sbxd"), "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir]
+        if self.ephemeral:
+            args.append("--ephemeral")
+        args += self.extra_args
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sbxd exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                return self.request("GET", "/healthz").status == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=15, what="sbxd /healthz")
+        return self
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    def stop(self, sig=15, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self.own_dir and self.ephemeral:
+            subprocess.run(["rm", "-rf", "--one-file-system", self.data_dir], check=False)
+
+    def headers(self, extra=None, auth=True):
+        h = {}
+        if auth and self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        if extra:
+            h.update(extra)
+        return h
+
+    def conn(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, auth=True, timeout=60):
+        c = self.conn(timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+                headers = dict(headers or {}, **{"Content-Type": "application/json"})
+            c.request(method, path, body=body, headers=self.headers(headers, auth))
+            r = c.getresponse()
+            return Response(r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read())
+        finally:
+            c.close()
+
+    # Convenience wrappers over the native API.
+    def create(self, **kw):
+        r = self.request("POST", "/v1/sandboxes", kw)
+        assert r.status == 201, r
+        return r.json()["id"]
+
+    def delete(self, sid):
+        r = self.request("DELETE", f"/v1/sandboxes/{sid}")
+        assert r.status == 204, r
+
+    def run(self, sid, command, **kw):
+        kw["command"] = command
+        kw["wait"] = True
+        r = self.request("POST", f"/v1/sandboxes/{sid}/commands", kw)
+        assert r.status == 200, r
+        return r.json()
+
+    def sse(self, sid, cid, stdout_offset=0, stderr_offset=0, timeout=60):
+        """Returns (events, raw) where events is a list of (event, data-dict)."""
+        c = self.conn(timeout)
+        try:
+            c.request("GET", f"/v1/sandboxes/{sid}/commands/{cid}/stream?stdout_offset={stdout_offset}"
+                      f"&stderr_offset={stderr_offset}", headers=self.headers({"Accept": "text/event-stream"}))
+            r = c.getresponse()
+            assert r.status == 200, (r.status, r.read())
+            assert r.getheader("Content-Type", "").startswith("text/event-stream")
+            return parse_sse(r.read().decode())
+        finally:
+            c.close()
+
+
+def parse_sse(text):
+    events = []
+    for block in text.split("\n\n"):
+        ev, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith(":") or not line:
+                continue
+            k, _, v = line.partition(":")
+            v = v[1:] if v.startswith(" ") else v
+            if k == "event":
+                ev = v
+            elif k == "data":
+                data.append(v)
+        if data:
+            events.append((ev, json.loads("\n".join(data))))
+    return events
+
+
+def chunk_bytes(ev):
+    d = ev["data"]
+    return base64.b64decode(d) if ev.get("encoding") == "base64" else d.encode()
+
+
+def collect(events):
+    """Joins output events into per-stream bytes, checking offsets are contiguous; returns (out, err, exit)."""
+    streams = {"stdout": b"", "stderr": b""}
+    start = {}
+    exit_ev = None
+    for name, ev in events:
+        if name == "output":
+            s = ev["stream"]
+            start.setdefault(s, ev["offset"])
+            assert ev["offset"] == start[s] + len(streams[s]), (s, ev["offset"], len(streams[s]))
+            streams[s] += chunk_bytes(ev)
+        elif name == "exit":
+            assert exit_ev is None
+            exit_ev = ev
+    return streams["stdout"], streams["stderr"], exit_ev
+
+
+class WebSocket:
+    """A minimal RFC 6455 client (masking, fragmentation on receive, close handshake)."""
+
+    def __init__(self, daemon, path, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        hdrs = "".join(f"{k}: {v}\r\n" for k, v in daemon.headers().items())
+        req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{hdrs}\r\n")
+        self.sock.sendall(req.encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            buf += chunk
+        head, _, self.buf = buf.partition(b"\r\n\r\n")
+        self.status_line = head.split(b"\r\n")[0].decode()
+        if " 101 " not in self.status_line:
+            raise ConnectionError(self.status_line)
+        want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest())
+        assert want in head, head
+
+    def send(self, data, opcode=None):
+        if isinstance(data, (dict, list)):
+            data = json.dumps(data)
+        if isinstance(data, str):
+            data, opcode = data.encode(), opcode or 1
+        opcode = opcode or 2
+        mask = os.urandom(4)
+        n = len(data)
+        hdr = bytes([0x80 | opcode])
+        if n < 126:
+            hdr += bytes([0x80 | n])
+        elif n < 65536:
+            hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(hdr + mask + masked)
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        """Returns (opcode, payload) of the next complete message; control frames are returned too."""
+        msg, first_op = b"", None
+        while True:
+            b0, b1 = self._read(2)
+            op, fin, n = b0 & 0x0F, b0 & 0x80, b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._read(8))[0]
+            payload = self._read(n)
+            if op >= 8:
+                return op, payload
+            first_op = first_op or op
+            msg += payload
+            if fin:
+                return first_op, msg
+
+    def messages(self):
+        """Yields decoded JSON messages until the exit message or a close frame."""
+        while True:
+            op, payload = self.recv()
+            if op == 8:
+                return
+            if op == 1:
+                m = json.loads(payload)
+                yield m
+                if m.get("type") == "exit":
+                    return
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.send(struct.pack(">H", 1000), opcode=8)
+        self.sock.close()
+
+
+def host_mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [l for l in f if path in l.split()[4]]
+
+
+def processes_with_cmdline(fragment):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if fragment.encode() in f.read():
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
