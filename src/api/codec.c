@@ -8,7 +8,6 @@
 #include <strings.h>
 
 #include "base/util.h"
-#include "daemon/sandbox.h"
 #include "shimclient/shim_protocol.h"
 
 bool utf8_valid(const void *data, size_t len)

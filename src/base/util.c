@@ -82,6 +82,16 @@ usec_t now_usec(clockid_t clock)
     return (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000;
 }
 
+void format_time_ms(char *buf, size_t size, int64_t ms)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char date[24];
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%03dZ", date, (int)(ms % 1000));
+}
+
 void id_generate(char *ret, size_t size, const char *prefix)
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";

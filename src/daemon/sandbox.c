@@ -40,16 +40,6 @@ static enum sandbox_state sandbox_state_from_string(const char *s)
     return SANDBOX_ERROR;
 }
 
-void format_time_ms(char *buf, size_t size, int64_t ms)
-{
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, size, "%s.%03dZ", date, (int)(ms % 1000));
-}
-
 struct sandbox *sandbox_ref(struct sandbox *sb)
 {
     sb->refs++;

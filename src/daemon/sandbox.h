@@ -78,5 +78,3 @@ int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_er
 int sandbox_recover_all(struct daemon *d, sbx_error *err);
 /* Deletes every sandbox (for --ephemeral shutdown). */
 void sandbox_delete_all(struct daemon *d);
-/* Writes an RFC 3339 UTC timestamp with milliseconds into buf (≥ 32 bytes). */
-void format_time_ms(char *buf, size_t size, int64_t ms);
