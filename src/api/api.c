@@ -1,0 +1,212 @@
+/* The /v1 router: authentication, path matching, method checks and the error/JSON reply helpers. */
+#include "api/api.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "api/jsonreq.h"
+#include "base/cleanup.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "daemon/daemon.h"
+#include "daemon/sandbox.h"
+
+#define SBX_VERSION "0.1.0"
+
+void api_reply_error(struct http_request *req, const sbx_error *err)
+{
+    int status = sbx_error_http_status(err);
+    if (status >= 500)
+        log_error("%s %s: %s", http_request_method(req), http_request_path(req), err->msg);
+    http_respond_error(req, status, sbx_error_kind(err), "%s", err->msg);
+}
+
+void api_reply_json(struct http_request *req, int status, json_t *body)
+{
+    if (!body)
+        http_respond(req, status, NULL, NULL, 0);
+    else
+        http_respond_json(req, status, body);
+}
+
+struct sandbox *api_sandbox(struct api_ctx *c)
+{
+    struct sandbox *sb = sandbox_lookup(c->d, c->sandbox_id);
+    if (!sb)
+        http_respond_error(c->req, 404, "not_found", "sandbox `%s` not found", c->sandbox_id);
+    return sb;
+}
+
+/* --- bodies ------------------------------------------------------------------------------------- */
+
+struct json_read {
+    struct api_ctx *c;
+    api_json_cb cb;
+};
+
+static void json_body_done(struct http_request *req, const char *body, size_t len, void *userdata)
+{
+    struct json_read *jr = userdata;
+    sbx_error err = {0};
+    json_t *j;
+    if (jsonreq_parse(body, len, &j, &err) < 0)
+        api_reply_error(req, &err);
+    else {
+        jr->cb(jr->c, j);
+        json_decref(j);
+    }
+    free(jr);
+}
+
+void api_read_json(struct api_ctx *c, api_json_cb cb)
+{
+    struct json_read *jr = xmalloc(sizeof(*jr));
+    *jr = (struct json_read){.c = c, .cb = cb};
+    http_request_read_body(c->req, JSONREQ_BODY_MAX, json_body_done, jr);
+}
+
+/* --- routing ------------------------------------------------------------------------------------ */
+
+/* Path patterns are split on '/'; "*" matches one segment, captured in order as {id} then {cid}. */
+struct route {
+    const char *method;
+    const char *pattern;
+    void (*handler)(struct api_ctx *c);
+};
+
+static const struct route routes[] = {
+    {"POST", "v1/sandboxes", api_sandboxes_create},
+    {"GET", "v1/sandboxes", api_sandboxes_list},
+    {"GET", "v1/sandboxes/*", api_sandboxes_get},
+    {"DELETE", "v1/sandboxes/*", api_sandboxes_delete},
+    {"POST", "v1/sandboxes/*/commands", api_commands_create},
+    {"GET", "v1/sandboxes/*/commands", api_commands_list},
+    {"GET", "v1/sandboxes/*/commands/*", api_commands_get},
+    {"GET", "v1/sandboxes/*/commands/*/stream", api_commands_stream},
+    {"POST", "v1/sandboxes/*/commands/*/stdin", api_commands_stdin},
+    {"POST", "v1/sandboxes/*/commands/*/signal", api_commands_signal},
+    {"POST", "v1/sandboxes/*/commands/*/kill", api_commands_kill},
+    {"PUT", "v1/sandboxes/*/files", api_files_put},
+    {"GET", "v1/sandboxes/*/files", api_files_get},
+    {"DELETE", "v1/sandboxes/*/files", api_files_delete},
+    {"GET", "v1/sandboxes/*/files/stat", api_files_stat},
+    {"GET", "v1/sandboxes/*/files/list", api_files_list},
+    {"POST", "v1/sandboxes/*/files/mkdir", api_files_mkdir},
+    {"POST", "v1/sandboxes/*/files/move", api_files_move},
+};
+
+#define MAX_SEGMENTS 8
+#define MAX_CAPTURES 2
+
+/* Splits path into at most MAX_SEGMENTS segments in buf; returns the count, or -1 when too many. */
+static int split_path(const char *path, char *buf, size_t size, char *segs[MAX_SEGMENTS])
+{
+    snprintf(buf, size, "%s", path);
+    int n = 0;
+    char *save = NULL;
+    for (char *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+        if (n == MAX_SEGMENTS)
+            return -1;
+        segs[n++] = s;
+    }
+    return n;
+}
+
+static bool match(const char *pattern, char *segs[], int nsegs, const char *caps[MAX_CAPTURES])
+{
+    char pbuf[128];
+    char *psegs[MAX_SEGMENTS];
+    int np = split_path(pattern, pbuf, sizeof(pbuf), psegs);
+    if (np != nsegs)
+        return false;
+    int ncap = 0;
+    for (int i = 0; i < np; i++) {
+        if (strcmp(psegs[i], "*") == 0) {
+            if (ncap < MAX_CAPTURES)
+                caps[ncap++] = segs[i];
+        } else if (strcmp(psegs[i], segs[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Constant-time comparison so the key cannot be guessed byte by byte from response times. */
+static bool key_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static bool authorized(struct daemon *d, struct http_request *req)
+{
+    if (!d->api_key)
+        return true;
+    const char *h = http_header_get(req, "Authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && key_equal(h + 7, d->api_key))
+        return true;
+    h = http_header_get(req, "X-Api-Key");
+    return h && key_equal(h, d->api_key);
+}
+
+static void free_ctx(void *p)
+{
+    struct api_ctx *c = p;
+    free((char *)c->sandbox_id);
+    free((char *)c->command_id);
+    free(c);
+}
+
+static void handle(struct http_request *req, void *userdata)
+{
+    struct daemon *d = userdata;
+    const char *method = http_request_method(req), *path = http_request_path(req);
+
+    if (strcmp(path, "/healthz") == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return http_respond_error(req, 405, "method_not_allowed", "use GET");
+        return http_respond_json(req, 200, json_pack("{s:s, s:s}", "status", "ok", "version", SBX_VERSION));
+    }
+    if (!authorized(d, req))
+        return http_respond_error(req, 401, "unauthenticated", "missing or wrong API key");
+
+    char buf[1024];
+    char *segs[MAX_SEGMENTS];
+    int n = strlen(path) < sizeof(buf) ? split_path(path, buf, sizeof(buf), segs) : -1;
+    bool path_known = false;
+    for (size_t i = 0; n >= 0 && i < ELEMENTSOF(routes); i++) {
+        const char *caps[MAX_CAPTURES] = {0};
+        if (!match(routes[i].pattern, segs, n, caps))
+            continue;
+        path_known = true;
+        if (strcmp(routes[i].method, method) != 0)
+            continue;
+        struct api_ctx *c = xcalloc(1, sizeof(*c));
+        c->d = d;
+        c->req = req;
+        c->sandbox_id = caps[0] ? xstrdup(caps[0]) : NULL;
+        c->command_id = caps[1] ? xstrdup(caps[1]) : NULL;
+        http_request_set_userdata(req, c, free_ctx);
+        routes[i].handler(c);
+        return;
+    }
+    if (path_known)
+        return http_respond_error(req, 405, "method_not_allowed", "%s is not allowed on %s", method, path);
+    http_respond_error(req, 404, "not_found", "no route for %s %s", method, path);
+}
+
+int api_start(struct daemon *d, const char *host, int port, sbx_error *err)
+{
+    return http_server_new(d->loop, host, port, NULL, handle, d, &d->http, err);
+}
+
+void api_stop(struct daemon *d)
+{
+    http_server_free(d->http);
+    d->http = NULL;
+}

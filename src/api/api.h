@@ -1,0 +1,11 @@
+/* The native /v1 API: routes HTTP requests to the sandbox registry, the shims and the file module. */
+#pragma once
+
+#include "base/error.h"
+
+struct daemon;
+
+/* Starts serving the API on host:port from d->loop. */
+int api_start(struct daemon *d, const char *host, int port, sbx_error *err);
+/* Stops listening and drops every connection (streams end; sandboxes are untouched). */
+void api_stop(struct daemon *d);

@@ -1,0 +1,52 @@
+/* Shared by the API handler files; not part of the API module's public header. */
+#pragma once
+
+#include <jansson.h>
+
+#include "base/error.h"
+#include "http/http.h"
+
+struct daemon;
+struct sandbox;
+
+/* What a route handler gets: the request, the daemon, and the path parameters. */
+struct api_ctx {
+    struct daemon *d;
+    struct http_request *req;
+    const char *sandbox_id; /* {id} */
+    const char *command_id; /* {cid} */
+};
+
+/* Answers with the error's status and JSON body. */
+void api_reply_error(struct http_request *req, const sbx_error *err);
+/* Answers with status and body (takes ownership of body; NULL = empty 204-style body). */
+void api_reply_json(struct http_request *req, int status, json_t *body);
+
+/* Looks up {id}; answers 404 and returns NULL when there is no such sandbox. Returns a new reference. */
+struct sandbox *api_sandbox(struct api_ctx *c);
+
+/* Reads the whole (bounded) JSON body, then calls cb with it parsed; answers 400/413 itself on bad
+ * input. The parsed object is released after cb returns. */
+typedef void (*api_json_cb)(struct api_ctx *c, json_t *body);
+void api_read_json(struct api_ctx *c, api_json_cb cb);
+
+void api_sandboxes_create(struct api_ctx *c);
+void api_sandboxes_list(struct api_ctx *c);
+void api_sandboxes_get(struct api_ctx *c);
+void api_sandboxes_delete(struct api_ctx *c);
+
+void api_commands_create(struct api_ctx *c);
+void api_commands_list(struct api_ctx *c);
+void api_commands_get(struct api_ctx *c);
+void api_commands_stream(struct api_ctx *c);
+void api_commands_stdin(struct api_ctx *c);
+void api_commands_signal(struct api_ctx *c);
+void api_commands_kill(struct api_ctx *c);
+
+void api_files_put(struct api_ctx *c);
+void api_files_get(struct api_ctx *c);
+void api_files_delete(struct api_ctx *c);
+void api_files_stat(struct api_ctx *c);
+void api_files_list(struct api_ctx *c);
+void api_files_mkdir(struct api_ctx *c);
+void api_files_move(struct api_ctx *c);

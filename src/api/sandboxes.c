@@ -1,0 +1,102 @@
+/* /v1/sandboxes: create, list, get, delete. */
+#include <errno.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "api/jsonreq.h"
+#include "daemon/daemon.h"
+#include "daemon/sandbox.h"
+
+#define ENV_MAX_ENTRIES 1024
+#define ENV_MAX_ENTRY (32 * 1024)
+#define METADATA_MAX_BYTES (64 * 1024)
+
+static int parse_resources(json_t *body, struct sandbox_resources *res, sbx_error *err)
+{
+    *res = (struct sandbox_resources){.cpus = 1.0, .memory_mb = 512, .pids = 512};
+    json_t *r = NULL;
+    int k = jsonreq_object(body, "resources", &r, err);
+    if (k <= 0)
+        return k;
+    double cpus;
+    int64_t mem, pids;
+    if ((k = jsonreq_number(r, "cpus", 0.01, 64, &cpus, err)) < 0)
+        return sbx_error_wrap(err, "resources");
+    if (k)
+        res->cpus = cpus;
+    if ((k = jsonreq_integer(r, "memory_mb", 16, 1048576, &mem, err)) < 0)
+        return sbx_error_wrap(err, "resources");
+    if (k)
+        res->memory_mb = (uint64_t)mem;
+    if ((k = jsonreq_integer(r, "pids", 16, 65536, &pids, err)) < 0)
+        return sbx_error_wrap(err, "resources");
+    if (k)
+        res->pids = (uint64_t)pids;
+    return 0;
+}
+
+static void create_with_body(struct api_ctx *c, json_t *body)
+{
+    sbx_error err = {0};
+    struct sandbox_create_opts opts = {0};
+    json_t *metadata = NULL;
+    if (jsonreq_string(body, "snapshot", 256, &opts.snapshot, &err) < 0 ||
+        jsonreq_string(body, "name", 256, &opts.name, &err) < 0 ||
+        jsonreq_string_map(body, "env", ENV_MAX_ENTRIES, ENV_MAX_ENTRY, &opts.env, &err) < 0 ||
+        jsonreq_object(body, "metadata", &metadata, &err) < 0 || parse_resources(body, &opts.res, &err) < 0)
+        return api_reply_error(c->req, &err);
+    if (metadata) {
+        char *dump = json_dumps(metadata, JSON_COMPACT);
+        size_t n = dump ? strlen(dump) : 0;
+        free(dump);
+        if (n > METADATA_MAX_BYTES) {
+            sbx_error_setk(&err, -E2BIG, "too_large", 413, "`metadata` is larger than %d bytes", METADATA_MAX_BYTES);
+            return api_reply_error(c->req, &err);
+        }
+        opts.metadata = metadata;
+    }
+    struct sandbox *sb;
+    if (sandbox_create(c->d, &opts, &sb, &err) < 0)
+        return api_reply_error(c->req, &err);
+    api_reply_json(c->req, 201, sandbox_to_json(sb));
+    sandbox_unref(sb);
+}
+
+void api_sandboxes_create(struct api_ctx *c)
+{
+    api_read_json(c, create_with_body);
+}
+
+void api_sandboxes_list(struct api_ctx *c)
+{
+    json_t *arr = json_array();
+    /* The registry is newest first; list oldest first, as created. */
+    struct sandbox *last = c->d->sandboxes;
+    while (last && last->next)
+        last = last->next;
+    for (struct sandbox *sb = last; sb; sb = sb->prev)
+        json_array_append_new(arr, sandbox_to_json(sb));
+    api_reply_json(c->req, 200, json_pack("{s:o}", "sandboxes", arr));
+}
+
+void api_sandboxes_get(struct api_ctx *c)
+{
+    struct sandbox *sb = api_sandbox(c);
+    if (!sb)
+        return;
+    api_reply_json(c->req, 200, sandbox_to_json(sb));
+    sandbox_unref(sb);
+}
+
+void api_sandboxes_delete(struct api_ctx *c)
+{
+    struct sandbox *sb = api_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    if (sandbox_delete(c->d, sb, &err) < 0)
+        api_reply_error(c->req, &err);
+    else
+        api_reply_json(c->req, 204, NULL);
+    sandbox_unref(sb);
+}
