@@ -6,11 +6,9 @@ CMAKE_FLAGS ?=
 
 .PHONY: all test asan test-asan clean format format-check bench
 
-all: $(BUILD)/CMakeCache.txt
+all:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
-
-$(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) --timeout 600

@@ -308,3 +308,44 @@ def processes_with_cmdline(fragment):
         except OSError:
             pass
     return out
+
+
+# --- Helpers for the security tests (tests/security) ---------------------------------------------------
+
+def sh(daemon, sid, script, timeout=60, **kw):
+    """Runs `script` with /bin/sh -c in the sandbox and waits; returns the command object with stdout and
+    stderr (decoded to str). `timeout` is the command's own timeout in seconds."""
+    r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands",
+                       dict(kw, command=script, wait=True, timeout=timeout), timeout=timeout + 30)
+    assert r.status == 200, r
+    res = r.json()
+    for s in ("stdout", "stderr"):
+        if res.get(f"{s}_encoding") == "base64":
+            res[s] = base64.b64decode(res[s]).decode(errors="replace")
+    return res
+
+
+def kv(text):
+    """Parses the first `<command> ok|error key=value...` line of sbx-testhelper's output into a dict
+    with "status" set to "ok" or "error"."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] in ("ok", "error"):
+            d = {"status": parts[1]}
+            for p in parts[2:]:
+                k, _, v = p.partition("=")
+                d[k] = v
+            return d
+    raise AssertionError(f"no helper status line in {text!r}")
+
+
+def sandbox_state_dir(daemon, sid):
+    return os.path.join(daemon.data_dir, "sandboxes", sid)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,86 @@
+/* sbx CLI argument parsing, free of I/O and of libsbx so the unit tests can include args.c directly. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Option ids: the short letter when there is one, else >= 256. */
+enum {
+    OPT_ENV = 'e',
+    OPT_HELP = 'h',
+    OPT_STDIN = 'i',
+    OPT_MEMORY = 'm',
+    OPT_TIMEOUT = 't',
+    OPT_CWD = 'w',
+    OPT_SNAPSHOT = 256,
+    OPT_CPUS,
+    OPT_PIDS,
+    OPT_NAME,
+    OPT_METADATA,
+    OPT_JSON,
+};
+
+struct cli_option {
+    const char *long_name; /* without "--" */
+    char short_name;       /* 0: none */
+    bool has_arg;
+    int id;
+};
+
+enum {
+    CLI_ARG_OPTION = 0,     /* *ret_id (and *ret_value if the option has one) are set */
+    CLI_ARG_POSITIONAL = 1, /* argv[*i] is not an option; *i is not advanced */
+    CLI_ARG_DASHDASH = 2,   /* "--" was consumed; everything after it is positional */
+    CLI_ARG_END = 3,        /* no arguments left */
+};
+
+/* Looks at argv[*i] and advances *i past an option (and its value, given as "--opt V", "--opt=V" or
+ * "-o V"). "-" alone is positional. Returns a CLI_ARG_* value or -EINVAL with a message in errbuf. */
+int cli_next_arg(const struct cli_option *opts, int argc, char **argv, int *i, int *ret_id,
+                 const char **ret_value, char *errbuf, size_t errlen);
+
+/* "512M", "1G", "1.5g", "2048K", "1024" (plain numbers are MiB), "536870912B" → MiB, rounded up.
+ * Returns 0 or -EINVAL. */
+int cli_parse_memory_mb(const char *s, int64_t *ret);
+/* Seconds with an optional s/m/h suffix ("30", "1.5", "2m"). Returns 0 or -EINVAL (also for <= 0). */
+int cli_parse_duration(const char *s, double *ret);
+/* A positive decimal number (cpus). */
+int cli_parse_positive_double(const char *s, double *ret);
+/* A positive integer (pids). */
+int cli_parse_positive_int(const char *s, int64_t *ret);
+
+/* What a subcommand accepts (cli_parse_args flags). */
+#define ARGS_CREATE 1u  /* --snapshot --memory --cpus --pids --name --metadata (and --env for the sandbox) */
+#define ARGS_EXEC 2u    /* --cwd --timeout -i/--stdin (and --env for the command); a command follows */
+#define ARGS_SANDBOX 4u /* the first positional argument is the sandbox id */
+
+struct cli_args {
+    /* Sandbox creation. */
+    const char *snapshot;
+    const char *name;
+    double cpus;
+    int64_t memory_mb;
+    int64_t pids;
+    const char **metadata; /* NULL-terminated, entries borrowed from argv */
+    /* Both: the sandbox's env with ARGS_CREATE alone, else the command's. */
+    const char **env; /* NULL-terminated, entries borrowed from argv */
+    /* Command execution. */
+    const char *sandbox;
+    const char *cwd;
+    double timeout;
+    bool interactive;
+    char **cmd; /* NULL-terminated tail of argv (the command), NULL if none */
+    bool help;
+};
+
+/* Parses argv[1..argc-1] (argv[0] is the subcommand name; argv[argc] must be NULL) for create, exec or run.
+ * The command starts after "--" or at the first positional argument that is not the sandbox id, so
+ * options after the command belong to the command. Returns 0, -EINVAL with a message in errbuf, or
+ * -ENOMEM. Release with cli_args_done(). With --help, returns 0 with help set and nothing else checked. */
+int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, char *errbuf, size_t errlen);
+void cli_args_done(struct cli_args *a);
+
+/* Splits "ID:/path" into the sandbox id and the remote path. Returns true for a remote spec: a ':' that is
+ * preceded by a non-empty part without '/'. *ret_id is a new string (caller frees) or NULL on OOM. */
+bool cli_split_remote(const char *spec, char **ret_id, const char **ret_path);

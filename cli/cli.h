@@ -1,0 +1,51 @@
+/* sbx CLI: shared declarations. One subcommand per file, each exporting a struct cli_command that
+ * main.c dispatches from its table (crun src/crun.c). */
+#pragma once
+
+#include <stdbool.h>
+
+#include "args.h"
+#include "sbx.h"
+
+/* Exit status for sbx's own failures while running a command (exec/run), as docker and timeout(1) do. */
+#define EXIT_SBX 125
+#define EXIT_TIMEOUT 124
+
+struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name; returns the exit status */
+    const char *summary;
+    const char *usage; /* full help text */
+};
+
+extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
+    cli_cmd_get, cli_cmd_info;
+
+/* Prints "sbx: <message> (<code>)" for a failed library call. */
+void cli_print_err(const struct sbx_err *err, int r);
+/* Prints "sbx <cmd>: <msg>" and a hint to --help; returns `status`. */
+int cli_usage_error(const struct cli_command *cmd, const char *msg, int status);
+/* Prints the command's help to stdout; returns 0. */
+int cli_help(const struct cli_command *cmd);
+/* Creates a client from $SBX_URL / $SBX_API_KEY; prints the error on failure. */
+int cli_client(struct sbx_client **ret);
+/* Pretty-prints JSON text (falls back to the raw text). */
+void cli_print_json(const char *text);
+/* Parses argv for a subcommand that takes only --help (and optionally --json) and positional arguments:
+ * on success *ret_first is the index of the first positional one. Returns 0, 1 if help was printed, or
+ * -EINVAL after printing a usage error. */
+int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *ret_json, int *ret_first);
+
+/* Run-time state shared with the signal thread (stream.c). */
+/* Blocks SIGINT/SIGTERM/SIGHUP/SIGQUIT in every thread and starts a thread that forwards them to the
+ * running command (after the third one: kills it, or with delete_sandbox removes the sandbox, and exits
+ * with 128 + signal). Call before any other thread is created. */
+int cli_session_begin(const char *url, bool delete_sandbox);
+void cli_session_set_sandbox(const char *sid);
+/* The last signal received so far (0: none). */
+int cli_session_signal(void);
+
+/* Starts the command in sandbox `sid`, streams its stdout/stderr to ours (reconnecting without loss if
+ * the stream drops), forwards our stdin when opts->stdin_open and returns the exit status to use:
+ * the command's status, 124 on its timeout, 125 on sbx's own error (printed). */
+int cli_run_command(struct sbx_client *c, const char *sid, const struct sbx_exec_opts *opts);

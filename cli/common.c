@@ -1,0 +1,96 @@
+/* sbx CLI: helpers shared by the subcommands. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_print_err(const struct sbx_err *err, int r)
+{
+    if (err && err->code[0])
+        fprintf(stderr, "sbx: %s (%s)\n", err->message, err->code);
+    else
+        fprintf(stderr, "sbx: %s\n", strerror(r < 0 ? -r : r));
+}
+
+int cli_usage_error(const struct cli_command *cmd, const char *msg, int status)
+{
+    fprintf(stderr, "sbx %s: %s\nTry `sbx %s --help`.\n", cmd->name, msg, cmd->name);
+    return status;
+}
+
+int cli_help(const struct cli_command *cmd)
+{
+    fputs(cmd->usage, stdout);
+    return 0;
+}
+
+int cli_client(struct sbx_client **ret)
+{
+    int r = sbx_client_new(NULL, NULL, ret);
+    if (r == -EINVAL)
+        fprintf(stderr, "sbx: SBX_URL must start with http:// or https:// (invalid_argument)\n");
+    else if (r < 0)
+        fprintf(stderr, "sbx: %s\n", strerror(-r));
+    return r;
+}
+
+void cli_print_json(const char *text)
+{
+    json_t *doc = json_loads(text, 0, NULL);
+    char *pretty = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    puts(pretty ? pretty : text);
+    free(pretty);
+    json_decref(doc);
+}
+
+int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *ret_json, int *ret_first)
+{
+    static const struct cli_option opts[] = {
+        {"help", 'h', false, OPT_HELP}, {"json", 0, false, OPT_JSON}, {NULL, 0, false, 0}};
+    char errbuf[256];
+    int i = 1, first = -1;
+    /* Options may come before or between positional arguments (until "--"). */
+    char **pos = calloc((size_t)argc + 1, sizeof(char *));
+    if (!pos)
+        return -ENOMEM;
+    int n = 0;
+    for (;;) {
+        int id;
+        const char *v;
+        int r = cli_next_arg(opts, argc, argv, &i, &id, &v, errbuf, sizeof(errbuf));
+        if (r < 0) {
+            free(pos);
+            return cli_usage_error(cmd, errbuf, -EINVAL);
+        }
+        if (r == CLI_ARG_END)
+            break;
+        if (r == CLI_ARG_DASHDASH) {
+            while (i < argc)
+                pos[n++] = argv[i++];
+            break;
+        }
+        if (r == CLI_ARG_POSITIONAL) {
+            pos[n++] = argv[i++];
+            continue;
+        }
+        if (id == OPT_HELP) {
+            free(pos);
+            cli_help(cmd);
+            return 1;
+        }
+        if (id != OPT_JSON || !ret_json) {
+            free(pos);
+            return cli_usage_error(cmd, "--json is not valid here", -EINVAL);
+        }
+        *ret_json = true;
+    }
+    /* Move the positional arguments to the end of argv, in order, so callers index them simply. */
+    first = argc - n;
+    memcpy(&argv[first], pos, (size_t)n * sizeof(char *));
+    free(pos);
+    *ret_first = first;
+    return 0;
+}

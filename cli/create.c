@@ -1,0 +1,61 @@
+/* sbx create: POST /v1/sandboxes, prints the new sandbox's id. */
+#include <errno.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+static int create_main(int argc, char **argv)
+{
+    struct cli_args a;
+    char errbuf[256];
+    int r = cli_parse_args(argc, argv, ARGS_CREATE, &a, errbuf, sizeof(errbuf));
+    if (r < 0)
+        return cli_usage_error(&cli_cmd_create, r == -EINVAL ? errbuf : "out of memory", 2);
+    if (a.help) {
+        cli_args_done(&a);
+        return cli_help(&cli_cmd_create);
+    }
+    struct sbx_client *c = NULL;
+    if (cli_client(&c) < 0) {
+        cli_args_done(&a);
+        return 1;
+    }
+    struct sbx_create_opts o = {
+        .snapshot = a.snapshot,
+        .name = a.name,
+        .cpus = a.cpus,
+        .memory_mb = a.memory_mb,
+        .pids = a.pids,
+        .env = a.env,
+        .metadata = a.metadata,
+    };
+    struct sbx_sandbox s = {0};
+    struct sbx_err err = {0};
+    r = sbx_sandbox_create(c, &o, &s, &err);
+    if (r < 0)
+        cli_print_err(&err, r);
+    else
+        printf("%s\n", s.id);
+    sbx_sandbox_done(&s);
+    sbx_client_free(c);
+    cli_args_done(&a);
+    return r < 0 ? 1 : 0;
+}
+
+const struct cli_command cli_cmd_create = {
+    .name = "create",
+    .run = create_main,
+    .summary = "create a sandbox and print its id",
+    .usage = "Usage: sbx create [OPTIONS]\n"
+             "\n"
+             "Creates a sandbox and prints its id.\n"
+             "\n"
+             "Options:\n"
+             "  --snapshot NAME     root filesystem snapshot (default: host)\n"
+             "  --name NAME         unique name ([A-Za-z0-9_.-], up to 64)\n"
+             "  -m, --memory SIZE   memory limit: 512M, 1G, or MiB as a plain number (default 512M)\n"
+             "  --cpus N            CPU limit, fractions allowed (default 1)\n"
+             "  --pids N            process limit (default 512)\n"
+             "  -e, --env K=V       environment for every command (repeatable)\n"
+             "  --metadata K=V      free-form metadata (repeatable)\n",
+};
