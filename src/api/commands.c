@@ -119,7 +119,7 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         return sbx_error_set(err, -EINVAL, "`id` must match [A-Za-z0-9_.-]{1,64}");
     if (cwd[0] != '/')
         return sbx_error_set(err, -EINVAL, "`cwd` must be an absolute path");
-    json_t *argv;
+    json_t *argv = NULL;
     int r = build_argv(body, &argv, err);
     if (r < 0)
         return r;

@@ -187,6 +187,8 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
     sb->res = opts->res;
     sb->state = SANDBOX_RUNNING;
 
+    /* Declared before the first goto: the cleanup handlers run on every path out. */
+    _cleanup_free_ char *env_json = NULL, *meta_json = NULL, *res_json = NULL;
     int r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
     if (r < 0)
         goto out_free;
@@ -201,10 +203,10 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
 
     /* The row goes in first so a crash between here and the shim's start leaves a record that recovery
      * cleans up, never an orphan shim that nothing knows about. */
-    _cleanup_free_ char *env_json = json_dumps(sb->env, JSON_COMPACT);
-    _cleanup_free_ char *meta_json = json_dumps(sb->metadata, JSON_COMPACT);
+    env_json = json_dumps(sb->env, JSON_COMPACT);
+    meta_json = json_dumps(sb->metadata, JSON_COMPACT);
     json_t *resj = resources_to_json(&sb->res);
-    _cleanup_free_ char *res_json = json_dumps(resj, JSON_COMPACT);
+    res_json = json_dumps(resj, JSON_COMPACT);
     json_decref(resj);
     struct store_sandbox row = {
         .id = sb->id,
@@ -223,6 +225,8 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
     r = shim_spawn(d->shim_path, sb->state_dir, SHIM_READY_TIMEOUT_MS, &sb->shim_pid, &sb->init_pid, err);
     if (r < 0) {
         sbx_error_wrap(err, "start sandbox");
+        /* The shim may have died half-way through creating the sandbox: undo what it left. */
+        runtime_cleanup(sb->id, sb->state_dir);
         goto out_unstore;
     }
     if ((r = open_rootfs(sb)) < 0) {

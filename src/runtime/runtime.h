@@ -24,6 +24,12 @@ struct runtime_config {
     const char *seccomp_path; /* file with the raw BPF made by runtime_seccomp_export(); NULL = none */
 };
 
+/* An exit reported by sbx-init on ctl_fd. */
+struct runtime_exit_event {
+    pid_t pid;  /* pid inside the sandbox, as returned by runtime_exec */
+    int status; /* wait status: WIFEXITED/WEXITSTATUS/WIFSIGNALED/WTERMSIG apply */
+};
+
 /* A running sandbox as the shim holds it. */
 struct runtime_sandbox {
     pid_t init_pid;      /* host pid of sbx-init */
@@ -32,6 +38,10 @@ struct runtime_sandbox {
     int rootfs_fd;       /* O_PATH fd of the merged rootfs as the host sees it (<state_dir>/rootfs) */
     uid_t uid_base;
     char cgroup_name[128]; /* relative name under each hierarchy, e.g. "sbx/<id>" */
+    char *state_dir;
+    /* Exit events runtime_exec read while waiting for its answer; runtime_read_event returns them first. */
+    struct runtime_exit_event *pending;
+    unsigned n_pending, cap_pending;
 };
 
 struct runtime_exec_spec {
@@ -52,12 +62,6 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
  * "command_not_found"; no process is left running. Blocking, bounded by a short timeout. */
 int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spec, const int fds[3],
                  int *ret_pidfd, pid_t *ret_pid, sbx_error *err);
-
-/* An exit reported by sbx-init on ctl_fd. */
-struct runtime_exit_event {
-    pid_t pid;  /* pid inside the sandbox, as returned by runtime_exec */
-    int status; /* wait status: WIFEXITED/WEXITSTATUS/WIFSIGNALED/WTERMSIG apply */
-};
 
 /* Reads one pending event from ctl_fd without blocking. Returns 1 with *ret filled, 0 when nothing is
  * pending, -EPIPE when init is gone, or another negative errno. Call when ctl_fd is readable. */
