@@ -225,7 +225,7 @@ class WebSocket:
         self.status_line = head.split(b"\r\n")[0].decode()
         if " 101 " not in self.status_line:
             raise ConnectionError(self.status_line)
-        want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest())
+        want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
         assert want in head, head
 
     def send(self, data, opcode=None):

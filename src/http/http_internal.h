@@ -96,6 +96,12 @@ struct http_ws {
     const struct http_ws_callbacks *cbs;
     void *userdata;
     bool paused, user_closed;
+    /* wslay sends control frames ahead of queued messages: a close asked for while messages are still
+     * queued waits here until they are out, so the last message (e.g. a command's exit) is not lost. */
+    bool close_pending;
+    uint16_t pending_code;
+    size_t pending_reason_len;
+    char pending_reason[124];
     int close_code; /* set when finishing */
 };
 

@@ -118,6 +118,12 @@ int http_websocket_accept(struct http_request *req, const struct http_ws_callbac
     return 0;
 }
 
+static void queue_close(struct http_ws *ws, uint16_t code, const char *reason, size_t len)
+{
+    if (wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, len) != 0)
+        (void)wslay_event_queue_close(ws->ctx, 1000, NULL, 0);
+}
+
 void http_ws_process(struct http_conn *c)
 {
     struct http_ws *ws = c->ws;
@@ -134,6 +140,14 @@ void http_ws_process(struct http_conn *c)
     if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
         c->dead = true;
         return;
+    }
+    if (ws->close_pending && wslay_event_get_queued_msg_count(ws->ctx) == 0) {
+        ws->close_pending = false;
+        queue_close(ws, ws->pending_code, ws->pending_reason, ws->pending_reason_len);
+        if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
+            c->dead = true;
+            return;
+        }
     }
     if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
         c->closing = true;
@@ -190,8 +204,13 @@ void http_ws_close(struct http_ws *ws, int code, const char *reason)
     size_t rl = reason ? strlen(reason) : 0;
     if (rl > 123)
         rl = 123;
-    if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rl) != 0)
-        (void)wslay_event_queue_close(ws->ctx, 1000, NULL, 0);
+    if (wslay_event_get_queued_msg_count(ws->ctx) > 0) {
+        ws->close_pending = true;
+        ws->pending_code = (uint16_t)code;
+        memcpy(ws->pending_reason, reason ? reason : "", rl);
+        ws->pending_reason_len = rl;
+    } else
+        queue_close(ws, (uint16_t)code, reason, rl);
     ws->conn->last_progress = loop_now(ws->conn->srv->loop); /* the close timeout counts from here */
     http_conn_kick(ws->conn);
 }
