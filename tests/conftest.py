@@ -33,8 +33,8 @@ def helper_in(daemon):
     def put(sid):
         with open(os.path.join(BIN, "sbx-testhelper"), "rb") as f:
             data = f.read()
-        r = daemon.request("PUT", f"/v1/sandboxes/{sid}/files?path=/usr/local/bin/th&mode=0755", body=data)
+        r = daemon.request("PUT", f"/v1/sandboxes/{sid}/files?path=/root/.sbx-th&mode=0755", body=data)
         assert r.status == 200, r
-        return "/usr/local/bin/th"
+        return "/root/.sbx-th"
 
     return put

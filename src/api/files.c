@@ -14,9 +14,13 @@
 #include "daemon/sandbox.h"
 #include "files/files.h"
 #include "loop/loop.h"
+#include "runtime/runtime.h"
 
 #define LIST_MAX_ENTRIES 10000
 #define DOWNLOAD_CHUNK (256 * 1024)
+/* Paths in JSON bodies are taken up to this size so that an over-long one is judged by the path rules
+ * (400 invalid_argument, like in a query string) rather than as an oversized field. */
+#define PATH_FIELD_MAX (64 * 1024)
 
 /* The sandbox and its root dirfd, or an answered error. */
 static struct sandbox *files_sandbox(struct api_ctx *c)
@@ -167,6 +171,24 @@ static void download_pump(struct http_request *req, void *userdata)
     download_free(dl);
 }
 
+
+/* sbxd reads as host root, but may hand out only what root inside the sandbox could read: host files
+ * under the read-only system directories (/etc/shadow, TLS keys) belong to ids that are not mapped into
+ * the sandbox, and there only their "other" permission bits apply. */
+static bool readable_by_sandbox_root(int fd, uid_t uid_base)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return false;
+    bool uid_mapped = st.st_uid >= uid_base && st.st_uid - uid_base < RUNTIME_UID_RANGE;
+    bool gid_mapped = st.st_gid >= uid_base && st.st_gid - uid_base < RUNTIME_UID_RANGE;
+    if (uid_mapped && gid_mapped)
+        return true; /* CAP_DAC_OVERRIDE inside covers it */
+    if (uid_mapped)
+        return st.st_mode & S_IRUSR;
+    return st.st_mode & S_IROTH;
+}
+
 static void download_abort(struct http_request *req, void *userdata)
 {
     download_free(userdata);
@@ -184,9 +206,15 @@ void api_files_get(struct api_ctx *c)
     int fd;
     uint64_t size;
     int r = files_open_read(sb->rootfs_fd, path, &fd, &size, &err);
+    uid_t uid_base = sb->uid_base;
     sandbox_unref(sb);
     if (r < 0)
         return api_reply_error(c->req, &err);
+    if (!readable_by_sandbox_root(fd, uid_base)) {
+        close(fd);
+        sbx_error_set(&err, -EACCES, "read `%s`: permission denied", path);
+        return api_reply_error(c->req, &err);
+    }
 
     uint64_t start = 0, len = size;
     int status = 200;
@@ -289,7 +317,7 @@ static void mkdir_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     const char *path = NULL, *mode_s = NULL;
     mode_t mode;
-    if (jsonreq_string(body, "path", PATH_MAX, &path, &err) < 0 || jsonreq_string(body, "mode", 8, &mode_s, &err) < 0 ||
+    if (jsonreq_string(body, "path", PATH_FIELD_MAX, &path, &err) < 0 || jsonreq_string(body, "mode", 8, &mode_s, &err) < 0 ||
         parse_mode(mode_s, 0755, &mode, &err) < 0)
         return api_reply_error(c->req, &err);
     if (!path) {
@@ -318,7 +346,7 @@ static void move_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     const char *from = NULL, *to = NULL;
     bool overwrite = false;
-    if (jsonreq_string(body, "from", PATH_MAX, &from, &err) < 0 || jsonreq_string(body, "to", PATH_MAX, &to, &err) < 0 ||
+    if (jsonreq_string(body, "from", PATH_FIELD_MAX, &from, &err) < 0 || jsonreq_string(body, "to", PATH_FIELD_MAX, &to, &err) < 0 ||
         jsonreq_bool(body, "overwrite", &overwrite, &err) < 0)
         return api_reply_error(c->req, &err);
     if (!from || !to) {

@@ -74,6 +74,7 @@ int sbx_error_http_status(const sbx_error *err)
         return 400;
     case EACCES:
     case EPERM:
+    case EROFS:
         return 403;
     case E2BIG:
     case EMSGSIZE:

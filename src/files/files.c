@@ -188,7 +188,7 @@ static int mkdir_p_fd(int rootfd, const char *norm, mode_t mode, uid_t uid, gid_
                 /* Raced with another creator, or a dangling symlink: look once more. */
                 next = resolve(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
                 if (next == -ENOENT)
-                    next = -EEXIST;
+                    next = -ENOTDIR; /* a dangling symlink where a directory should be */
             } else {
                 next = -errno;
             }

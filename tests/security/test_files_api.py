@@ -196,6 +196,8 @@ def test_symlinks_stay_inside(daemon, sandbox, token, canaries):
         for op in ("", "/stat"):
             r = get(daemon, sandbox, p, op=op)
             assert_no_host_secret(r, token, f"GET{op} {p}")
+            if op == "/stat" and r.status == 200 and r.json().get("type") == "symlink":
+                continue  # stat describes the link itself (lstat), which is the sandbox's own data
             if p.startswith(("/root/up/", "/root/rf/")):
                 assert r.status != 200, f"{p}: a symlink was followed on the host: {r}"
             else:

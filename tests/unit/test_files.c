@@ -579,9 +579,9 @@ static int test_escape_write_through_symlink(void)
     snprintf(target, sizeof(target), "%s/sentinel", f.outside);
     ASSERT_OK(symlink(target, hp));
 
-    /* Dangling inside the root: like mkdir -p through a dangling link, that is a conflict. */
-    ASSERT_ERRNO(put(f.rootfd, "/evil/pwned", "x", 1), EEXIST);
-    ASSERT_ERRNO(files_mkdir_p(f.rootfd, "/evil/newdir", 0755, 0, 0, &err), EEXIST);
+    /* Dangling inside the root: a link where a directory should be is not a directory. */
+    ASSERT_ERRNO(put(f.rootfd, "/evil/pwned", "x", 1), ENOTDIR);
+    ASSERT_ERRNO(files_mkdir_p(f.rootfd, "/evil/newdir", 0755, 0, 0, &err), ENOTDIR);
     ASSERT_OK(outside_untouched(&f));
     /* Once <root><outside> exists, writes through the link land there. */
     ASSERT_OK(files_mkdir_p(f.rootfd, f.outside, 0755, 0, 0, &err));
