@@ -239,10 +239,11 @@ static int exec_command(const char *file, char **argv, char **envp)
 
 static _Noreturn void run_child(struct exec_req *req, int err_fd)
 {
-    /* The command must not inherit our blocked SIGCHLD/SIGTERM/SIGINT or ignored SIGPIPE. */
+    /* The command must not inherit our blocked SIGCHLD/SIGTERM/SIGINT or ignored SIGPIPE. execve resets
+     * handled signals itself and SIGPIPE is the only one init ignores, so one call is enough (this is on
+     * every command's critical path). */
     struct sigaction sa = {.sa_handler = SIG_DFL};
-    for (int sig = 1; sig < NSIG; sig++)
-        (void)sigaction(sig, &sa, NULL); /* fails for SIGKILL, SIGSTOP and glibc's reserved ones */
+    (void)sigaction(SIGPIPE, &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
     (void)sigprocmask(SIG_SETMASK, &none, NULL);

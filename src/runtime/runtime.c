@@ -90,6 +90,15 @@ static _Noreturn void child_main(struct child_args *a)
         _exit(1); /* the host side gave up */
     close(a->sync_r);
 
+    /* sbx-init and every command inherit ignored signals and the mask through exec: start clean, as
+     * sbx-init only resets what it changes itself. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        (void)sigaction(sig, &dfl, NULL); /* fails for SIGKILL, SIGSTOP and libc's reserved ones */
+    sigset_t none;
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
+
     /* Before unshare: the working directory is carried into the new mount namespace, an fd is not. */
     if (fchdir(a->rootfs_fd) < 0) {
         sbx_error_set(&err, -errno, "enter the rootfs: %m");
@@ -216,6 +225,8 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     ret->state_dir = xstrdup(cfg->state_dir);
     snprintf(ret->cgroup_name, sizeof(ret->cgroup_name), "sbx/%s", cfg->id);
 
+    /* Where creation time goes, for `SBX_SHIM_DEBUG=1` (bench/ reads it to explain its figures). */
+    uint64_t t[8] = {now_usec(CLOCK_MONOTONIC)};
     struct sock_fprog seccomp = {0};
     _cleanup_close_ int init_fd = -1, userns_fd = -1;
     int sv[2] = {-1, -1}, sync_p[2] = {-1, -1}, err_p[2] = {-1, -1};
@@ -249,6 +260,7 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     if ((r = rootfs_mount_overlay(cfg, err)) < 0)
         goto fail;
     mounted = true;
+    t[1] = now_usec(CLOCK_MONOTONIC);
     char rootfs[PATH_MAX];
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", cfg->state_dir);
     ret->rootfs_fd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -259,6 +271,7 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     if ((r = cgroup_create(ret->cgroup_name, cfg, err)) < 0)
         goto fail;
     cgroup = true;
+    t[2] = now_usec(CLOCK_MONOTONIC);
 
     struct clone_args ca = {
         .flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD,
@@ -282,6 +295,7 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     close(err_p[1]);
     close(sv[1]);
     sync_p[0] = err_p[1] = sv[1] = -1;
+    t[3] = now_usec(CLOCK_MONOTONIC);
 
     if ((r = write_id_map(pid, "uid_map", cfg->uid_base)) < 0 || (r = write_id_map(pid, "gid_map", cfg->uid_base)) < 0) {
         sbx_error_set(err, r, "write uid/gid map: %s", strerror(-r));
@@ -296,8 +310,10 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     }
     if (!cfg->lower_dirs && (r = rootfs_mount_system(cfg, userns_fd, err)) < 0)
         goto fail;
+    t[4] = now_usec(CLOCK_MONOTONIC);
     if ((r = cgroup_attach(ret->cgroup_name, pid, err)) < 0)
         goto fail;
+    t[5] = now_usec(CLOCK_MONOTONIC);
     if (write(sync_p[1], "x", 1) != 1) {
         r = sbx_error_set(err, -errno, "release the sandbox process: %m");
         goto fail;
@@ -319,6 +335,12 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         r = sbx_error_set(err, -EPROTO, "sbx-init: unexpected first message");
         goto fail;
     }
+    t[6] = now_usec(CLOCK_MONOTONIC);
+    log_debug("create %s: overlay %lluus, cgroup %lluus, clone %lluus, maps+system mounts %lluus, "
+              "cgroup attach %lluus, sandbox setup until init ready %lluus, total %lluus", cfg->id,
+              (unsigned long long)(t[1] - t[0]), (unsigned long long)(t[2] - t[1]), (unsigned long long)(t[3] - t[2]),
+              (unsigned long long)(t[4] - t[3]), (unsigned long long)(t[5] - t[4]), (unsigned long long)(t[6] - t[5]),
+              (unsigned long long)(t[6] - t[0]));
     ret->init_pid = pid;
     ret->init_pidfd = pidfd;
     ret->ctl_fd = sv[0];

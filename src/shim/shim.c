@@ -119,7 +119,8 @@ struct ostream {
     struct io io; /* our read end of the pipe; fd -1 after EOF */
     struct command *cmd;
     int idx;        /* 0 stdout, 1 stderr */
-    int log_fd;     /* logs/<cid>.stdout|stderr, O_RDWR|O_APPEND */
+    int log_fd;     /* logs/<cid>.stdout|stderr, O_RDWR|O_APPEND; -1 until the ring is outgrown */
+    bool log_failed;
     uint64_t bytes; /* total so far = next offset */
     uint8_t *ring;  /* RING_SIZE bytes; byte at offset o lives at ring[o % RING_SIZE] */
 };
@@ -391,10 +392,21 @@ static void notify_attachers(struct command *c)
     }
 }
 
-/* Appends output to the log file and the ring. */
+static int open_log(const char *id, const char *suffix);
+
+/* Appends output to the ring, and to the log file once the stream is bigger than the ring: then the
+ * file is created holding everything from offset 0, so reads older than the ring come from it. */
 static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
 {
-    if (write_all(s->log_fd, data, len) < 0)
+    if (s->log_fd < 0 && !s->log_failed && s->bytes + len > RING_SIZE) {
+        s->log_fd = open_log(s->cmd->id, s->idx == 0 ? "stdout" : "stderr");
+        if (s->log_fd < 0 || write_all(s->log_fd, s->ring, (size_t)s->bytes) < 0) {
+            log_warning_errno(-errno, "create output log of `%s`: %m; output older than the last %u bytes "
+                              "will be unreadable", s->cmd->id, (unsigned)RING_SIZE);
+            s->log_failed = true;
+        }
+    }
+    if (s->log_fd >= 0 && write_all(s->log_fd, data, len) < 0)
         log_warning_errno(-errno, "append to log of `%s`: %m; the file misses bytes", s->cmd->id);
     size_t pos = (size_t)(s->bytes % RING_SIZE);
     if (len >= RING_SIZE) {
@@ -426,6 +438,8 @@ static ssize_t stream_read_at(const struct ostream *s, uint64_t off, uint8_t *ds
         memcpy(dst + first, s->ring, n - first);
         return (ssize_t)n;
     }
+    if (s->log_fd < 0)
+        return -EIO; /* the log could not be created */
     ssize_t r = RETRY_EINTR(pread(s->log_fd, dst, n, (off_t)off));
     if (r < 0)
         return -errno;
@@ -494,10 +508,10 @@ static void command_maybe_finish(struct command *c)
         c->pidfd = -1;
     }
     running_remove(c);
-    command_persist(c);
     log_debug("command %s finished (status 0x%x%s%s)", c->id, (unsigned)c->wstatus,
               c->err_code[0] ? ", " : "", c->err_code);
     notify_attachers(c);
+    command_persist(c); /* after the waiters have their answer: it is off the critical path */
 }
 
 static void command_exited(struct command *c, int wstatus)
@@ -941,14 +955,10 @@ static void op_exec(struct client *cl, json_t *req)
         sbx_error_set(&err, -errno, "pipe: %m");
         goto fail;
     }
-    for (int i = 0; i < 2; i++) {
-        c->out[i].log_fd = open_log(id, i == 0 ? "stdout" : "stderr");
-        if (c->out[i].log_fd < 0) {
-            sbx_error_set(&err, -errno, "create output log: %m");
-            goto fail;
-        }
+    /* The log files are created when a stream first outgrows its ring (stream_append): most commands
+     * never need them, and creating files is the slowest step of starting a command. */
+    for (int i = 0; i < 2; i++)
         c->out[i].ring = xmalloc(RING_SIZE);
-    }
     struct runtime_exec_spec spec = {
         .argv = av,
         .env = ev,
@@ -990,7 +1000,6 @@ static void op_exec(struct client *cl, json_t *req)
         if (!json_is_true(stdin_open))
             c->in_close_after = true;
         stdin_flush(c);
-        command_persist(c);
         /* An exit that sbx-init reported before runtime_exec returned. */
         for (unsigned i = 0; i < S.n_early_exits; i++)
             if (S.early_exits[i].pid == c->pid) {
