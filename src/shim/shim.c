@@ -510,8 +510,8 @@ static void command_maybe_finish(struct command *c)
     running_remove(c);
     log_debug("command %s finished (status 0x%x%s%s)", c->id, (unsigned)c->wstatus,
               c->err_code[0] ? ", " : "", c->err_code);
+    command_persist(c); /* before anyone hears of the exit: a reported status is on disk */
     notify_attachers(c);
-    command_persist(c); /* after the waiters have their answer: it is off the critical path */
 }
 
 static void command_exited(struct command *c, int wstatus)
