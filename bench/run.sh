@@ -14,6 +14,8 @@
 #   sbx-create-first-output  POST /v1/sandboxes {} → POST commands ["echo","hi"] wait → response
 #   sbx-create-only          the create part of that
 #   sbx-exec                 POST commands ["true"] wait, repeated on one sandbox
+# once with sbxd's default warm pool (creates PACE_MS apart, so each is served from the pool) and once
+# with --warm 0 (suffix -cold: every create builds its sandbox)
 #
 # crun 1.8 refuses hybrid cgroup hosts whose cgroup2 mount still has a controller ("cgroups in hybrid
 # mode not supported, drop all controllers from cgroupv2"). Here that controller is hugetlb, so the crun
@@ -27,6 +29,7 @@ BUILD=${BUILD:-build}
 N_SPAWN=${N_SPAWN:-200}
 N_CREATE=${N_CREATE:-50}
 N_EXEC=${N_EXEC:-500}
+PACE_MS=${PACE_MS:-100}
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
 BENCH=$BUILD/bin/sbx-bench
 SBXD=$BUILD/bin/sbxd
@@ -105,20 +108,26 @@ fi
 
 # --- sbx through its API (before any host change below) ---------------------------------------------
 if [ -x "$SBXD" ]; then
-    mkdir -p "$tmp/data"
-    "$SBXD" --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" --ephemeral 2>"$tmp/sbxd.log" &
-    sbxd_pid=$!
-    if "$BENCH" health "127.0.0.1:$PORT" 15; then
-        "$BENCH" sbx "127.0.0.1:$PORT" "$N_CREATE" "$N_EXEC" | result
-    else
-        na sbx-create-first-output sbxd-did-not-become-healthy
-        na sbx-exec sbxd-did-not-become-healthy
-        tail -5 "$tmp/sbxd.log" | sed 's/^/# sbxd: /'
-    fi
-    kill -TERM "$sbxd_pid" 2>/dev/null
-    wait "$sbxd_pid" 2>/dev/null
-    sbxd_pid=
-    grep -iE "error|warn" "$tmp/sbxd.log" | tail -5 | sed 's/^/# sbxd: /'
+    # Twice: with the default warm pool (creates paced by PACE_MS so it refills, as for an agent that
+    # makes one sandbox at a time), and with --warm 0 (every create builds its sandbox: "-cold").
+    for mode in warm cold; do
+        rm -rf "$tmp/data" && mkdir -p "$tmp/data"
+        if [ $mode = warm ]; then args=(); suffix=""; pace=$PACE_MS; else args=(--warm 0); suffix="-cold"; pace=0; fi
+        "$SBXD" --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" --ephemeral "${args[@]}" 2>"$tmp/sbxd.log" &
+        sbxd_pid=$!
+        if "$BENCH" health "127.0.0.1:$PORT" 15; then
+            sleep 0.5 # let the warm pool fill
+            "$BENCH" sbx "127.0.0.1:$PORT" "$N_CREATE" "$N_EXEC" "$pace" "$suffix" | result
+        else
+            na "sbx-create-first-output$suffix" sbxd-did-not-become-healthy
+            na "sbx-exec$suffix" sbxd-did-not-become-healthy
+            tail -5 "$tmp/sbxd.log" | sed 's/^/# sbxd: /'
+        fi
+        kill -TERM "$sbxd_pid" 2>/dev/null
+        wait "$sbxd_pid" 2>/dev/null
+        sbxd_pid=
+        grep -iE "error|warn" "$tmp/sbxd.log" | tail -5 | sed 's/^/# sbxd: /'
+    done
 else
     na sbx-create-first-output "sbxd-not-built-($SBXD)"
     na sbx-exec "sbxd-not-built-($SBXD)"

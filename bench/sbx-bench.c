@@ -467,15 +467,23 @@ static void delete_sandbox(struct conn *c, const char *id)
 static int cmd_sbx(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: sbx-bench sbx HOST:PORT NCREATE NEXEC\n");
+        fprintf(stderr, "usage: sbx-bench sbx HOST:PORT NCREATE NEXEC [PACE_MS [SUFFIX]]\n");
         return 2;
     }
     long ncreate = atol(argv[2]), nexec = atol(argv[3]);
+    /* PACE_MS: idle time between creates, outside the timings, as an agent that makes one sandbox at a
+     * time leaves sbxd (its warm pool refills meanwhile). SUFFIX tells runs apart ("-cold"). */
+    long pace_ms = argc > 4 ? atol(argv[4]) : 0;
+    const char *suffix = argc > 5 ? argv[5] : "";
+    char name_first[64], name_create[64], name_exec[64];
+    snprintf(name_first, sizeof(name_first), "sbx-create-first-output%s", suffix);
+    snprintf(name_create, sizeof(name_create), "sbx-create-only%s", suffix);
+    snprintf(name_exec, sizeof(name_exec), "sbx-exec%s", suffix);
     struct conn c;
     int r = conn_open(&c, argv[1]);
     if (r < 0) {
-        na("sbx-create-first-output", "cannot-connect");
-        na("sbx-exec", "cannot-connect");
+        na(name_first, "cannot-connect");
+        na(name_exec, "cannot-connect");
         return 1;
     }
     double *v = calloc((size_t)(ncreate > nexec ? ncreate : nexec) + 1, sizeof(double));
@@ -485,6 +493,8 @@ static int cmd_sbx(int argc, char **argv)
 
     /* (a) create → first output. */
     for (long i = -1; i < ncreate && failures < 3; i++) {
+        if (pace_ms > 0)
+            usleep((useconds_t)pace_ms * 1000);
         double t0 = now_ms();
         char *id = create_sandbox(&c);
         double t1 = now_ms();
@@ -506,18 +516,18 @@ static int cmd_sbx(int argc, char **argv)
         }
     }
     if (n)
-        report("sbx-create-first-output", v, n);
+        report(name_first, v, n);
     else
-        na("sbx-create-first-output", "create-or-command-failed");
+        na(name_first, "create-or-command-failed");
     if (nc)
-        report("sbx-create-only", vc, nc);
+        report(name_create, vc, nc);
 
     /* (b) exec round trip on one sandbox. */
     n = 0;
     failures = 0;
     char *id = create_sandbox(&c);
     if (!id) {
-        na("sbx-exec", "create-failed");
+        na(name_exec, "create-failed");
         conn_close(&c);
         return 1;
     }
@@ -535,9 +545,9 @@ static int cmd_sbx(int argc, char **argv)
     delete_sandbox(&c, id);
     free(id);
     if (n)
-        report("sbx-exec", v, n);
+        report(name_exec, v, n);
     else
-        na("sbx-exec", "command-failed");
+        na(name_exec, "command-failed");
     conn_close(&c);
     free(v);
     free(vc);
@@ -554,6 +564,6 @@ int main(int argc, char **argv)
         return cmd_sbx(argc - 1, argv + 1);
     fprintf(
         stderr,
-        "usage: sbx-bench spawn NAME N CMD ARGS... | health HOST:PORT [SEC] | sbx HOST:PORT NCREATE NEXEC\n");
+        "usage: sbx-bench spawn NAME N CMD ARGS... | health HOST:PORT [SEC] | sbx HOST:PORT NCREATE NEXEC [PACE_MS [SUFFIX]]\n");
     return 2;
 }

@@ -16,6 +16,8 @@ def pytest_configure(config):
 def daemon():
     with Daemon() as d:
         yield d
+        # A clean exit: under ASan this is also where LeakSanitizer reports (exit status 1).
+        assert d.stop() == 0, f"sbxd did not exit cleanly: {d.read_log()}"
 
 
 @pytest.fixture

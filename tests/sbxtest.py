@@ -134,6 +134,16 @@ class Daemon:
         finally:
             c.close()
 
+    def warm_ids(self):
+        """Ids of the ready pre-created sandboxes of the warm pool (their shim reported ready, so the row
+        has its pid), read from sbxd's own SQLite store."""
+        import sqlite3
+        db = sqlite3.connect(f"file:{os.path.join(self.data_dir, 'sbx.db')}?mode=ro", uri=True, timeout=5)
+        try:
+            return {r[0] for r in db.execute("SELECT id FROM sandboxes WHERE state = 'warm' AND shim_pid > 0")}
+        finally:
+            db.close()
+
     # Convenience wrappers over the native API.
     def create(self, **kw):
         r = self.request("POST", "/v1/sandboxes", kw)

@@ -41,30 +41,25 @@ struct sandbox *api_sandbox(struct api_ctx *c)
 
 /* --- bodies ------------------------------------------------------------------------------------- */
 
-struct json_read {
-    struct api_ctx *c;
-    api_json_cb cb;
-};
-
+/* The callback lives in the request's context (freed with the request in every case): a body that
+ * never completes (413, client gone) then leaks nothing. */
 static void json_body_done(struct http_request *req, const char *body, size_t len, void *userdata)
 {
-    struct json_read *jr = userdata;
+    struct api_ctx *c = userdata;
     sbx_error err = {0};
     json_t *j;
     if (jsonreq_parse(body, len, &j, &err) < 0)
         api_reply_error(req, &err);
     else {
-        jr->cb(jr->c, j);
+        c->json_cb(c, j);
         json_decref(j);
     }
-    free(jr);
 }
 
 void api_read_json(struct api_ctx *c, api_json_cb cb)
 {
-    struct json_read *jr = xmalloc(sizeof(*jr));
-    *jr = (struct json_read){.c = c, .cb = cb};
-    http_request_read_body(c->req, JSONREQ_BODY_MAX, json_body_done, jr);
+    c->json_cb = cb;
+    http_request_read_body(c->req, JSONREQ_BODY_MAX, json_body_done, c);
 }
 
 /* --- routing ------------------------------------------------------------------------------------ */

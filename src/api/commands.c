@@ -328,6 +328,7 @@ static void process_frames(struct attach *a)
 
 static void attach_on_io(struct loop_io *io, uint32_t revents);
 
+/* Writes and reads what it can; may free a (callers must not touch it afterwards). */
 static void attach_pump(struct attach *a)
 {
     if (a->out.len > 0) {
@@ -338,6 +339,12 @@ static void attach_pump(struct attach *a)
             a->out.len = 0; /* the shim is gone; reading will tell the client */
     }
     process_frames(a);
+    if (a->finished && a->mode != ATTACH_WS) {
+        /* The response is complete (exit or failure sent): the server forgets the request without an
+         * on_abort, so the stream to the shim ends here. A WebSocket ends in ws_on_close instead. */
+        attach_free(a);
+        return;
+    }
     attach_update_watch(a);
 }
 

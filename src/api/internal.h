@@ -15,6 +15,7 @@ struct api_ctx {
     struct http_request *req;
     const char *sandbox_id; /* {id} */
     const char *command_id; /* {cid} */
+    void (*json_cb)(struct api_ctx *c, json_t *body); /* api_read_json's */
 };
 
 /* Answers with the error's status and JSON body. */

@@ -13,7 +13,7 @@
 
 static int parse_resources(json_t *body, struct sandbox_resources *res, sbx_error *err)
 {
-    *res = (struct sandbox_resources){.cpus = 1.0, .memory_mb = 512, .pids = 512};
+    *res = SANDBOX_DEFAULT_RESOURCES;
     json_t *r = NULL;
     int k = jsonreq_object(body, "resources", &r, err);
     if (k <= 0)

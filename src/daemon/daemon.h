@@ -8,6 +8,7 @@ struct loop;
 struct store;
 struct http_server;
 struct sandbox;
+struct warm_pool;
 
 struct daemon {
     struct loop *loop;
@@ -23,4 +24,5 @@ struct daemon {
     size_t max_sandboxes;
     struct sandbox *sandboxes; /* registry, a doubly linked list */
     size_t n_sandboxes;
+    struct warm_pool *warm; /* NULL = no warm pool (warm.h) */
 };

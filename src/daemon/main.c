@@ -23,6 +23,7 @@
 #include "http/http.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
+#include "daemon/warm.h"
 #include "store/store.h"
 
 #define SBX_VERSION "0.1.0"
@@ -36,6 +37,7 @@ static void usage(FILE *f)
             "  --data-dir DIR         state directory (default /var/lib/sbx)\n"
             "  --ephemeral            destroy every sandbox when sbxd exits on SIGTERM/SIGINT\n"
             "  --max-sandboxes N      limit on live sandboxes (default 256)\n"
+            "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
             "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
             "  --log-json             log JSON lines instead of text\n"
             "  --version, --help\n"
@@ -113,10 +115,12 @@ int main(int argc, char **argv)
         {"ephemeral", no_argument, NULL, 'e'},      {"max-sandboxes", required_argument, NULL, 'm'},
         {"log-level", required_argument, NULL, 'L'}, {"log-json", no_argument, NULL, 'J'},
         {"version", no_argument, NULL, 'V'},        {"help", no_argument, NULL, 'h'},
+        {"warm", required_argument, NULL, 'W'},
         {},
     };
     const char *listen = "127.0.0.1:7070", *data_dir = "/var/lib/sbx";
     struct daemon d = {.max_sandboxes = 256};
+    unsigned warm = 2;
     int c;
     log_set_ident("sbxd");
     while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
@@ -130,6 +134,16 @@ int main(int argc, char **argv)
         case 'e':
             d.ephemeral = true;
             break;
+        case 'W': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 0 || v > 64) {
+                fprintf(stderr, "sbxd: --warm must be 0..64\n");
+                return 2;
+            }
+            warm = (unsigned)v;
+            break;
+        }
         case 'm': {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -244,12 +258,14 @@ int main(int argc, char **argv)
         log_error("listen on %s: %s", listen, err.msg);
         return 1;
     }
-    log_notice("sbxd %s listening on %s (data dir %s%s, %zu sandboxes recovered)", SBX_VERSION, listen, d.data_dir,
-               d.ephemeral ? ", ephemeral" : "", d.n_sandboxes);
+    log_notice("sbxd %s listening on %s (data dir %s%s, %zu sandboxes recovered, warm pool %u)", SBX_VERSION, listen,
+               d.data_dir, d.ephemeral ? ", ephemeral" : "", d.n_sandboxes, warm);
+    warm_start(&d, warm);
 
     loop_run(d.loop);
 
     api_stop(&d);
+    warm_stop(&d); /* warm sandboxes belong to nobody: never kept */
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);
         sandbox_delete_all(&d);

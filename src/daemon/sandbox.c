@@ -14,6 +14,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "daemon/daemon.h"
+#include "daemon/warm.h"
 #include "runtime/runtime.h"
 #include "shimclient/shim_client.h"
 #include "store/store.h"
@@ -158,6 +159,117 @@ static struct sandbox *sandbox_new(struct daemon *d, const char *id)
     return sb;
 }
 
+static void remove_files(struct daemon *d, struct sandbox *sb)
+{
+    if (sb->rootfs_fd >= 0) {
+        close(sb->rootfs_fd);
+        sb->rootfs_fd = -1;
+    }
+    shim_conn_close(sb->ctl);
+    sb->ctl = NULL;
+    int r = shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
+    if (r < 0)
+        log_debug_errno(r, "shutdown shim of %s: %m", sb->id);
+    /* Whatever the shim did or did not do, make sure nothing is left. */
+    r = runtime_cleanup(sb->id, sb->state_dir);
+    if (r < 0)
+        log_warning_errno(r, "clean up sandbox %s: %m, ignoring", sb->id);
+    r = rm_rf(sb->state_dir);
+    if (r < 0)
+        log_warning_errno(r, "remove `%s`: %m, ignoring", sb->state_dir);
+    (void)d;
+}
+
+/* The row of sb as it is now, for insert or update (strings owned by the caller's buffers). */
+static int store_row(struct daemon *d, struct sandbox *sb, const char *state, bool insert, sbx_error *err)
+{
+    _cleanup_free_ char *env_json = json_dumps(sb->env, JSON_COMPACT);
+    _cleanup_free_ char *meta_json = json_dumps(sb->metadata, JSON_COMPACT);
+    json_t *resj = resources_to_json(&sb->res);
+    _cleanup_free_ char *res_json = json_dumps(resj, JSON_COMPACT);
+    json_decref(resj);
+    struct store_sandbox row = {
+        .id = sb->id,
+        .name = sb->name,
+        .snapshot = sb->snapshot,
+        .state = (char *)state,
+        .created_ms = sb->created_ms,
+        .env_json = env_json,
+        .metadata_json = meta_json,
+        .resources_json = res_json,
+        .uid_slot = sb->uid_slot,
+        .shim_pid = sb->shim_pid,
+        .init_pid = sb->init_pid,
+    };
+    return insert ? store_sandbox_insert(d->store, &row, err) : store_sandbox_update(d->store, &row, err);
+}
+
+int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, const char *state,
+                    struct sandbox **ret, sbx_error *err)
+{
+    char id[SBX_ID_MAX + 1];
+    id_generate(id, sizeof(id), "sbx_");
+    struct sandbox *sb = sandbox_new(d, id);
+    sb->name = opts->name ? xstrdup(opts->name) : NULL;
+    sb->snapshot = xstrdup(opts->snapshot ? opts->snapshot : "host");
+    sb->created_ms = (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
+    sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
+    sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
+    sb->res = opts->res;
+    sb->state = SANDBOX_RUNNING;
+
+    int r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
+    if (r < 0)
+        goto out_free;
+    sb->uid_base = SANDBOX_UID_BASE + (uid_t)sb->uid_slot * RUNTIME_UID_RANGE;
+    if (mkdir(sb->state_dir, 0700) < 0) {
+        r = sbx_error_set(err, -errno, "create `%s`: %m", sb->state_dir);
+        goto out_free;
+    }
+    if ((r = write_shim_config(d, sb, err)) < 0)
+        goto out_rmdir;
+    /* The row goes in first so a crash between here and the shim's start leaves a record that recovery
+     * cleans up, never an orphan shim that nothing knows about. */
+    if ((r = store_row(d, sb, state, true, err)) < 0)
+        goto out_rmdir;
+    *ret = sb;
+    return 0;
+
+out_rmdir:
+    rm_rf(sb->state_dir);
+out_free:
+    sandbox_unref(sb);
+    return r;
+}
+
+void sandbox_discard(struct daemon *d, struct sandbox *sb)
+{
+    remove_files(d, sb);
+    store_sandbox_delete(d->store, sb->id, NULL);
+    sandbox_unref(sb);
+}
+
+int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    int r = open_rootfs(sb);
+    if (r < 0)
+        return sbx_error_set(err, r, "open rootfs of `%s`: %s", sb->id, strerror(-r));
+    return 0;
+}
+
+/* A pre-created sandbox becomes the caller's: it takes the request's name, env and metadata. */
+static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox_create_opts *opts, sbx_error *err)
+{
+    free(sb->name);
+    sb->name = opts->name ? xstrdup(opts->name) : NULL;
+    json_decref(sb->env);
+    json_decref(sb->metadata);
+    sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
+    sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
+    sb->created_ms = (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
+    return store_row(d, sb, "running", false, err);
+}
+
 int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err)
 {
     const char *snapshot = opts->snapshot ? opts->snapshot : "host";
@@ -176,79 +288,38 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
         return sbx_error_setk(err, -EAGAIN, "resource_exhausted", 429, "sandbox limit (%zu) reached",
                               d->max_sandboxes);
 
-    char id[SBX_ID_MAX + 1];
-    id_generate(id, sizeof(id), "sbx_");
-    struct sandbox *sb = sandbox_new(d, id);
-    sb->name = opts->name ? xstrdup(opts->name) : NULL;
-    sb->snapshot = xstrdup(snapshot);
-    sb->created_ms = (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
-    sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
-    sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
-    sb->res = opts->res;
-    sb->state = SANDBOX_RUNNING;
-
-    /* Declared before the first goto: the cleanup handlers run on every path out. */
-    _cleanup_free_ char *env_json = NULL, *meta_json = NULL, *res_json = NULL;
-    int r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
-    if (r < 0)
-        goto out_free;
-    sb->uid_base = SANDBOX_UID_BASE + (uid_t)sb->uid_slot * RUNTIME_UID_RANGE;
-
-    if (mkdir(sb->state_dir, 0700) < 0) {
-        r = sbx_error_set(err, -errno, "create `%s`: %m", sb->state_dir);
-        goto out_free;
+    struct sandbox *sb = warm_take(d, opts);
+    if (sb) {
+        if (claim_warm(d, sb, opts, err) < 0) {
+            sandbox_discard(d, sb);
+            return err->code;
+        }
+        registry_add(d, sb);
+        log_info("sandbox %s created from the warm pool (shim %d, init %d)", sb->id, (int)sb->shim_pid,
+                 (int)sb->init_pid);
+        *ret = sb;
+        return 0;
     }
-    if ((r = write_shim_config(d, sb, err)) < 0)
-        goto out_rmdir;
 
-    /* The row goes in first so a crash between here and the shim's start leaves a record that recovery
-     * cleans up, never an orphan shim that nothing knows about. */
-    env_json = json_dumps(sb->env, JSON_COMPACT);
-    meta_json = json_dumps(sb->metadata, JSON_COMPACT);
-    json_t *resj = resources_to_json(&sb->res);
-    res_json = json_dumps(resj, JSON_COMPACT);
-    json_decref(resj);
-    struct store_sandbox row = {
-        .id = sb->id,
-        .name = sb->name,
-        .snapshot = sb->snapshot,
-        .state = "running",
-        .created_ms = sb->created_ms,
-        .env_json = env_json,
-        .metadata_json = meta_json,
-        .resources_json = res_json,
-        .uid_slot = sb->uid_slot,
-    };
-    if ((r = store_sandbox_insert(d->store, &row, err)) < 0)
-        goto out_rmdir;
-
+    int r = sandbox_prepare(d, opts, "running", &sb, err);
+    if (r < 0)
+        return r;
     r = shim_spawn(d->shim_path, sb->state_dir, SHIM_READY_TIMEOUT_MS, &sb->shim_pid, &sb->init_pid, err);
     if (r < 0) {
         sbx_error_wrap(err, "start sandbox");
-        /* The shim may have died half-way through creating the sandbox: undo what it left. */
-        runtime_cleanup(sb->id, sb->state_dir);
-        goto out_unstore;
+        /* The shim may have died half-way through creating the sandbox: sandbox_discard undoes it. */
+        sandbox_discard(d, sb);
+        return r;
     }
-    if ((r = open_rootfs(sb)) < 0) {
-        sbx_error_set(err, r, "open rootfs of `%s`: %m", sb->id);
-        goto out_shutdown;
+    if ((r = sandbox_started(d, sb, err)) < 0) {
+        sandbox_discard(d, sb);
+        return r;
     }
     store_sandbox_set_state(d->store, sb->id, "running", sb->shim_pid, sb->init_pid, NULL);
     registry_add(d, sb);
     log_info("sandbox %s created (shim %d, init %d)", sb->id, (int)sb->shim_pid, (int)sb->init_pid);
     *ret = sb;
     return 0;
-
-out_shutdown:
-    shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
-    runtime_cleanup(sb->id, sb->state_dir);
-out_unstore:
-    store_sandbox_delete(d->store, sb->id, NULL);
-out_rmdir:
-    rm_rf(sb->state_dir);
-out_free:
-    sandbox_unref(sb);
-    return r;
 }
 
 int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err)
@@ -272,27 +343,6 @@ int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_er
         sb->ctl = NULL;
     }
     return sbx_error_set(err, -EPIPE, "sandbox `%s`: its shim does not answer", sb->id);
-}
-
-static void remove_files(struct daemon *d, struct sandbox *sb)
-{
-    if (sb->rootfs_fd >= 0) {
-        close(sb->rootfs_fd);
-        sb->rootfs_fd = -1;
-    }
-    shim_conn_close(sb->ctl);
-    sb->ctl = NULL;
-    int r = shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
-    if (r < 0)
-        log_debug_errno(r, "shutdown shim of %s: %m", sb->id);
-    /* Whatever the shim did or did not do, make sure nothing is left. */
-    r = runtime_cleanup(sb->id, sb->state_dir);
-    if (r < 0)
-        log_warning_errno(r, "clean up sandbox %s: %m, ignoring", sb->id);
-    r = rm_rf(sb->state_dir);
-    if (r < 0)
-        log_warning_errno(r, "remove `%s`: %m, ignoring", sb->state_dir);
-    (void)d;
 }
 
 int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err)
@@ -341,6 +391,12 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
     sb->shim_pid = row->shim_pid;
     sb->init_pid = row->init_pid;
     sb->state = sandbox_state_from_string(row->state);
+    if (strcmp(row->state, "warm") == 0) {
+        /* A pre-created sandbox nobody was given: not worth keeping across a restart. */
+        log_info("discarding warm sandbox %s left from a previous run", sb->id);
+        sandbox_discard(d, sb);
+        return 0;
+    }
 
     if (sb->state == SANDBOX_RUNNING) {
         sbx_error err = {0};

@@ -59,6 +59,17 @@ const char *sandbox_state_to_string(enum sandbox_state s);
 
 /* Creates a sandbox and starts its shim. Returns 0 with a new reference in *ret. */
 int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err);
+/* The steps of a create, for the warm pool (warm.c). prepare allocates the id, uid range, state dir,
+ * shim config and store row (in `state`) and returns a sandbox that is in no registry; started finishes
+ * one whose shim is up; discard shuts down whatever exists of it and forgets it (dropping *sb's ref). */
+int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, const char *state,
+                    struct sandbox **ret, sbx_error *err);
+int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err);
+void sandbox_discard(struct daemon *d, struct sandbox *sb);
+
+/* The resources of a create request that does not say (docs/api.md). */
+#define SANDBOX_DEFAULT_RESOURCES ((struct sandbox_resources){.cpus = 1.0, .memory_mb = 512, .pids = 512})
+
 /* Finds by id or name; returns a new reference, or NULL. */
 struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name);
 /* Shuts the sandbox down and removes it with its files. The registry drops its reference. */

@@ -365,10 +365,9 @@ static void posix_spawnattr_destroyp(posix_spawnattr_t **p)
         posix_spawnattr_destroy(*p);
 }
 
-int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid_t *ret_shim_pid,
-               pid_t *ret_init_pid, sbx_error *err)
+int shim_spawn_start(const char *shim_path, const char *state_dir, struct shim_spawn *ret, sbx_error *err)
 {
-    int64_t deadline = deadline_from(timeout_ms);
+    *ret = (struct shim_spawn){.first = -1, .rd = -1};
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return sbx_error_set(err, -errno, "pipe: %m");
@@ -401,50 +400,72 @@ int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid
         return sbx_error_set(err, -ENOMEM, "spawn shim: out of memory");
 
     char *const argv[] = {(char *)shim_path, (char *)state_dir, NULL};
-    pid_t first;
-    int r = posix_spawn(&first, shim_path, fa, at, argv, environ);
+    int r = posix_spawn(&ret->first, shim_path, fa, at, argv, environ);
     if (r != 0)
         return sbx_error_set(err, -r, "spawn `%s`: %s", shim_path, strerror(r));
-    close(TAKE_FD(wr));
+    if (fd_set_nonblock(rd, true) < 0) {
+        shim_spawn_abort(ret, state_dir);
+        return sbx_error_set(err, -errno, "spawn shim: %m");
+    }
+    ret->rd = TAKE_FD(rd);
+    return 0;
+}
 
-    /* The first process forks the real shim and exits at once: reap it now. */
-    int status;
-    while (waitpid(first, &status, 0) < 0 && errno == EINTR)
-        ;
+/* The first process forks the real shim and exits at once; by the time the ready line or EOF has come
+ * it is gone or about to be. */
+static int reap_first(struct shim_spawn *s)
+{
+    int status = 0;
+    if (s->first > 0) {
+        while (waitpid(s->first, &status, 0) < 0 && errno == EINTR)
+            ;
+        s->first = -1;
+    }
+    return status;
+}
 
+void shim_spawn_abort(struct shim_spawn *s, const char *state_dir)
+{
+    pid_t shim = read_pid_file(state_dir);
+    if (shim > 0)
+        kill(shim, SIGKILL);
+    if (s->first > 0)
+        kill(s->first, SIGKILL);
+    reap_first(s);
+    if (s->rd >= 0)
+        close(s->rd);
+    s->rd = -1;
+}
+
+int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim_pid, pid_t *ret_init_pid,
+                    sbx_error *err)
+{
     /* Read the ready line: one JSON object and '\n'; EOF before it means the shim died. */
-    char line[READY_LINE_MAX];
-    size_t len = 0;
-    int rerr = 0;
-    while (!memchr(line, '\n', len) && len < sizeof(line) - 1) {
-        if ((rerr = wait_fd(rd, POLLIN, deadline)) < 0)
-            break;
-        ssize_t n = read(rd, line + len, sizeof(line) - 1 - len);
+    while (!memchr(s->line, '\n', s->len) && s->len < sizeof(s->line) - 1) {
+        ssize_t n = read(s->rd, s->line + s->len, sizeof(s->line) - 1 - s->len);
         if (n > 0)
-            len += (size_t)n;
+            s->len += (size_t)n;
         else if (n == 0)
             break;
-        else if (errno != EINTR && errno != EAGAIN) {
-            rerr = -errno;
-            break;
+        else if (errno == EAGAIN)
+            return 0;
+        else if (errno != EINTR) {
+            int r = -errno;
+            shim_spawn_abort(s, state_dir);
+            return sbx_error_set(err, r, "read the shim's ready line: %s", strerror(-r));
         }
     }
-    line[len] = '\0';
-    json_t *ready = len > 0 && !rerr ? json_loads(line, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    s->line[s->len] = '\0';
+    close(s->rd);
+    s->rd = -1;
+    json_t *ready = s->len > 0 ? json_loads(s->line, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
     if (!json_is_object(ready)) {
         json_decref(ready);
-        pid_t shim = read_pid_file(state_dir);
-        if (shim > 0)
-            kill(shim, SIGKILL);
-        if (rerr == -ETIMEDOUT)
-            return sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",
-                                  timeout_ms);
-        if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
-            return sbx_error_set(err, -EIO, "sbx-shim failed to start (exit status %d), see %s/shim.log",
-                                 WEXITSTATUS(status), state_dir);
-        return sbx_error_set(err, rerr < 0 ? rerr : -EIO,
-                             "sbx-shim exited without reporting, see %s/shim.log", state_dir);
+        shim_spawn_abort(s, state_dir);
+        return sbx_error_set(err, -EIO, "sbx-shim exited without reporting, see %s/shim.log", state_dir);
     }
+    reap_first(s);
+    int r;
     if (!json_is_true(json_object_get(ready, "ok"))) {
         r = shim_error_from_json(ready, err);
         json_decref(ready);
@@ -459,5 +480,30 @@ int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid
         *ret_shim_pid = (pid_t)spid;
     if (ret_init_pid)
         *ret_init_pid = (pid_t)ipid;
-    return 0;
+    return 1;
+}
+
+int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid_t *ret_shim_pid,
+               pid_t *ret_init_pid, sbx_error *err)
+{
+    int64_t deadline = deadline_from(timeout_ms);
+    struct shim_spawn s;
+    int r = shim_spawn_start(shim_path, state_dir, &s, err);
+    if (r < 0)
+        return r;
+    for (;;) {
+        r = shim_spawn_poll(&s, state_dir, ret_shim_pid, ret_init_pid, err);
+        if (r != 0)
+            return r < 0 ? r : 0;
+        r = wait_fd(s.rd, POLLIN, deadline);
+        if (r == -ETIMEDOUT) {
+            shim_spawn_abort(&s, state_dir);
+            return sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",
+                                  timeout_ms);
+        }
+        if (r < 0) {
+            shim_spawn_abort(&s, state_dir);
+            return sbx_error_set(err, r, "wait for the shim: %s", strerror(-r));
+        }
+    }
 }

@@ -19,6 +19,21 @@
 int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid_t *ret_shim_pid,
                pid_t *ret_init_pid, sbx_error *err);
 
+/* The same in two steps, for callers that wait in their own event loop: start, then call poll each
+ * time rd is readable until it returns 1 (ready: pids filled) or < 0 (failed; the shim is killed, the
+ * caller should still run runtime_cleanup()). Returns 0 while the line is incomplete. abort kills the
+ * shim and releases everything (after start, unless poll already returned non-zero). */
+struct shim_spawn {
+    pid_t first; /* the short-lived first process, reaped by poll or abort */
+    int rd;      /* the ready pipe, nonblocking; -1 once done */
+    size_t len;
+    char line[4096];
+};
+int shim_spawn_start(const char *shim_path, const char *state_dir, struct shim_spawn *ret, sbx_error *err);
+int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim_pid, pid_t *ret_init_pid,
+                    sbx_error *err);
+void shim_spawn_abort(struct shim_spawn *s, const char *state_dir);
+
 /* One request on a new connection: connect, send, read one response, close. req is borrowed; on
  * success *ret_resp is a new reference to the {"ok":true,...} object. An {"error":{...}} answer becomes
  * err (code = -errno field, kind = the "code" string, message) and a negative return. */

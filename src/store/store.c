@@ -10,7 +10,7 @@
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *insert, *set_state, *delete_, *select_all, *used_slots;
+    sqlite3_stmt *insert, *set_state, *update, *delete_, *select_all, *used_slots;
 };
 
 /* Each entry moves the schema from version i to i + 1; never edit a released entry, append. */
@@ -104,6 +104,8 @@ int store_open(const char *path, struct store **ret, sbx_error *err)
                      "INSERT INTO sandboxes (id, name, snapshot, state, created_ms, env, metadata, resources,"
                      " uid_slot, shim_pid, init_pid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                      &s->insert, err)) < 0 ||
+        (r = prepare(s, "UPDATE sandboxes SET name = ?, snapshot = ?, state = ?, created_ms = ?, env = ?, metadata = ?, "
+                        "resources = ?, shim_pid = ?, init_pid = ? WHERE id = ?", &s->update, err)) < 0 ||
         (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?", &s->set_state,
                      err)) < 0 ||
         (r = prepare(s, "DELETE FROM sandboxes WHERE id = ?", &s->delete_, err)) < 0 ||
@@ -126,6 +128,7 @@ void store_close(struct store *s)
         return;
     sqlite3_finalize(s->insert);
     sqlite3_finalize(s->set_state);
+    sqlite3_finalize(s->update);
     sqlite3_finalize(s->delete_);
     sqlite3_finalize(s->select_all);
     sqlite3_finalize(s->used_slots);
@@ -176,6 +179,22 @@ int store_sandbox_set_state(struct store *s, const char *id, const char *state, 
     sqlite3_bind_int(st, 2, shim_pid);
     sqlite3_bind_int(st, 3, init_pid);
     bind_text(st, 4, id);
+    return step_done(s, st, "update sandbox", err);
+}
+
+int store_sandbox_update(struct store *s, const struct store_sandbox *sb, sbx_error *err)
+{
+    sqlite3_stmt *st = s->update;
+    bind_text(st, 1, sb->name);
+    bind_text(st, 2, sb->snapshot);
+    bind_text(st, 3, sb->state);
+    sqlite3_bind_int64(st, 4, sb->created_ms);
+    bind_text(st, 5, sb->env_json ? sb->env_json : "{}");
+    bind_text(st, 6, sb->metadata_json ? sb->metadata_json : "{}");
+    bind_text(st, 7, sb->resources_json ? sb->resources_json : "{}");
+    sqlite3_bind_int(st, 8, sb->shim_pid);
+    sqlite3_bind_int(st, 9, sb->init_pid);
+    bind_text(st, 10, sb->id);
     return step_done(s, st, "update sandbox", err);
 }
 

@@ -12,7 +12,7 @@ struct store_sandbox {
     char *id;
     char *name;          /* may be NULL */
     char *snapshot;
-    char *state;         /* "running", "stopped", "error", "deleting" */
+    char *state;         /* "running", "stopped", "error", "warm" (pre-created, not yet handed out) */
     int64_t created_ms;  /* Unix epoch milliseconds */
     char *env_json;      /* JSON object text */
     char *metadata_json; /* JSON object text */
@@ -30,6 +30,8 @@ void store_close(struct store *s);
 int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err);
 int store_sandbox_set_state(struct store *s, const char *id, const char *state, int shim_pid, int init_pid,
                             sbx_error *err);
+/* Rewrites every field of the row with sb->id but the id and uid slot. -EEXIST when the name is taken. */
+int store_sandbox_update(struct store *s, const struct store_sandbox *sb, sbx_error *err);
 int store_sandbox_delete(struct store *s, const char *id, sbx_error *err);
 
 /* Calls cb for every row, in creation order. The row is borrowed for the call only. */
