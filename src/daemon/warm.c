@@ -137,14 +137,23 @@ struct sandbox *warm_take(struct daemon *d, const struct sandbox_create_opts *op
     struct warm_pool *p = d->warm;
     const struct sandbox_resources def = SANDBOX_DEFAULT_RESOURCES;
     /* The hostname is the id, set when the sandbox was made: a named sandbox is made to measure. */
-    if (!p || opts->name || (opts->snapshot && strcmp(opts->snapshot, "host") != 0) ||
-        !same_resources(&opts->res, &def))
+    if (!p || opts->name || (opts->snapshot && strcmp(opts->snapshot, "host") != 0))
         return NULL;
     for (struct warm_slot *s = p->slots; s; s = s->next) {
         if (!s->ready)
             continue;
-        slot_unlink(p, s);
         struct sandbox *sb = s->sb;
+        if (!same_resources(&opts->res, &def)) {
+            /* Other limits are a cgroup write away; if that fails, make one to measure instead. */
+            sbx_error err = {0};
+            if (runtime_set_limits(sb->id, opts->res.memory_mb << 20, opts->res.cpus, opts->res.pids, &err) < 0) {
+                log_debug("warm pool: cannot resize %s (%s), creating one to measure", sb->id, err.msg);
+                (void)runtime_set_limits(sb->id, def.memory_mb << 20, def.cpus, def.pids, &err);
+                return NULL;
+            }
+            sb->res = opts->res;
+        }
+        slot_unlink(p, s);
         free(s);
         schedule(p, REFILL_DELAY_USEC);
         return sb;

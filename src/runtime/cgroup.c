@@ -60,22 +60,26 @@ static int set_limits_v2(const char *dir, const struct runtime_config *cfg, sbx_
 {
     char v[64];
     int r;
-    if (cfg->memory_bytes) {
+    /* 0 = no limit, written as "max" so that an update can lift a limit too. */
+    if (cfg->memory_bytes)
         snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->memory_bytes);
-        if ((r = write_str(dir, "memory.max", v)) < 0)
-            return sbx_error_set(err, r, "cgroup memory.max: %s", strerror(-r));
-        (void)write_str(dir, "memory.swap.max", "0"); /* absent without swap accounting */
-    }
-    if (cfg->cpus > 0) {
+    else
+        snprintf(v, sizeof(v), "max");
+    if ((r = write_str(dir, "memory.max", v)) < 0)
+        return sbx_error_set(err, r, "cgroup memory.max: %s", strerror(-r));
+    (void)write_str(dir, "memory.swap.max", cfg->memory_bytes ? "0" : "max"); /* absent without swap */
+    if (cfg->cpus > 0)
         snprintf(v, sizeof(v), "%llu 100000", (unsigned long long)(cfg->cpus * 100000.0));
-        if ((r = write_str(dir, "cpu.max", v)) < 0)
-            return sbx_error_set(err, r, "cgroup cpu.max: %s", strerror(-r));
-    }
-    if (cfg->pids_max) {
+    else
+        snprintf(v, sizeof(v), "max 100000");
+    if ((r = write_str(dir, "cpu.max", v)) < 0)
+        return sbx_error_set(err, r, "cgroup cpu.max: %s", strerror(-r));
+    if (cfg->pids_max)
         snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->pids_max);
-        if ((r = write_str(dir, "pids.max", v)) < 0)
-            return sbx_error_set(err, r, "cgroup pids.max: %s", strerror(-r));
-    }
+    else
+        snprintf(v, sizeof(v), "max");
+    if ((r = write_str(dir, "pids.max", v)) < 0)
+        return sbx_error_set(err, r, "cgroup pids.max: %s", strerror(-r));
     return 0;
 }
 
@@ -84,20 +88,32 @@ static int set_limit_v1(const char *dir, const struct runtime_config *cfg, sbx_e
     char v[64];
     int r = 0;
     const char *file = NULL;
-    if (strstr(dir, "/memory/") && cfg->memory_bytes) {
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->memory_bytes);
+    if (strstr(dir, "/memory/")) {
+        if (cfg->memory_bytes)
+            snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->memory_bytes);
+        else
+            snprintf(v, sizeof(v), "-1");
+        /* memsw (no swapping past the limit either) may never be below the limit: raising, it must go
+         * first; lowering, it can only follow. Absent without swap accounting. */
         file = "memory.limit_in_bytes";
+        (void)write_str(dir, "memory.memsw.limit_in_bytes", v);
         r = write_str(dir, file, v);
         if (r == 0)
-            (void)write_str(dir, "memory.memsw.limit_in_bytes", v); /* no swapping past it either */
-    } else if (strstr(dir, "/cpu/") && cfg->cpus > 0) {
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)(cfg->cpus * 100000.0));
+            (void)write_str(dir, "memory.memsw.limit_in_bytes", v);
+    } else if (strstr(dir, "/cpu/")) {
+        if (cfg->cpus > 0)
+            snprintf(v, sizeof(v), "%llu", (unsigned long long)(cfg->cpus * 100000.0));
+        else
+            snprintf(v, sizeof(v), "-1");
         file = "cpu.cfs_quota_us";
         r = write_str(dir, "cpu.cfs_period_us", "100000");
         if (r == 0)
             r = write_str(dir, file, v);
-    } else if (strstr(dir, "/pids/") && cfg->pids_max) {
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->pids_max);
+    } else if (strstr(dir, "/pids/")) {
+        if (cfg->pids_max)
+            snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->pids_max);
+        else
+            snprintf(v, sizeof(v), "max");
         file = "pids.max";
         r = write_str(dir, file, v);
     }
@@ -134,6 +150,20 @@ int cgroup_create(const char *name, const struct runtime_config *cfg, sbx_error 
             cgroup_destroy(name);
             return r;
         }
+    }
+    return 0;
+}
+
+int cgroup_set_limits(const char *name, const struct runtime_config *cfg, sbx_error *err)
+{
+    char dirs[N_V1][256];
+    unsigned n = cgroup_dirs(name, dirs);
+    for (unsigned i = 0; i < n; i++) {
+        if (access(dirs[i], F_OK) < 0)
+            return sbx_error_set(err, -ENOENT, "cgroup %s does not exist", dirs[i]);
+        int r = is_v2() ? set_limits_v2(dirs[i], cfg, err) : set_limit_v1(dirs[i], cfg, err);
+        if (r < 0)
+            return r;
     }
     return 0;
 }

@@ -29,5 +29,7 @@ int rootfs_unmount(const char *state_dir);
 
 int cgroup_create(const char *name, const struct runtime_config *cfg, sbx_error *err);
 int cgroup_attach(const char *name, pid_t pid, sbx_error *err);
+/* Rewrites the limits of an existing cgroup (memory_bytes, cpus, pids_max of cfg; 0 = none). */
+int cgroup_set_limits(const char *name, const struct runtime_config *cfg, sbx_error *err);
 /* Kills every process left in the cgroup, waits for them to go, removes it. Idempotent. */
 int cgroup_destroy(const char *name);

@@ -571,6 +571,14 @@ int runtime_cleanup(const char *id, const char *state_dir)
     return r < 0 ? r : u;
 }
 
+int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "sbx/%s", id);
+    struct runtime_config cfg = {.id = id, .memory_bytes = memory_bytes, .cpus = cpus, .pids_max = pids_max};
+    return cgroup_set_limits(name, &cfg, err);
+}
+
 int runtime_probe_host(struct runtime_host_info *ret)
 {
     ret->cgroup_v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;

@@ -75,6 +75,10 @@ int runtime_destroy(struct runtime_sandbox *sb);
  * <state_dir>/rootfs, removes the cgroups. Idempotent; used by sbxd on delete or recovery. */
 int runtime_cleanup(const char *id, const char *state_dir);
 
+/* Changes the memory, CPU and process limits of a running sandbox (0 = no limit). Lowering memory below
+ * what the sandbox uses fails (-EBUSY) and leaves the old limit. */
+int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err);
+
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);
 

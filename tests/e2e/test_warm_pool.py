@@ -29,14 +29,27 @@ def test_default_create_comes_from_the_pool_and_refills():
         assert sid not in d.warm_ids()
         wait_for(lambda: len(d.warm_ids()) == 2, timeout=20, what="the warm pool to refill")
 
-        # Another shape is made to measure: a name (the hostname) or other resources.
+        # Other resources are applied to a warm sandbox's cgroup; a name (the hostname) is made to measure.
+        warm = d.warm_ids()
+        small = d.create(resources={"memory_mb": 256, "pids": 64})
+        assert small in warm
+        assert memory_limit(small) == 256 << 20
+        res = d.run(small, ["sh", "-c", "for i in $(seq 1 100); do sleep 5 & done; wait"])
+        assert res["exit_code"] != 0 or "fork" in res["stderr"] or "Resource" in res["stderr"], res
         named = d.create(name="made-to-measure")
         assert named not in warm
         assert d.run(named, ["hostname"])["stdout"] == "made-to-measure\n"
-        small = d.create(resources={"memory_mb": 256})
-        assert small not in d.warm_ids() | warm
         for s in (sid, named, small):
             d.delete(s)
+
+
+def memory_limit(sid):
+    """The memory limit sbx set for a sandbox, read from its cgroup on the host (v2 or v1)."""
+    for path in (f"/sys/fs/cgroup/sbx/{sid}/memory.max", f"/sys/fs/cgroup/memory/sbx/{sid}/memory.limit_in_bytes"):
+        if os.path.exists(path):
+            with open(path) as f:
+                return int(f.read().strip())
+    raise AssertionError(f"no memory cgroup for {sid}")
 
 
 def test_warm_sandboxes_never_outlive_sbxd():
