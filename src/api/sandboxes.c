@@ -35,6 +35,22 @@ static int parse_resources(json_t *body, struct sandbox_resources *res, sbx_erro
     return 0;
 }
 
+/* The sandbox is built (or failed): answer the request that asked for it. */
+static void created(struct sandbox *sb, const sbx_error *err, void *userdata)
+{
+    struct http_request *req = userdata;
+    if (sb)
+        api_reply_json(req, 201, sandbox_to_json(sb));
+    else
+        api_reply_error(req, err);
+}
+
+/* The client went away while its sandbox was being built: nobody will learn its id. */
+static void create_aborted(struct http_request *req, void *userdata)
+{
+    sandbox_create_cancel(userdata);
+}
+
 static void create_with_body(struct api_ctx *c, json_t *body)
 {
     sbx_error err = {0};
@@ -55,11 +71,17 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         }
         opts.metadata = metadata;
     }
-    struct sandbox *sb;
-    if (sandbox_create(c->d, &opts, &sb, &err) < 0)
+    struct sandbox *sb = NULL;
+    struct create_op *op = NULL;
+    int r = sandbox_create(c->d, &opts, created, c->req, &sb, &op, &err);
+    if (r < 0)
         return api_reply_error(c->req, &err);
-    api_reply_json(c->req, 201, sandbox_to_json(sb));
-    sandbox_unref(sb);
+    if (r > 0) {
+        api_reply_json(c->req, 201, sandbox_to_json(sb));
+        sandbox_unref(sb);
+        return;
+    }
+    http_request_on_abort(c->req, create_aborted, op);
 }
 
 void api_sandboxes_create(struct api_ctx *c)

@@ -9,6 +9,7 @@ struct store;
 struct http_server;
 struct sandbox;
 struct warm_pool;
+struct create_op;
 
 struct daemon {
     struct loop *loop;
@@ -25,4 +26,6 @@ struct daemon {
     struct sandbox *sandboxes; /* registry, a doubly linked list */
     size_t n_sandboxes;
     struct warm_pool *warm; /* NULL = no warm pool (warm.h) */
+    struct create_op *creating; /* creates waiting for their shim */
+    size_t n_creating;
 };

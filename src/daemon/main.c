@@ -265,6 +265,7 @@ int main(int argc, char **argv)
     loop_run(d.loop);
 
     api_stop(&d);
+    sandbox_create_abort_all(&d); /* half-built sandboxes: nobody has their id yet */
     warm_stop(&d); /* warm sandboxes belong to nobody: never kept */
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "daemon/daemon.h"
 #include "daemon/warm.h"
+#include "loop/loop.h"
 #include "runtime/runtime.h"
 #include "shimclient/shim_client.h"
 #include "store/store.h"
@@ -270,7 +271,100 @@ static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox
     return store_row(d, sb, "running", false, err);
 }
 
-int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err)
+/* A create whose shim is starting: sbxd's loop goes on meanwhile (a sandbox takes ~10 ms to build). */
+struct create_op {
+    struct create_op *prev, *next; /* d->creating */
+    struct daemon *d;
+    struct sandbox *sb;
+    struct shim_spawn spawn;
+    struct loop_io io;
+    struct loop_timer timeout;
+    sandbox_created_cb cb; /* NULL once cancelled */
+    void *userdata;
+};
+
+static void create_op_unlink(struct create_op *op)
+{
+    struct daemon *d = op->d;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        d->creating = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    d->n_creating--;
+    if (op->io.active)
+        loop_io_stop(d->loop, &op->io);
+    if (op->timeout.active)
+        loop_timer_stop(d->loop, &op->timeout);
+}
+
+/* Ends the op: on success the sandbox joins the registry and goes to the requester, or is discarded
+ * when nobody is waiting any more; on failure everything of it is undone. */
+static void create_op_finish(struct create_op *op, int r, sbx_error *err)
+{
+    struct daemon *d = op->d;
+    struct sandbox *sb = op->sb;
+    create_op_unlink(op);
+    if (r >= 0 && (r = sandbox_started(d, sb, err)) >= 0) {
+        store_sandbox_set_state(d->store, sb->id, "running", sb->shim_pid, sb->init_pid, NULL);
+        if (!op->cb) {
+            log_info("sandbox %s: its creator went away, discarding it", sb->id);
+            sandbox_discard(d, sb);
+        } else {
+            registry_add(d, sb);
+            log_info("sandbox %s created (shim %d, init %d)", sb->id, (int)sb->shim_pid, (int)sb->init_pid);
+            op->cb(sb, NULL, op->userdata);
+            sandbox_unref(sb);
+        }
+    } else {
+        sbx_error_wrap(err, "start sandbox");
+        /* The shim may have died half-way through creating the sandbox: sandbox_discard undoes it. */
+        sandbox_discard(d, sb);
+        if (op->cb)
+            op->cb(NULL, err, op->userdata);
+    }
+    free(op);
+}
+
+static void create_on_ready_pipe(struct loop_io *io, uint32_t revents)
+{
+    struct create_op *op = container_of(io, struct create_op, io);
+    sbx_error err = {0};
+    int r = shim_spawn_poll(&op->spawn, op->sb->state_dir, &op->sb->shim_pid, &op->sb->init_pid, &err);
+    if (r != 0)
+        create_op_finish(op, r, &err);
+}
+
+static void create_on_timeout(struct loop_timer *t)
+{
+    struct create_op *op = container_of(t, struct create_op, timeout);
+    shim_spawn_abort(&op->spawn, op->sb->state_dir);
+    sbx_error err = {0};
+    sbx_error_setk(&err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",
+                   SHIM_READY_TIMEOUT_MS);
+    create_op_finish(op, -ETIMEDOUT, &err);
+}
+
+void sandbox_create_cancel(struct create_op *op)
+{
+    op->cb = NULL;
+}
+
+void sandbox_create_abort_all(struct daemon *d)
+{
+    while (d->creating) {
+        struct create_op *op = d->creating;
+        shim_spawn_abort(&op->spawn, op->sb->state_dir);
+        op->cb = NULL;
+        sbx_error err = {0};
+        sbx_error_set(&err, -ECANCELED, "sbxd is shutting down");
+        create_op_finish(op, -ECANCELED, &err);
+    }
+}
+
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb, void *userdata,
+                   struct sandbox **ret, struct create_op **ret_op, sbx_error *err)
 {
     const char *snapshot = opts->snapshot ? opts->snapshot : "host";
     if (strcmp(snapshot, "host") != 0)
@@ -284,7 +378,7 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
             return sbx_error_setk(err, -EEXIST, "conflict", 409, "a sandbox named `%s` exists", opts->name);
         }
     }
-    if (d->n_sandboxes >= d->max_sandboxes)
+    if (d->n_sandboxes + d->n_creating >= d->max_sandboxes)
         return sbx_error_setk(err, -EAGAIN, "resource_exhausted", 429, "sandbox limit (%zu) reached",
                               d->max_sandboxes);
 
@@ -298,27 +392,33 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, str
         log_info("sandbox %s created from the warm pool (shim %d, init %d)", sb->id, (int)sb->shim_pid,
                  (int)sb->init_pid);
         *ret = sb;
-        return 0;
+        return 1;
     }
 
+    /* The name is taken in the store at once (its UNIQUE constraint): a concurrent create of the same
+     * name fails here rather than after building a sandbox. */
     int r = sandbox_prepare(d, opts, "running", &sb, err);
     if (r < 0)
         return r;
-    r = shim_spawn(d->shim_path, sb->state_dir, SHIM_READY_TIMEOUT_MS, &sb->shim_pid, &sb->init_pid, err);
-    if (r < 0) {
-        sbx_error_wrap(err, "start sandbox");
-        /* The shim may have died half-way through creating the sandbox: sandbox_discard undoes it. */
+    struct create_op *op = xcalloc(1, sizeof(*op));
+    *op = (struct create_op){.d = d, .sb = sb, .cb = cb, .userdata = userdata};
+    if ((r = shim_spawn_start(d->shim_path, sb->state_dir, &op->spawn, err)) < 0 ||
+        (r = loop_io_start(d->loop, &op->io, op->spawn.rd, EPOLLIN, create_on_ready_pipe)) < 0) {
+        if (op->spawn.rd >= 0) {
+            shim_spawn_abort(&op->spawn, sb->state_dir);
+            sbx_error_set(err, r, "watch the shim's ready pipe: %s", strerror(-r));
+        }
+        free(op);
         sandbox_discard(d, sb);
         return r;
     }
-    if ((r = sandbox_started(d, sb, err)) < 0) {
-        sandbox_discard(d, sb);
-        return r;
-    }
-    store_sandbox_set_state(d->store, sb->id, "running", sb->shim_pid, sb->init_pid, NULL);
-    registry_add(d, sb);
-    log_info("sandbox %s created (shim %d, init %d)", sb->id, (int)sb->shim_pid, (int)sb->init_pid);
-    *ret = sb;
+    loop_timer_start(d->loop, &op->timeout, SHIM_READY_TIMEOUT_MS * 1000ULL, create_on_timeout);
+    op->next = d->creating;
+    if (d->creating)
+        d->creating->prev = op;
+    d->creating = op;
+    d->n_creating++;
+    *ret_op = op;
     return 0;
 }
 

@@ -57,8 +57,18 @@ struct sandbox_create_opts {
 
 const char *sandbox_state_to_string(enum sandbox_state s);
 
-/* Creates a sandbox and starts its shim. Returns 0 with a new reference in *ret. */
-int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, struct sandbox **ret, sbx_error *err);
+/* Creates a sandbox. Returns 1 with a new reference in *ret when it is ready at once (from the warm
+ * pool); 0 when it is being built, with *ret_op set: cb then runs once from the loop with the sandbox
+ * (borrowed; ref it to keep it) or NULL and the error; a negative errno with err filled when the
+ * request is refused (cb is not called). */
+struct create_op;
+typedef void (*sandbox_created_cb)(struct sandbox *sb, const sbx_error *err, void *userdata);
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb, void *userdata,
+                   struct sandbox **ret, struct create_op **ret_op, sbx_error *err);
+/* The requester is gone: cb will not run, and the sandbox is discarded once built. */
+void sandbox_create_cancel(struct create_op *op);
+/* Stops every create in progress and undoes it (at exit). */
+void sandbox_create_abort_all(struct daemon *d);
 /* The steps of a create, for the warm pool (warm.c). prepare allocates the id, uid range, state dir,
  * shim config and store row (in `state`) and returns a sandbox that is in no registry; started finishes
  * one whose shim is up; discard shuts down whatever exists of it and forgets it (dropping *sb's ref). */
