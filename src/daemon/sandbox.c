@@ -295,6 +295,7 @@ static void create_op_unlink(struct create_op *op)
     d->n_creating--;
     if (op->io.active)
         loop_io_stop(d->loop, &op->io);
+    shim_spawn_close(&op->spawn); /* after the watcher is gone (shim_client.h) */
     if (op->timeout.active)
         loop_timer_stop(d->loop, &op->timeout);
 }
@@ -406,6 +407,7 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, san
         (r = loop_io_start(d->loop, &op->io, op->spawn.rd, EPOLLIN, create_on_ready_pipe)) < 0) {
         if (op->spawn.rd >= 0) {
             shim_spawn_abort(&op->spawn, sb->state_dir);
+            shim_spawn_close(&op->spawn);
             sbx_error_set(err, r, "watch the shim's ready pipe: %s", strerror(-r));
         }
         free(op);

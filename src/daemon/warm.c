@@ -23,7 +23,7 @@ struct warm_slot {
     struct daemon *d;
     struct sandbox *sb;
     bool ready;
-    struct shim_spawn spawn; /* while !ready */
+    struct shim_spawn spawn; /* while !ready; s.rd is watched by io */
     struct loop_io io;
 };
 
@@ -53,6 +53,7 @@ static void slot_fail(struct warm_pool *p, struct warm_slot *s, const sbx_error 
                 (int)(RETRY_DELAY_USEC / 1000000));
     if (s->io.active)
         loop_io_stop(p->d->loop, &s->io);
+    shim_spawn_close(&s->spawn);
     slot_unlink(p, s);
     sandbox_discard(p->d, s->sb); /* kills what the shim left, forgets the row, removes the files */
     free(s);
@@ -68,6 +69,7 @@ static void on_ready_pipe(struct loop_io *io, uint32_t revents)
     if (r == 0)
         return;
     loop_io_stop(p->d->loop, &s->io);
+    shim_spawn_close(&s->spawn);
     if (r < 0 || sandbox_started(p->d, s->sb, &err) < 0) {
         slot_fail(p, s, &err);
         return;
@@ -174,6 +176,7 @@ void warm_stop(struct daemon *d)
         if (!s->ready) {
             loop_io_stop(d->loop, &s->io);
             shim_spawn_abort(&s->spawn, s->sb->state_dir);
+            shim_spawn_close(&s->spawn);
         }
         slot_unlink(p, s);
         sandbox_discard(d, s->sb);

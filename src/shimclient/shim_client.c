@@ -404,8 +404,9 @@ int shim_spawn_start(const char *shim_path, const char *state_dir, struct shim_s
     if (r != 0)
         return sbx_error_set(err, -r, "spawn `%s`: %s", shim_path, strerror(r));
     if (fd_set_nonblock(rd, true) < 0) {
+        int saved = -errno;
         shim_spawn_abort(ret, state_dir);
-        return sbx_error_set(err, -errno, "spawn shim: %m");
+        return sbx_error_set(err, saved, "spawn shim: %s", strerror(-saved));
     }
     ret->rd = TAKE_FD(rd);
     return 0;
@@ -432,6 +433,10 @@ void shim_spawn_abort(struct shim_spawn *s, const char *state_dir)
     if (s->first > 0)
         kill(s->first, SIGKILL);
     reap_first(s);
+}
+
+void shim_spawn_close(struct shim_spawn *s)
+{
     if (s->rd >= 0)
         close(s->rd);
     s->rd = -1;
@@ -456,8 +461,6 @@ int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim
         }
     }
     s->line[s->len] = '\0';
-    close(s->rd);
-    s->rd = -1;
     json_t *ready = s->len > 0 ? json_loads(s->line, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
     if (!json_is_object(ready)) {
         json_decref(ready);
@@ -494,16 +497,19 @@ int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid
     for (;;) {
         r = shim_spawn_poll(&s, state_dir, ret_shim_pid, ret_init_pid, err);
         if (r != 0)
-            return r < 0 ? r : 0;
+            break;
         r = wait_fd(s.rd, POLLIN, deadline);
         if (r == -ETIMEDOUT) {
             shim_spawn_abort(&s, state_dir);
-            return sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",
-                                  timeout_ms);
+            sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms", timeout_ms);
+            break;
         }
         if (r < 0) {
             shim_spawn_abort(&s, state_dir);
-            return sbx_error_set(err, r, "wait for the shim: %s", strerror(-r));
+            sbx_error_set(err, r, "wait for the shim: %s", strerror(-r));
+            break;
         }
     }
+    shim_spawn_close(&s);
+    return r < 0 ? r : 0;
 }

@@ -19,10 +19,11 @@
 int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid_t *ret_shim_pid,
                pid_t *ret_init_pid, sbx_error *err);
 
-/* The same in two steps, for callers that wait in their own event loop: start, then call poll each
- * time rd is readable until it returns 1 (ready: pids filled) or < 0 (failed; the shim is killed, the
- * caller should still run runtime_cleanup()). Returns 0 while the line is incomplete. abort kills the
- * shim and releases everything (after start, unless poll already returned non-zero). */
+/* The same in steps, for callers that wait in their own event loop: start, then call poll each time
+ * rd is readable until it returns 1 (ready: pids filled) or < 0 (failed; the shim is killed, the caller
+ * should still run runtime_cleanup()). Returns 0 while the line is incomplete. abort kills the shim.
+ * close releases rd, always last: stop watching rd (epoll) before closing it, or a registration that
+ * outlives the fd can fire later. */
 struct shim_spawn {
     pid_t first; /* the short-lived first process, reaped by poll or abort */
     int rd;      /* the ready pipe, nonblocking; -1 once done */
@@ -33,6 +34,7 @@ int shim_spawn_start(const char *shim_path, const char *state_dir, struct shim_s
 int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim_pid, pid_t *ret_init_pid,
                     sbx_error *err);
 void shim_spawn_abort(struct shim_spawn *s, const char *state_dir);
+void shim_spawn_close(struct shim_spawn *s);
 
 /* One request on a new connection: connect, send, read one response, close. req is borrowed; on
  * success *ret_resp is a new reference to the {"ok":true,...} object. An {"error":{...}} answer becomes
