@@ -118,6 +118,9 @@ int main(int argc, char **argv)
         {"warm", required_argument, NULL, 'W'},
         {},
     };
+    /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
+     * shim and keep their other ends waiting for EOF. */
+    (void)close_range(3, ~0u, 0);
     const char *listen = "127.0.0.1:7070", *data_dir = "/var/lib/sbx";
     struct daemon d = {.max_sandboxes = 256};
     unsigned warm = 2;

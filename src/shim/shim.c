@@ -1553,6 +1553,9 @@ int main(int argc, char **argv)
     int ready_fd = fcntl(READY_FD, F_GETFD) >= 0 ? READY_FD : -1;
     if (ready_fd >= 0)
         (void)fd_set_cloexec(ready_fd, true);
+    /* Whatever else our parent left open (its parent's pipes, say) is not ours to keep alive for the
+     * sandbox's lifetime: a held pipe keeps someone else waiting for EOF. */
+    (void)close_range(READY_FD + 1, ~0u, 0);
 
     /* Detach: the process sbxd started exits now (sbxd reaps it), the shim lives on as an orphan. */
     pid_t child = fork();
