@@ -255,6 +255,10 @@ int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
     int r = open_rootfs(sb);
     if (r < 0)
         return sbx_error_set(err, r, "open rootfs of `%s`: %s", sb->id, strerror(-r));
+    /* The control connection now rather than on the first command: that one is on a user's clock. */
+    sbx_error ignored = {0};
+    if (!sb->ctl && shim_conn_open(sb->state_dir, &sb->ctl, &ignored) < 0)
+        log_debug("sandbox %s: control connection: %s (retried on first use)", sb->id, ignored.msg);
     return 0;
 }
 

@@ -491,6 +491,15 @@ int main(void)
     if (!msg_buf)
         shutdown_all(1);
 
+    /* One throwaway fork before saying ready: the first fork in a fresh sandbox (cgroup, pid namespace,
+     * init's own copy-on-write pages) is the slowest, and it should not be the user's first command. */
+    pid_t warm = fork();
+    if (warm == 0)
+        _exit(0);
+    if (warm > 0)
+        while (waitpid(warm, NULL, 0) < 0 && errno == EINTR)
+            ;
+
     struct init_msg_ready ready = {.h = {.type = INIT_MSG_READY, .len = sizeof(ready)}, .pid = getpid()};
     send_packet(&ready, sizeof(ready), -1);
 
