@@ -542,12 +542,45 @@ static int cmd_sbx(int argc, char **argv)
         if (i >= 0)
             v[n++] = t1 - t0;
     }
-    delete_sandbox(&c, id);
-    free(id);
     if (n)
         report(name_exec, v, n);
     else
         na(name_exec, "command-failed");
+
+    /* (c) pause and resume of that sandbox, with a process in it. */
+    char path[256], name_pause[64], name_resume[64];
+    snprintf(name_pause, sizeof(name_pause), "sbx-pause%s", suffix);
+    snprintf(name_resume, sizeof(name_resume), "sbx-resume%s", suffix);
+    double *vr = calloc((size_t)nexec + 1, sizeof(double));
+    size_t np = 0, nr = 0;
+    long ncycles = nexec / 5 > 0 ? nexec / 5 : 1;
+    for (long i = 0; i < ncycles; i++) {
+        struct response res;
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", id);
+        double t0 = now_ms();
+        int rp = http_do(&c, "POST", path, NULL, &res);
+        double t1 = now_ms();
+        free(res.body);
+        if (rp < 0 || res.status != 200)
+            break;
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/resume", id);
+        rp = http_do(&c, "POST", path, NULL, &res);
+        double t2 = now_ms();
+        free(res.body);
+        if (rp < 0 || res.status != 200)
+            break;
+        v[np++] = t1 - t0;
+        vr[nr++] = t2 - t1;
+    }
+    if (np)
+        report(name_pause, v, np);
+    else
+        na(name_pause, "pause-failed");
+    if (nr)
+        report(name_resume, vr, nr);
+    free(vr);
+    delete_sandbox(&c, id);
+    free(id);
     conn_close(&c);
     free(v);
     free(vc);

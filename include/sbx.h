@@ -103,6 +103,10 @@ SBX_PUBLIC int sbx_sandbox_list(struct sbx_client *c, struct sbx_sandbox **ret_l
                                 struct sbx_err *err);
 /* DELETE /v1/sandboxes/{id}. */
 SBX_PUBLIC int sbx_sandbox_delete(struct sbx_client *c, const char *id, struct sbx_err *err);
+/* POST /v1/sandboxes/{id}/pause and /resume: freeze every process of the sandbox (no CPU, memory kept)
+ * and let it run again. A command or file call on a paused sandbox resumes it by itself. */
+SBX_PUBLIC int sbx_sandbox_pause(struct sbx_client *c, const char *id, struct sbx_err *err);
+SBX_PUBLIC int sbx_sandbox_resume(struct sbx_client *c, const char *id, struct sbx_err *err);
 
 /* ---- Commands -------------------------------------------------------------------------------------- */
 

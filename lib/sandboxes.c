@@ -166,3 +166,25 @@ SBX_PUBLIC int sbx_sandbox_delete(struct sbx_client *c, const char *id, struct s
     lbuf_done(&path);
     return r < 0 ? r : 0;
 }
+
+static int sandbox_action(struct sbx_client *c, const char *id, const char *action, struct sbx_err *err)
+{
+    if (!c || !id)
+        return client_err(err, -EINVAL, 0, "invalid_argument", "missing argument");
+    struct lbuf path = LBUF_INIT;
+    if (client_sandbox_path(&path, id, action) < 0)
+        return OOM(err);
+    int r = client_json(c, "POST", path.base, NULL, NULL, err);
+    lbuf_done(&path);
+    return r < 0 ? r : 0;
+}
+
+SBX_PUBLIC int sbx_sandbox_pause(struct sbx_client *c, const char *id, struct sbx_err *err)
+{
+    return sandbox_action(c, id, "/pause", err);
+}
+
+SBX_PUBLIC int sbx_sandbox_resume(struct sbx_client *c, const char *id, struct sbx_err *err)
+{
+    return sandbox_action(c, id, "/resume", err);
+}

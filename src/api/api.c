@@ -39,6 +39,19 @@ struct sandbox *api_sandbox(struct api_ctx *c)
     return sb;
 }
 
+struct sandbox *api_sandbox_awake(struct api_ctx *c)
+{
+    struct sandbox *sb = api_sandbox(c);
+    if (sb && sb->state == SANDBOX_PAUSED) {
+        sbx_error err = {0};
+        if (sandbox_resume(c->d, sb, &err) < 0) {
+            api_reply_error(c->req, &err);
+            return sandbox_unref(sb);
+        }
+    }
+    return sb;
+}
+
 /* --- bodies ------------------------------------------------------------------------------------- */
 
 /* The callback lives in the request's context (freed with the request in every case): a body that
@@ -76,6 +89,8 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes", api_sandboxes_list},
     {"GET", "v1/sandboxes/*", api_sandboxes_get},
     {"DELETE", "v1/sandboxes/*", api_sandboxes_delete},
+    {"POST", "v1/sandboxes/*/pause", api_sandboxes_pause},
+    {"POST", "v1/sandboxes/*/resume", api_sandboxes_resume},
     {"POST", "v1/sandboxes/*/commands", api_commands_create},
     {"GET", "v1/sandboxes/*/commands", api_commands_list},
     {"GET", "v1/sandboxes/*/commands/*", api_commands_get},

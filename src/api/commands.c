@@ -497,7 +497,7 @@ static void attach_start(struct api_ctx *c, struct sandbox *sb, const char *cid,
 
 static void exec_with_body(struct api_ctx *c, json_t *body)
 {
-    struct sandbox *sb = api_sandbox(c);
+    struct sandbox *sb = api_sandbox_awake(c);
     if (!sb)
         return;
     sbx_error err = {0};
@@ -527,7 +527,7 @@ void api_commands_create(struct api_ctx *c)
 /* One simple request to the shim about command {cid}; answers with the command object or 204. */
 static void simple_call(struct api_ctx *c, json_t *req, bool reply_command)
 {
-    struct sandbox *sb = api_sandbox(c);
+    struct sandbox *sb = api_sandbox_awake(c);
     if (!sb) {
         json_decref(req);
         return;
@@ -552,7 +552,7 @@ void api_commands_get(struct api_ctx *c)
 
 void api_commands_list(struct api_ctx *c)
 {
-    struct sandbox *sb = api_sandbox(c);
+    struct sandbox *sb = api_sandbox_awake(c);
     if (!sb)
         return;
     sbx_error err = {0};
@@ -593,7 +593,7 @@ void api_commands_stream(struct api_ctx *c)
     if (query_offset(c->req, "stdout_offset", &out_off, &err) < 0 ||
         query_offset(c->req, "stderr_offset", &err_off, &err) < 0)
         return api_reply_error(c->req, &err);
-    struct sandbox *sb = api_sandbox(c);
+    struct sandbox *sb = api_sandbox_awake(c);
     if (!sb)
         return;
     /* Check the command exists first so a bad id is a clean 404, not a broken stream. */

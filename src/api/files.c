@@ -25,7 +25,7 @@
 /* The sandbox and its root dirfd, or an answered error. */
 static struct sandbox *files_sandbox(struct api_ctx *c)
 {
-    struct sandbox *sb = api_sandbox(c);
+    struct sandbox *sb = api_sandbox_awake(c);
     if (!sb)
         return NULL;
     if (sb->rootfs_fd < 0) {

@@ -25,6 +25,8 @@ void api_reply_json(struct http_request *req, int status, json_t *body);
 
 /* Looks up {id}; answers 404 and returns NULL when there is no such sandbox. Returns a new reference. */
 struct sandbox *api_sandbox(struct api_ctx *c);
+/* Like api_sandbox, and resumes a paused sandbox first (commands and files need it running). */
+struct sandbox *api_sandbox_awake(struct api_ctx *c);
 
 /* Reads the whole (bounded) JSON body, then calls cb with it parsed; answers 400/413 itself on bad
  * input. The parsed object is released after cb returns. */
@@ -35,6 +37,8 @@ void api_sandboxes_create(struct api_ctx *c);
 void api_sandboxes_list(struct api_ctx *c);
 void api_sandboxes_get(struct api_ctx *c);
 void api_sandboxes_delete(struct api_ctx *c);
+void api_sandboxes_pause(struct api_ctx *c);
+void api_sandboxes_resume(struct api_ctx *c);
 
 void api_commands_create(struct api_ctx *c);
 void api_commands_list(struct api_ctx *c);

@@ -122,3 +122,26 @@ void api_sandboxes_delete(struct api_ctx *c)
         api_reply_json(c->req, 204, NULL);
     sandbox_unref(sb);
 }
+
+static void set_paused(struct api_ctx *c, bool paused)
+{
+    struct sandbox *sb = api_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    if ((paused ? sandbox_pause(c->d, sb, &err) : sandbox_resume(c->d, sb, &err)) < 0)
+        api_reply_error(c->req, &err);
+    else
+        api_reply_json(c->req, 200, sandbox_to_json(sb));
+    sandbox_unref(sb);
+}
+
+void api_sandboxes_pause(struct api_ctx *c)
+{
+    set_paused(c, true);
+}
+
+void api_sandboxes_resume(struct api_ctx *c)
+{
+    set_paused(c, false);
+}

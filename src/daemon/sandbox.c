@@ -25,6 +25,7 @@
 
 static const char *const state_names[_SANDBOX_STATE_MAX] = {
     [SANDBOX_RUNNING] = "running",
+    [SANDBOX_PAUSED] = "paused",
     [SANDBOX_STOPPED] = "stopped",
     [SANDBOX_ERROR] = "error",
 };
@@ -430,8 +431,10 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, san
 
 int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err)
 {
-    if (sb->state != SANDBOX_RUNNING)
-        return sbx_error_setk(err, -EBUSY, "conflict", 409, "sandbox `%s` is %s", sb->id,
+    /* A paused sandbox's shim answers (it is outside the frozen cgroup); callers that need processes to
+     * run resume it first (api_sandbox_awake). */
+    if (sb->state != SANDBOX_RUNNING && sb->state != SANDBOX_PAUSED)
+        return sbx_error_setk(err, -EBUSY, "not_running", 409, "sandbox `%s` is %s", sb->id,
                               sandbox_state_to_string(sb->state));
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!sb->ctl) {
@@ -449,6 +452,35 @@ int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_er
         sb->ctl = NULL;
     }
     return sbx_error_set(err, -EPIPE, "sandbox `%s`: its shim does not answer", sb->id);
+}
+
+static int set_frozen(struct daemon *d, struct sandbox *sb, bool frozen, sbx_error *err)
+{
+    enum sandbox_state want = frozen ? SANDBOX_PAUSED : SANDBOX_RUNNING;
+    if (sb->state == want)
+        return 0;
+    if (sb->state != SANDBOX_RUNNING && sb->state != SANDBOX_PAUSED)
+        return sbx_error_setk(err, -EBUSY, "not_running", 409, "sandbox `%s` is %s", sb->id,
+                              sandbox_state_to_string(sb->state));
+    usec_t t0 = now_usec(CLOCK_MONOTONIC);
+    int r = runtime_freeze(sb->id, frozen, err);
+    if (r < 0)
+        return sbx_error_wrap(err, "sandbox `%s`", sb->id);
+    sb->state = want;
+    store_sandbox_set_state(d->store, sb->id, sandbox_state_to_string(want), sb->shim_pid, sb->init_pid, NULL);
+    log_info("sandbox %s %s in %llu us", sb->id, frozen ? "paused" : "resumed",
+             (unsigned long long)(now_usec(CLOCK_MONOTONIC) - t0));
+    return 0;
+}
+
+int sandbox_pause(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    return set_frozen(d, sb, true, err);
+}
+
+int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    return set_frozen(d, sb, false, err);
 }
 
 int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err)
@@ -504,7 +536,7 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
         return 0;
     }
 
-    if (sb->state == SANDBOX_RUNNING) {
+    if (sb->state == SANDBOX_RUNNING || sb->state == SANDBOX_PAUSED) {
         sbx_error err = {0};
         json_t *ping = json_pack("{s:s}", "op", "ping"), *resp = NULL;
         int r = sandbox_shim_call(sb, ping, &resp, &err);

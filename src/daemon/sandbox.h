@@ -14,6 +14,7 @@ struct shim_conn;
 
 enum sandbox_state {
     SANDBOX_RUNNING,
+    SANDBOX_PAUSED,  /* frozen by the cgroup freezer: no CPU, memory kept */
     SANDBOX_STOPPED, /* its shim or init is gone; files may be read, nothing runs */
     SANDBOX_ERROR,
     _SANDBOX_STATE_MAX,
@@ -82,6 +83,10 @@ void sandbox_discard(struct daemon *d, struct sandbox *sb);
 
 /* Finds by id or name; returns a new reference, or NULL. */
 struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name);
+/* Pause (freeze every process) and resume. Idempotent; -EBUSY "conflict" in any other state. */
+int sandbox_pause(struct daemon *d, struct sandbox *sb, sbx_error *err);
+int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err);
+
 /* Shuts the sandbox down and removes it with its files. The registry drops its reference. */
 int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err);
 struct sandbox *sandbox_ref(struct sandbox *sb);

@@ -168,6 +168,61 @@ int cgroup_set_limits(const char *name, const struct runtime_config *cfg, sbx_er
     return 0;
 }
 
+static int read_str(const char *dir, const char *file, char *buf, size_t size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, size - 1);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    return 0;
+}
+
+/* Whether the freeze (or thaw) asked for has taken effect on every process. */
+static bool freeze_settled(const char *dir, bool frozen)
+{
+    char buf[512];
+    if (is_v2()) {
+        if (read_str(dir, "cgroup.events", buf, sizeof(buf)) < 0)
+            return false;
+        return strstr(buf, frozen ? "frozen 1" : "frozen 0") != NULL;
+    }
+    if (read_str(dir, "freezer.state", buf, sizeof(buf)) < 0)
+        return false;
+    return strncmp(buf, frozen ? "FROZEN" : "THAWED", 6) == 0;
+}
+
+int cgroup_freeze(const char *name, bool frozen, sbx_error *err)
+{
+    char dir[300];
+    if (is_v2())
+        snprintf(dir, sizeof(dir), CGROUP_ROOT "/%s", name);
+    else
+        snprintf(dir, sizeof(dir), CGROUP_ROOT "/freezer/%s", name);
+    int r = is_v2() ? write_str(dir, "cgroup.freeze", frozen ? "1" : "0")
+                    : write_str(dir, "freezer.state", frozen ? "FROZEN" : "THAWED");
+    if (r < 0)
+        return sbx_error_set(err, r, "%s %s: %s", frozen ? "freeze" : "thaw", dir, strerror(-r));
+    /* Freezing is asynchronous: wait (bounded) until every task is stopped or running again. A v1
+     * freeze can stay in FREEZING when a task was busy (in fork, say) at the time; writing FROZEN
+     * again retries those, so do that every few milliseconds. */
+    for (int i = 1; i <= 20000; i++) {
+        if (freeze_settled(dir, frozen))
+            return 0;
+        if (i % 200 == 0)
+            (void)(is_v2() ? write_str(dir, "cgroup.freeze", frozen ? "1" : "0")
+                           : write_str(dir, "freezer.state", frozen ? "FROZEN" : "THAWED"));
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000}, NULL);
+    }
+    if (frozen) /* never leave a sandbox half frozen */
+        (void)(is_v2() ? write_str(dir, "cgroup.freeze", "0") : write_str(dir, "freezer.state", "THAWED"));
+    return sbx_error_set(err, -ETIMEDOUT, "%s %s: did not settle within 1 s", frozen ? "freeze" : "thaw", dir);
+}
+
 int cgroup_attach(const char *name, pid_t pid, sbx_error *err)
 {
     char dirs[N_V1][256], v[32];

@@ -31,5 +31,7 @@ int cgroup_create(const char *name, const struct runtime_config *cfg, sbx_error 
 int cgroup_attach(const char *name, pid_t pid, sbx_error *err);
 /* Rewrites the limits of an existing cgroup (memory_bytes, cpus, pids_max of cfg; 0 = none). */
 int cgroup_set_limits(const char *name, const struct runtime_config *cfg, sbx_error *err);
+/* Freezes (true) or thaws every process of the cgroup and waits until that has taken effect. */
+int cgroup_freeze(const char *name, bool frozen, sbx_error *err);
 /* Kills every process left in the cgroup, waits for them to go, removes it. Idempotent. */
 int cgroup_destroy(const char *name);

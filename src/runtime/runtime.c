@@ -534,6 +534,11 @@ int runtime_destroy(struct runtime_sandbox *sb)
 {
     int ret = 0;
     if (sb->init_pidfd >= 0) {
+        /* A frozen process cannot die: thaw a paused sandbox first. */
+        if (sb->state_dir) {
+            sbx_error ignored = {0};
+            (void)cgroup_freeze(sb->cgroup_name, false, &ignored);
+        }
         /* PID 1 dying takes every process of its namespace with it; waitid returns once they are gone. */
         (void)pidfd_send_signal(sb->init_pidfd, SIGKILL, NULL, 0);
         siginfo_t si;
@@ -577,6 +582,13 @@ int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint6
     snprintf(name, sizeof(name), "sbx/%s", id);
     struct runtime_config cfg = {.id = id, .memory_bytes = memory_bytes, .cpus = cpus, .pids_max = pids_max};
     return cgroup_set_limits(name, &cfg, err);
+}
+
+int runtime_freeze(const char *id, bool frozen, sbx_error *err)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "sbx/%s", id);
+    return cgroup_freeze(name, frozen, err);
 }
 
 int runtime_probe_host(struct runtime_host_info *ret)

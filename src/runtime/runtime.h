@@ -79,6 +79,10 @@ int runtime_cleanup(const char *id, const char *state_dir);
  * what the sandbox uses fails (-EBUSY) and leaves the old limit. */
 int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err);
 
+/* Pauses (frozen = true) or resumes every process of a sandbox through the cgroup freezer; returns once
+ * it has taken effect. Memory stays as it is; a paused sandbox uses no CPU. */
+int runtime_freeze(const char *id, bool frozen, sbx_error *err);
+
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);
 
