@@ -4,12 +4,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
 static const char *or_dash(const char *s)
 {
     return s && *s ? s : "-";
+}
+
+/* "45s", "12m", "3h", "2d" since an RFC 3339 UTC time, or "-". */
+static void format_age(const char *rfc3339, char *buf, size_t size)
+{
+    struct tm tm = {0};
+    const char *end = rfc3339 ? strptime(rfc3339, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!end) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    long long age = (long long)(time(NULL) - timegm(&tm));
+    if (age < 0)
+        age = 0;
+    if (age < 120)
+        snprintf(buf, size, "%llds", age);
+    else if (age < 7200)
+        snprintf(buf, size, "%lldm", age / 60);
+    else if (age < 172800)
+        snprintf(buf, size, "%lldh", age / 3600);
+    else
+        snprintf(buf, size, "%lldd", age / 86400);
 }
 
 static int ls_main(int argc, char **argv)
@@ -50,12 +73,14 @@ static int ls_main(int argc, char **argv)
                 if ((int)strlen(cols[k]) > w[k])
                     w[k] = (int)strlen(cols[k]);
         }
-        printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], "ID", w[1], "NAME", w[2], "STATE", w[3], "SNAPSHOT",
-               "CREATED");
-        for (size_t i = 0; i < n; i++)
-            printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], or_dash(list[i].id), w[1], or_dash(list[i].name),
-                   w[2], or_dash(list[i].state), w[3], or_dash(list[i].snapshot),
-                   or_dash(list[i].created_at));
+        printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], "ID", w[1], "NAME", w[2], "STATE", w[3], "SNAPSHOT",
+               "AGE", "CREATED");
+        for (size_t i = 0; i < n; i++) {
+            char age[16];
+            format_age(list[i].created_at, age, sizeof(age));
+            printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], or_dash(list[i].id), w[1], or_dash(list[i].name),
+                   w[2], or_dash(list[i].state), w[3], or_dash(list[i].snapshot), age, or_dash(list[i].created_at));
+        }
     }
     sbx_sandbox_list_free(list, n);
     sbx_client_free(c);
@@ -69,6 +94,6 @@ const struct cli_command cli_cmd_ls = {
     .usage =
         "Usage: sbx ls [--json]\n"
         "\n"
-        "Lists sandboxes as a table (ID NAME STATE SNAPSHOT CREATED) or, with --json, as a JSON array of\n"
+        "Lists sandboxes as a table (ID NAME STATE SNAPSHOT AGE CREATED) or, with --json, as a JSON array of\n"
         "sandbox objects.\n",
 };

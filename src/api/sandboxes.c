@@ -89,15 +89,89 @@ void api_sandboxes_create(struct api_ctx *c)
     api_read_json(c, create_with_body);
 }
 
+#define LIST_MAX_FILTERS 32
+
+struct list_filter {
+    const char *state;               /* NULL = any */
+    size_t n_meta;
+    char *meta_key[LIST_MAX_FILTERS]; /* metadata.KEY=VALUE, all must match */
+    char *meta_value[LIST_MAX_FILTERS];
+};
+
+static void list_filter_done(struct list_filter *f)
+{
+    for (size_t i = 0; i < f->n_meta; i++) {
+        free(f->meta_key[i]);
+        free(f->meta_value[i]);
+    }
+}
+
+/* ?state=running&metadata.owner=agent-7: every metadata.* parameter is one more condition. */
+static int parse_list_filter(struct http_request *req, struct list_filter *f, sbx_error *err)
+{
+    f->state = http_query_get(req, "state");
+    if (f->state && strcmp(f->state, "running") != 0 && strcmp(f->state, "paused") != 0 &&
+        strcmp(f->state, "stopped") != 0 && strcmp(f->state, "error") != 0)
+        return sbx_error_set(err, -EINVAL, "`state` must be running, paused, stopped or error");
+    for (const char *q = http_request_query(req); q && *q;) {
+        const char *amp = strchr(q, '&');
+        size_t plen = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', plen);
+        size_t klen = eq ? (size_t)(eq - q) : plen, vlen = eq ? plen - klen - 1 : 0;
+        char *key = xmalloc(klen + 1), *val = xmalloc(vlen + 1);
+        long kl = http_percent_decode(q, klen, key, true);
+        long vl = http_percent_decode(eq ? eq + 1 : "", vlen, val, true);
+        if (kl < 0 || vl < 0 || strlen(key) != (size_t)kl || strlen(val) != (size_t)vl) {
+            free(key);
+            free(val);
+            return sbx_error_set(err, -EINVAL, "malformed query string");
+        }
+        if (strncmp(key, "metadata.", 9) == 0) {
+            if (f->n_meta == LIST_MAX_FILTERS) {
+                free(key);
+                free(val);
+                return sbx_error_set(err, -EINVAL, "at most %d metadata filters", LIST_MAX_FILTERS);
+            }
+            f->meta_key[f->n_meta] = key;
+            f->meta_value[f->n_meta++] = val;
+        } else {
+            free(key);
+            free(val);
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static bool list_filter_match(const struct list_filter *f, const struct sandbox *sb)
+{
+    if (f->state && strcmp(f->state, sandbox_state_to_string(sb->state)) != 0)
+        return false;
+    for (size_t i = 0; i < f->n_meta; i++) {
+        const char *v = json_string_value(json_object_get(sb->metadata, f->meta_key[i] + 9));
+        if (!v || strcmp(v, f->meta_value[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
 void api_sandboxes_list(struct api_ctx *c)
 {
+    struct list_filter f = {0};
+    sbx_error err = {0};
+    if (parse_list_filter(c->req, &f, &err) < 0) {
+        list_filter_done(&f);
+        return api_reply_error(c->req, &err);
+    }
     json_t *arr = json_array();
     /* The registry is newest first; list oldest first, as created. */
     struct sandbox *last = c->d->sandboxes;
     while (last && last->next)
         last = last->next;
     for (struct sandbox *sb = last; sb; sb = sb->prev)
-        json_array_append_new(arr, sandbox_to_json(sb));
+        if (list_filter_match(&f, sb))
+            json_array_append_new(arr, sandbox_to_json(sb));
+    list_filter_done(&f);
     api_reply_json(c->req, 200, json_pack("{s:o}", "sandboxes", arr));
 }
 
