@@ -107,6 +107,9 @@ SBX_PUBLIC int sbx_sandbox_delete(struct sbx_client *c, const char *id, struct s
  * and let it run again. A command or file call on a paused sandbox resumes it by itself. */
 SBX_PUBLIC int sbx_sandbox_pause(struct sbx_client *c, const char *id, struct sbx_err *err);
 SBX_PUBLIC int sbx_sandbox_resume(struct sbx_client *c, const char *id, struct sbx_err *err);
+/* POST /v1/sandboxes/{id}/stop and /start: end every process keeping the files; bring it back. */
+SBX_PUBLIC int sbx_sandbox_stop(struct sbx_client *c, const char *id, struct sbx_err *err);
+SBX_PUBLIC int sbx_sandbox_start(struct sbx_client *c, const char *id, struct sbx_err *err);
 
 /* ---- Commands -------------------------------------------------------------------------------------- */
 

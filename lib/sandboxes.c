@@ -188,3 +188,13 @@ SBX_PUBLIC int sbx_sandbox_resume(struct sbx_client *c, const char *id, struct s
 {
     return sandbox_action(c, id, "/resume", err);
 }
+
+SBX_PUBLIC int sbx_sandbox_stop(struct sbx_client *c, const char *id, struct sbx_err *err)
+{
+    return sandbox_action(c, id, "/stop", err);
+}
+
+SBX_PUBLIC int sbx_sandbox_start(struct sbx_client *c, const char *id, struct sbx_err *err)
+{
+    return sandbox_action(c, id, "/start", err);
+}

@@ -91,6 +91,8 @@ static const struct route routes[] = {
     {"DELETE", "v1/sandboxes/*", api_sandboxes_delete},
     {"POST", "v1/sandboxes/*/pause", api_sandboxes_pause},
     {"POST", "v1/sandboxes/*/resume", api_sandboxes_resume},
+    {"POST", "v1/sandboxes/*/stop", api_sandboxes_stop},
+    {"POST", "v1/sandboxes/*/start", api_sandboxes_start},
     {"POST", "v1/sandboxes/*/commands", api_commands_create},
     {"GET", "v1/sandboxes/*/commands", api_commands_list},
     {"GET", "v1/sandboxes/*/commands/*", api_commands_get},

@@ -30,8 +30,8 @@ static struct sandbox *files_sandbox(struct api_ctx *c)
         return NULL;
     if (sb->rootfs_fd < 0) {
         sbx_error err = {0};
-        sbx_error_setk(&err, -EBUSY, "conflict", 409, "sandbox `%s` has no mounted filesystem (%s)", sb->id,
-                       sandbox_state_to_string(sb->state));
+        sbx_error_setk(&err, -EBUSY, "not_running", 409, "sandbox `%s` is %s: start it to reach its files",
+                       sb->id, sandbox_state_to_string(sb->state));
         api_reply_error(c->req, &err);
         return sandbox_unref(sb);
     }

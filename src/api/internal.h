@@ -39,6 +39,8 @@ void api_sandboxes_get(struct api_ctx *c);
 void api_sandboxes_delete(struct api_ctx *c);
 void api_sandboxes_pause(struct api_ctx *c);
 void api_sandboxes_resume(struct api_ctx *c);
+void api_sandboxes_stop(struct api_ctx *c);
+void api_sandboxes_start(struct api_ctx *c);
 
 void api_commands_create(struct api_ctx *c);
 void api_commands_list(struct api_ctx *c);

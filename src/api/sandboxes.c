@@ -197,13 +197,14 @@ void api_sandboxes_delete(struct api_ctx *c)
     sandbox_unref(sb);
 }
 
-static void set_paused(struct api_ctx *c, bool paused)
+/* pause, resume, stop, start: one state change, answered with the sandbox. */
+static void change_state(struct api_ctx *c, int (*change)(struct daemon *, struct sandbox *, sbx_error *))
 {
     struct sandbox *sb = api_sandbox(c);
     if (!sb)
         return;
     sbx_error err = {0};
-    if ((paused ? sandbox_pause(c->d, sb, &err) : sandbox_resume(c->d, sb, &err)) < 0)
+    if (change(c->d, sb, &err) < 0)
         api_reply_error(c->req, &err);
     else
         api_reply_json(c->req, 200, sandbox_to_json(sb));
@@ -212,10 +213,20 @@ static void set_paused(struct api_ctx *c, bool paused)
 
 void api_sandboxes_pause(struct api_ctx *c)
 {
-    set_paused(c, true);
+    change_state(c, sandbox_pause);
 }
 
 void api_sandboxes_resume(struct api_ctx *c)
 {
-    set_paused(c, false);
+    change_state(c, sandbox_resume);
+}
+
+void api_sandboxes_stop(struct api_ctx *c)
+{
+    change_state(c, sandbox_stop);
+}
+
+void api_sandboxes_start(struct api_ctx *c)
+{
+    change_state(c, sandbox_start);
 }

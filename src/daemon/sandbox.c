@@ -161,7 +161,8 @@ static struct sandbox *sandbox_new(struct daemon *d, const char *id)
     return sb;
 }
 
-static void remove_files(struct daemon *d, struct sandbox *sb)
+/* Ends the sandbox's processes and mounts (its shim destroys it and exits); the files stay. */
+static void shutdown_shim(struct sandbox *sb)
 {
     if (sb->rootfs_fd >= 0) {
         close(sb->rootfs_fd);
@@ -176,7 +177,13 @@ static void remove_files(struct daemon *d, struct sandbox *sb)
     r = runtime_cleanup(sb->id, sb->state_dir);
     if (r < 0)
         log_warning_errno(r, "clean up sandbox %s: %m, ignoring", sb->id);
-    r = rm_rf(sb->state_dir);
+    sb->shim_pid = sb->init_pid = 0;
+}
+
+static void remove_files(struct daemon *d, struct sandbox *sb)
+{
+    shutdown_shim(sb);
+    int r = rm_rf(sb->state_dir);
     if (r < 0)
         log_warning_errno(r, "remove `%s`: %m, ignoring", sb->state_dir);
     (void)d;
@@ -481,6 +488,37 @@ int sandbox_pause(struct daemon *d, struct sandbox *sb, sbx_error *err)
 int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err)
 {
     return set_frozen(d, sb, false, err);
+}
+
+int sandbox_stop(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    if (sb->state == SANDBOX_STOPPED)
+        return 0;
+    shutdown_shim(sb);
+    sb->state = SANDBOX_STOPPED;
+    store_sandbox_set_state(d->store, sb->id, "stopped", 0, 0, NULL);
+    log_info("sandbox %s stopped", sb->id);
+    return 0;
+}
+
+int sandbox_start(struct daemon *d, struct sandbox *sb, sbx_error *err)
+{
+    if (sb->state == SANDBOX_RUNNING)
+        return 0;
+    if (sb->state == SANDBOX_PAUSED)
+        return sandbox_resume(d, sb, err);
+    /* Same id, same state dir: the overlay's upper/ still holds every file the sandbox wrote. The shim
+     * is started synchronously here (~10 ms in sbxd's loop); creates use the asynchronous path. */
+    runtime_cleanup(sb->id, sb->state_dir); /* whatever a dead shim left */
+    int r = shim_spawn(d->shim_path, sb->state_dir, SHIM_READY_TIMEOUT_MS, &sb->shim_pid, &sb->init_pid, err);
+    if (r < 0 || (r = sandbox_started(d, sb, err)) < 0) {
+        shutdown_shim(sb);
+        return sbx_error_wrap(err, "start sandbox `%s`", sb->id);
+    }
+    sb->state = SANDBOX_RUNNING;
+    store_sandbox_set_state(d->store, sb->id, "running", sb->shim_pid, sb->init_pid, NULL);
+    log_info("sandbox %s started (shim %d, init %d)", sb->id, (int)sb->shim_pid, (int)sb->init_pid);
+    return 0;
 }
 
 int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err)

@@ -15,7 +15,7 @@ struct shim_conn;
 enum sandbox_state {
     SANDBOX_RUNNING,
     SANDBOX_PAUSED,  /* frozen by the cgroup freezer: no CPU, memory kept */
-    SANDBOX_STOPPED, /* its shim or init is gone; files may be read, nothing runs */
+    SANDBOX_STOPPED, /* stopped, or its shim or init died: files kept, nothing runs; `start` brings it back */
     SANDBOX_ERROR,
     _SANDBOX_STATE_MAX,
 };
@@ -86,6 +86,11 @@ struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name);
 /* Pause (freeze every process) and resume. Idempotent; -EBUSY "conflict" in any other state. */
 int sandbox_pause(struct daemon *d, struct sandbox *sb, sbx_error *err);
 int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err);
+
+/* Stop ends every process and unmounts, keeping the files; start brings a stopped sandbox back with the
+ * same id and files (and resumes a paused one). Both idempotent. */
+int sandbox_stop(struct daemon *d, struct sandbox *sb, sbx_error *err);
+int sandbox_start(struct daemon *d, struct sandbox *sb, sbx_error *err);
 
 /* Shuts the sandbox down and removes it with its files. The registry drops its reference. */
 int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err);

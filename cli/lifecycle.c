@@ -1,4 +1,4 @@
-/* sbx pause / sbx resume: POST /v1/sandboxes/{id}/pause|resume for each id. */
+/* sbx pause|resume|stop|start: POST /v1/sandboxes/{id}/<verb> for each id. */
 #include <stdio.h>
 
 #include "cli.h"
@@ -37,6 +37,16 @@ static int resume_main(int argc, char **argv)
     return for_each_id(&cli_cmd_resume, argc, argv, sbx_sandbox_resume);
 }
 
+static int stop_main(int argc, char **argv)
+{
+    return for_each_id(&cli_cmd_stop, argc, argv, sbx_sandbox_stop);
+}
+
+static int start_main(int argc, char **argv)
+{
+    return for_each_id(&cli_cmd_start, argc, argv, sbx_sandbox_start);
+}
+
 const struct cli_command cli_cmd_pause = {
     .name = "pause",
     .run = pause_main,
@@ -51,4 +61,20 @@ const struct cli_command cli_cmd_resume = {
     .run = resume_main,
     .summary = "let paused sandboxes run again",
     .usage = "Usage: sbx resume ID...\n",
+};
+
+const struct cli_command cli_cmd_stop = {
+    .name = "stop",
+    .run = stop_main,
+    .summary = "end sandboxes' processes, keeping their files",
+    .usage = "Usage: sbx stop ID...\n"
+             "\n"
+             "Kills every process of each sandbox and unmounts it; its files stay. `sbx start` brings it back.\n",
+};
+
+const struct cli_command cli_cmd_start = {
+    .name = "start",
+    .run = start_main,
+    .summary = "start stopped sandboxes again (same id, same files)",
+    .usage = "Usage: sbx start ID...\n",
 };
