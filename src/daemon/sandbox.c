@@ -161,6 +161,29 @@ static struct sandbox *sandbox_new(struct daemon *d, const char *id)
     return sb;
 }
 
+/* A shim that does not answer on its socket (the socket file was removed, or it hangs) would live on
+ * after its sandbox: kill it, after checking by its command line that the pid is still that shim. */
+static void kill_lost_shim(const struct sandbox *sb)
+{
+    if (sb->shim_pid <= 1)
+        return;
+    char path[64], cmdline[4096];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)sb->shim_pid);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
+    if (n <= 0)
+        return;
+    cmdline[n] = '\0';
+    /* argv is "sbx-shim\0<state_dir>\0" */
+    size_t first = strlen(cmdline);
+    if ((size_t)n > first + 1 && strcmp(cmdline + first + 1, sb->state_dir) == 0) {
+        log_warning("sandbox %s: its shim %d does not answer, killing it", sb->id, (int)sb->shim_pid);
+        (void)kill(sb->shim_pid, SIGKILL);
+    }
+}
+
 /* Ends the sandbox's processes and mounts (its shim destroys it and exits); the files stay. */
 static void shutdown_shim(struct sandbox *sb)
 {
@@ -171,8 +194,10 @@ static void shutdown_shim(struct sandbox *sb)
     shim_conn_close(sb->ctl);
     sb->ctl = NULL;
     int r = shim_shutdown(sb->state_dir, SHIM_CALL_TIMEOUT_MS);
-    if (r < 0)
+    if (r < 0) {
         log_debug_errno(r, "shutdown shim of %s: %m", sb->id);
+        kill_lost_shim(sb);
+    }
     /* Whatever the shim did or did not do, make sure nothing is left. */
     r = runtime_cleanup(sb->id, sb->state_dir);
     if (r < 0)

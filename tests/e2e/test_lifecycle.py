@@ -63,3 +63,18 @@ def test_sandboxes_survive_sbxd_kill9():
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", data_dir])
     assert host_mounts_under(data_dir) == []
+
+
+def test_delete_kills_a_shim_that_does_not_answer():
+    """A shim whose socket is gone cannot be asked to shut down: delete still leaves no process behind."""
+    with Daemon(extra_args=["--warm", "0"]) as d:
+        sid = d.create()
+        state_dir = os.path.join(d.data_dir, "sandboxes", sid)
+        shim = [p for p in processes_with_cmdline(state_dir) if b"sbx-shim" in open(f"/proc/{p}/cmdline", "rb").read()]
+        assert shim, "positive control: the shim runs"
+        os.unlink(os.path.join(state_dir, "shim.sock"))
+        d.delete(sid)
+        wait_for(lambda: all(not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split()[2] == "Z"
+                             for p in shim), what="the lost shim to be killed")
+        assert host_mounts_under(state_dir) == []
+        assert "does not answer, killing it" in d.read_log()
