@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,8 +50,18 @@ struct sandbox *sandbox_ref(struct sandbox *sb)
     return sb;
 }
 
+static void shim_unwatch(struct sandbox *sb)
+{
+    if (sb->shim_watch.active)
+        loop_io_stop(sb->d->loop, &sb->shim_watch);
+    if (sb->shim_pidfd >= 0)
+        close(sb->shim_pidfd);
+    sb->shim_pidfd = -1;
+}
+
 static void sandbox_free(struct sandbox *sb)
 {
+    shim_unwatch(sb);
     free(sb->name);
     free(sb->snapshot);
     json_decref(sb->env);
@@ -156,6 +167,8 @@ static struct sandbox *sandbox_new(struct daemon *d, const char *id)
     struct sandbox *sb = xcalloc(1, sizeof(*sb));
     snprintf(sb->id, sizeof(sb->id), "%s", id);
     sb->rootfs_fd = -1;
+    sb->shim_pidfd = -1;
+    sb->d = d;
     sb->state_dir = xasprintf("%s/%s", d->sandboxes_dir, id);
     sb->refs = 1;
     return sb;
@@ -187,6 +200,7 @@ static void kill_lost_shim(const struct sandbox *sb)
 /* Ends the sandbox's processes and mounts (its shim destroys it and exits); the files stay. */
 static void shutdown_shim(struct sandbox *sb)
 {
+    shim_unwatch(sb); /* its exit is expected from here on */
     if (sb->rootfs_fd >= 0) {
         close(sb->rootfs_fd);
         sb->rootfs_fd = -1;
@@ -283,8 +297,43 @@ void sandbox_discard(struct daemon *d, struct sandbox *sb)
     sandbox_unref(sb);
 }
 
+/* The shim exited without being asked: its sandbox's processes died with it (init's control socket
+ * closed). Clean up what is left and say so in the sandbox's state. */
+static void on_shim_exit(struct loop_io *io, uint32_t revents)
+{
+    struct sandbox *sb = container_of(io, struct sandbox, shim_watch);
+    struct daemon *d = sb->d;
+    shim_unwatch(sb);
+    log_warning("sandbox %s: its shim (pid %d) exited unexpectedly; marking it error", sb->id, (int)sb->shim_pid);
+    if (sb->rootfs_fd >= 0) {
+        close(sb->rootfs_fd);
+        sb->rootfs_fd = -1;
+    }
+    shim_conn_close(sb->ctl);
+    sb->ctl = NULL;
+    runtime_cleanup(sb->id, sb->state_dir);
+    sb->shim_pid = sb->init_pid = 0;
+    sb->state = SANDBOX_ERROR;
+    if (!sb->warm) /* a warm one stays "warm" in the store: the pool discards it */
+        store_sandbox_set_state(d->store, sb->id, "error", 0, 0, NULL);
+}
+
+static void shim_watch(struct sandbox *sb)
+{
+    shim_unwatch(sb);
+    int fd = pidfd_open(sb->shim_pid, 0);
+    if (fd < 0) {
+        log_debug_errno(-errno, "sandbox %s: pidfd of shim %d: %m (not watched)", sb->id, (int)sb->shim_pid);
+        return;
+    }
+    sb->shim_pidfd = fd;
+    if (loop_io_start(sb->d->loop, &sb->shim_watch, fd, EPOLLIN, on_shim_exit) < 0)
+        shim_unwatch(sb);
+}
+
 int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
 {
+    shim_watch(sb);
     int r = open_rootfs(sb);
     if (r < 0)
         return sbx_error_set(err, r, "open rootfs of `%s`: %s", sb->id, strerror(-r));
@@ -298,6 +347,7 @@ int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
 /* A pre-created sandbox becomes the caller's: it takes the request's name, env and metadata. */
 static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox_create_opts *opts, sbx_error *err)
 {
+    sb->warm = false;
     free(sb->name);
     sb->name = opts->name ? xstrdup(opts->name) : NULL;
     json_decref(sb->env);
@@ -607,6 +657,7 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
         if (r >= 0 && json_is_true(json_object_get(resp, "init_alive")) != 0 &&
             json_object_get(resp, "init_alive") != json_false()) {
             open_rootfs(sb);
+            shim_watch(sb);
             log_info("sandbox %s re-attached (shim %d)", sb->id, (int)sb->shim_pid);
         } else {
             log_warning("sandbox %s: shim gone (%s), marking stopped", sb->id, r < 0 ? err.msg : "init dead");

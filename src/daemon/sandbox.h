@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/util.h"
+#include "loop/loop.h"
 
 struct daemon;
 struct shim_conn;
@@ -44,6 +45,11 @@ struct sandbox {
     pid_t shim_pid, init_pid;
     int rootfs_fd; /* O_PATH dirfd of <state_dir>/rootfs, -1 when not mounted */
     struct shim_conn *ctl; /* persistent control connection, NULL until first use */
+    /* The shim's pidfd, watched from the loop: a shim that dies on its own marks the sandbox `error`. */
+    int shim_pidfd;
+    struct loop_io shim_watch;
+    bool warm; /* in the warm pool, not handed out yet (its store row says "warm") */
+    struct daemon *d;
 };
 
 struct sandbox_create_opts {

@@ -98,6 +98,7 @@ static void refill(struct loop_timer *t)
         schedule(p, RETRY_DELAY_USEC);
         return;
     }
+    s->sb->warm = true;
     s->next = p->slots;
     p->slots = s;
     p->n++;
@@ -141,10 +142,17 @@ struct sandbox *warm_take(struct daemon *d, const struct sandbox_create_opts *op
     /* The hostname is the id, set when the sandbox was made: a named sandbox is made to measure. */
     if (!p || opts->name || (opts->snapshot && strcmp(opts->snapshot, "host") != 0))
         return NULL;
-    for (struct warm_slot *s = p->slots; s; s = s->next) {
+    for (struct warm_slot *s = p->slots, *next; s; s = next) {
+        next = s->next;
         if (!s->ready)
             continue;
         struct sandbox *sb = s->sb;
+        if (sb->state != SANDBOX_RUNNING) { /* its shim died while it waited */
+            slot_unlink(p, s);
+            free(s);
+            sandbox_discard(d, sb);
+            continue;
+        }
         if (!same_resources(&opts->res, &def)) {
             /* Other limits are a cgroup write away; if that fails, make one to measure instead. */
             sbx_error err = {0};
