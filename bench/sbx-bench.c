@@ -595,8 +595,7 @@ int main(int argc, char **argv)
         return cmd_health(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "sbx") == 0)
         return cmd_sbx(argc - 1, argv + 1);
-    fprintf(
-        stderr,
-        "usage: sbx-bench spawn NAME N CMD ARGS... | health HOST:PORT [SEC] | sbx HOST:PORT NCREATE NEXEC [PACE_MS [SUFFIX]]\n");
+    fprintf(stderr, "usage: sbx-bench spawn NAME N CMD ARGS... | health HOST:PORT [SEC] | sbx HOST:PORT "
+                    "NCREATE NEXEC [PACE_MS [SUFFIX]]\n");
     return 2;
 }

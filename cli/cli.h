@@ -19,8 +19,7 @@ struct cli_command {
 };
 
 extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
-    cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop,
-    cli_cmd_start;
+    cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start;
 
 /* Prints "sbx: <message> (<code>)" for a failed library call. */
 void cli_print_err(const struct sbx_err *err, int r);

@@ -67,9 +67,10 @@ const struct cli_command cli_cmd_stop = {
     .name = "stop",
     .run = stop_main,
     .summary = "end sandboxes' processes, keeping their files",
-    .usage = "Usage: sbx stop ID...\n"
-             "\n"
-             "Kills every process of each sandbox and unmounts it; its files stay. `sbx start` brings it back.\n",
+    .usage =
+        "Usage: sbx stop ID...\n"
+        "\n"
+        "Kills every process of each sandbox and unmounts it; its files stay. `sbx start` brings it back.\n",
 };
 
 const struct cli_command cli_cmd_start = {

@@ -73,13 +73,14 @@ static int ls_main(int argc, char **argv)
                 if ((int)strlen(cols[k]) > w[k])
                     w[k] = (int)strlen(cols[k]);
         }
-        printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], "ID", w[1], "NAME", w[2], "STATE", w[3], "SNAPSHOT",
-               "AGE", "CREATED");
+        printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], "ID", w[1], "NAME", w[2], "STATE", w[3],
+               "SNAPSHOT", "AGE", "CREATED");
         for (size_t i = 0; i < n; i++) {
             char age[16];
             format_age(list[i].created_at, age, sizeof(age));
-            printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], or_dash(list[i].id), w[1], or_dash(list[i].name),
-                   w[2], or_dash(list[i].state), w[3], or_dash(list[i].snapshot), age, or_dash(list[i].created_at));
+            printf("%-*s  %-*s  %-*s  %-*s  %-5s  %s\n", w[0], or_dash(list[i].id), w[1],
+                   or_dash(list[i].name), w[2], or_dash(list[i].state), w[3], or_dash(list[i].snapshot), age,
+                   or_dash(list[i].created_at));
         }
     }
     sbx_sandbox_list_free(list, n);
@@ -91,9 +92,9 @@ const struct cli_command cli_cmd_ls = {
     .name = "ls",
     .run = ls_main,
     .summary = "list sandboxes",
-    .usage =
-        "Usage: sbx ls [--json]\n"
-        "\n"
-        "Lists sandboxes as a table (ID NAME STATE SNAPSHOT AGE CREATED) or, with --json, as a JSON array of\n"
-        "sandbox objects.\n",
+    .usage = "Usage: sbx ls [--json]\n"
+             "\n"
+             "Lists sandboxes as a table (ID NAME STATE SNAPSHOT AGE CREATED) or, with --json, as a JSON "
+             "array of\n"
+             "sandbox objects.\n",
 };

@@ -58,7 +58,8 @@ static int build_argv(json_t *body, json_t **ret, sbx_error *err)
     if (n == 0)
         return sbx_error_set(err, -EINVAL, "`command` must not be empty");
     if (n > ARGV_MAX_ENTRIES)
-        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`command` has more than %d entries", ARGV_MAX_ENTRIES);
+        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`command` has more than %d entries",
+                              ARGV_MAX_ENTRIES);
     size_t i;
     json_t *v;
     json_array_foreach(cmd, i, v)
@@ -71,7 +72,8 @@ static int build_argv(json_t *body, json_t **ret, sbx_error *err)
         total += len + 1;
     }
     if (total > COMMAND_MAX_BYTES)
-        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`command` is longer than %d bytes", COMMAND_MAX_BYTES);
+        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`command` is longer than %d bytes",
+                              COMMAND_MAX_BYTES);
     if (json_string_length(json_array_get(cmd, 0)) == 0)
         return sbx_error_set(err, -EINVAL, "`command[0]` must not be empty");
     *ret = json_incref(cmd);
@@ -109,7 +111,8 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
     json_t *env = NULL;
     double timeout = 0;
     bool wait = false, stdin_open = false;
-    if (jsonreq_string(body, "id", SBX_ID_MAX, &id, err) < 0 || jsonreq_string(body, "cwd", PATH_MAX, &cwd, err) < 0 ||
+    if (jsonreq_string(body, "id", SBX_ID_MAX, &id, err) < 0 ||
+        jsonreq_string(body, "cwd", PATH_MAX, &cwd, err) < 0 ||
         jsonreq_string(body, "stdin", STDIN_FIELD_MAX, &stdin_data, err) < 0 ||
         jsonreq_string_map(body, "env", ENV_MAX_ENTRIES, ENV_MAX_ENTRY, &env, err) < 0 ||
         jsonreq_number(body, "timeout", 0, TIMEOUT_MAX_SEC, &timeout, err) < 0 ||
@@ -128,9 +131,9 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         id_generate(gen, sizeof(gen), "cmd_");
         id = gen;
     }
-    json_t *req = json_pack("{s:s, s:s, s:o, s:o, s:s, s:I, s:b}", "op", "exec", "id", id, "argv", argv, "env",
-                            build_env(sb->env, env), "cwd", cwd, "timeout_ms", (json_int_t)(timeout * 1000.0),
-                            "stdin_open", stdin_open);
+    json_t *req = json_pack("{s:s, s:s, s:o, s:o, s:s, s:I, s:b}", "op", "exec", "id", id, "argv", argv,
+                            "env", build_env(sb->env, env), "cwd", cwd, "timeout_ms",
+                            (json_int_t)(timeout * 1000.0), "stdin_open", stdin_open);
     if (stdin_data) {
         _cleanup_free_ char *b64 = base64_encode(stdin_data, strlen(stdin_data));
         json_object_set_new(req, "stdin_b64", json_string(b64));
@@ -319,7 +322,8 @@ static void process_frames(struct attach *a)
             json_t *resp = json_loadb((const char *)f.payload, f.len, 0, NULL);
             json_t *e = json_object_get(resp, "error");
             a->finished = true;
-            send_failure(a, e ? json_string_value(json_object_get(e, "message")) ?: "attach failed" : "attach failed");
+            send_failure(a, e ? json_string_value(json_object_get(e, "message")) ?: "attach failed"
+                              : "attach failed");
             json_decref(resp);
         }
     }
@@ -601,8 +605,8 @@ void api_commands_stream(struct api_ctx *c)
     if (sandbox_shim_call(sb, req, &resp, &err) < 0)
         api_reply_error(c->req, &err);
     else
-        attach_start(c, sb, c->command_id, http_request_is_websocket(c->req) ? ATTACH_WS : ATTACH_SSE, out_off,
-                     err_off);
+        attach_start(c, sb, c->command_id, http_request_is_websocket(c->req) ? ATTACH_WS : ATTACH_SSE,
+                     out_off, err_off);
     json_decref(req);
     json_decref(resp);
     sandbox_unref(sb);
@@ -613,8 +617,9 @@ static void stdin_with_body(struct api_ctx *c, const char *body, size_t len)
     const char *close_q = http_query_get(c->req, "close");
     bool close_after = close_q && (strcmp(close_q, "true") == 0 || strcmp(close_q, "1") == 0);
     _cleanup_free_ char *b64 = base64_encode(body, len);
-    simple_call(c, json_pack("{s:s, s:s, s:s, s:b}", "op", "stdin", "id", c->command_id, "data_b64", b64, "close",
-                             close_after),
+    simple_call(c,
+                json_pack("{s:s, s:s, s:s, s:b}", "op", "stdin", "id", c->command_id, "data_b64", b64,
+                          "close", close_after),
                 false);
 }
 

@@ -171,7 +171,6 @@ static void download_pump(struct http_request *req, void *userdata)
     download_free(dl);
 }
 
-
 /* sbxd reads as host root, but may hand out only what root inside the sandbox could read: host files
  * under the read-only system directories (/etc/shadow, TLS keys) belong to ids that are not mapped into
  * the sandbox, and there only their "other" permission bits apply. */
@@ -225,8 +224,8 @@ void api_files_get(struct api_ctx *c)
         if (r == -ERANGE) {
             close(fd);
             snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
-            sbx_error_setk(&err, -ERANGE, "range_not_satisfiable", 416, "range `%s` is outside the file's %llu bytes",
-                           range, (unsigned long long)size);
+            sbx_error_setk(&err, -ERANGE, "range_not_satisfiable", 416,
+                           "range `%s` is outside the file's %llu bytes", range, (unsigned long long)size);
             http_response_header(c->req, "Content-Range", content_range);
             return api_reply_error(c->req, &err);
         }
@@ -317,8 +316,8 @@ static void mkdir_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     const char *path = NULL, *mode_s = NULL;
     mode_t mode;
-    if (jsonreq_string(body, "path", PATH_FIELD_MAX, &path, &err) < 0 || jsonreq_string(body, "mode", 8, &mode_s, &err) < 0 ||
-        parse_mode(mode_s, 0755, &mode, &err) < 0)
+    if (jsonreq_string(body, "path", PATH_FIELD_MAX, &path, &err) < 0 ||
+        jsonreq_string(body, "mode", 8, &mode_s, &err) < 0 || parse_mode(mode_s, 0755, &mode, &err) < 0)
         return api_reply_error(c->req, &err);
     if (!path) {
         sbx_error_set(&err, -EINVAL, "`path` is required");
@@ -346,7 +345,8 @@ static void move_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     const char *from = NULL, *to = NULL;
     bool overwrite = false;
-    if (jsonreq_string(body, "from", PATH_FIELD_MAX, &from, &err) < 0 || jsonreq_string(body, "to", PATH_FIELD_MAX, &to, &err) < 0 ||
+    if (jsonreq_string(body, "from", PATH_FIELD_MAX, &from, &err) < 0 ||
+        jsonreq_string(body, "to", PATH_FIELD_MAX, &to, &err) < 0 ||
         jsonreq_bool(body, "overwrite", &overwrite, &err) < 0)
         return api_reply_error(c->req, &err);
     if (!from || !to) {

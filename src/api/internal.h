@@ -13,8 +13,8 @@ struct sandbox;
 struct api_ctx {
     struct daemon *d;
     struct http_request *req;
-    const char *sandbox_id; /* {id} */
-    const char *command_id; /* {cid} */
+    const char *sandbox_id;                           /* {id} */
+    const char *command_id;                           /* {cid} */
     void (*json_cb)(struct api_ctx *c, json_t *body); /* api_read_json's */
 };
 

@@ -99,7 +99,8 @@ int jsonreq_string_map(json_t *obj, const char *key, size_t max_entries, size_t 
     if (!json_is_object(v))
         return sbx_error_set(err, -EINVAL, "`%s` must be an object of strings", key);
     if (json_object_size(v) > max_entries)
-        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`%s` has more than %zu entries", key, max_entries);
+        return sbx_error_setk(err, -E2BIG, "too_large", 413, "`%s` has more than %zu entries", key,
+                              max_entries);
     const char *k;
     json_t *val;
     json_object_foreach(v, k, val)

@@ -66,7 +66,8 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         size_t n = dump ? strlen(dump) : 0;
         free(dump);
         if (n > METADATA_MAX_BYTES) {
-            sbx_error_setk(&err, -E2BIG, "too_large", 413, "`metadata` is larger than %d bytes", METADATA_MAX_BYTES);
+            sbx_error_setk(&err, -E2BIG, "too_large", 413, "`metadata` is larger than %d bytes",
+                           METADATA_MAX_BYTES);
             return api_reply_error(c->req, &err);
         }
         opts.metadata = metadata;
@@ -92,7 +93,7 @@ void api_sandboxes_create(struct api_ctx *c)
 #define LIST_MAX_FILTERS 32
 
 struct list_filter {
-    const char *state;               /* NULL = any */
+    const char *state; /* NULL = any */
     size_t n_meta;
     char *meta_key[LIST_MAX_FILTERS]; /* metadata.KEY=VALUE, all must match */
     char *meta_value[LIST_MAX_FILTERS];

@@ -14,7 +14,10 @@ struct sbx_buf {
     size_t len, cap;
 };
 
-#define SBX_BUF_INIT {NULL, 0, 0}
+#define SBX_BUF_INIT                                                                                         \
+    {                                                                                                        \
+        NULL, 0, 0                                                                                           \
+    }
 
 /* Makes room for at least `extra` more bytes; returns a pointer to the free space. Aborts on OOM. */
 char *sbx_buf_reserve(struct sbx_buf *b, size_t extra);

@@ -61,7 +61,7 @@ static inline void closedirp(DIR **d)
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Retry a blocking call on EINTR. */
 #define RETRY_EINTR(expr)                                                                                    \

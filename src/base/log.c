@@ -33,7 +33,8 @@ void log_set_ident(const char *name)
 
 static const char *level_name(int level)
 {
-    static const char *const names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
+    static const char *const names[] = {"emerg",   "alert",  "crit", "error",
+                                        "warning", "notice", "info", "debug"};
     return level >= 0 && level <= LOG_DEBUG ? names[level] : "?";
 }
 
@@ -69,10 +70,13 @@ int log_internal(int level, int error, const char *file, int line, const char *f
             }
         }
         esc[j] = '\0';
-        n = snprintf(line_buf, sizeof(line_buf), "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"ident\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"%s\"}\n",
-                     (long long)ts.tv_sec, ts.tv_nsec / 1000000, level_name(level), ident, file, line, esc);
+        n = snprintf(
+            line_buf, sizeof(line_buf),
+            "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"ident\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"%s\"}\n",
+            (long long)ts.tv_sec, ts.tv_nsec / 1000000, level_name(level), ident, file, line, esc);
     } else {
-        n = snprintf(line_buf, sizeof(line_buf), "%s[%d] %s: %s\n", ident, (int)getpid(), level_name(level), msg);
+        n = snprintf(line_buf, sizeof(line_buf), "%s[%d] %s: %s\n", ident, (int)getpid(), level_name(level),
+                     msg);
     }
     if (n > (int)sizeof(line_buf))
         n = sizeof(line_buf);

@@ -4,8 +4,8 @@
 
 #include <syslog.h>
 
-void log_set_level(int level);   /* LOG_ERR .. LOG_DEBUG */
-void log_set_json(int json);     /* 1 = JSON lines on stderr */
+void log_set_level(int level); /* LOG_ERR .. LOG_DEBUG */
+void log_set_json(int json);   /* 1 = JSON lines on stderr */
 void log_set_ident(const char *ident);
 int log_get_level(void);
 

@@ -25,7 +25,7 @@ struct daemon {
     size_t max_sandboxes;
     struct sandbox *sandboxes; /* registry, a doubly linked list */
     size_t n_sandboxes;
-    struct warm_pool *warm; /* NULL = no warm pool (warm.h) */
+    struct warm_pool *warm;     /* NULL = no warm pool (warm.h) */
     struct create_op *creating; /* creates waiting for their shim */
     size_t n_creating;
 };

@@ -30,19 +30,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: sbxd --listen HOST:PORT --data-dir DIR [options]\n"
-            "\n"
-            "  --listen HOST:PORT     address to serve the API on (default 127.0.0.1:7070)\n"
-            "  --data-dir DIR         state directory (default /var/lib/sbx)\n"
-            "  --ephemeral            destroy every sandbox when sbxd exits on SIGTERM/SIGINT\n"
-            "  --max-sandboxes N      limit on live sandboxes (default 256)\n"
-            "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
-            "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
-            "  --log-json             log JSON lines instead of text\n"
-            "  --version, --help\n"
-            "\n"
-            "The admin API key is read from SBX_API_KEY. Without one, sbxd only listens on loopback.\n");
+    fprintf(f, "Usage: sbxd --listen HOST:PORT --data-dir DIR [options]\n"
+               "\n"
+               "  --listen HOST:PORT     address to serve the API on (default 127.0.0.1:7070)\n"
+               "  --data-dir DIR         state directory (default /var/lib/sbx)\n"
+               "  --ephemeral            destroy every sandbox when sbxd exits on SIGTERM/SIGINT\n"
+               "  --max-sandboxes N      limit on live sandboxes (default 256)\n"
+               "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
+               "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
+               "  --log-json             log JSON lines instead of text\n"
+               "  --version, --help\n"
+               "\n"
+               "The admin API key is read from SBX_API_KEY. Without one, sbxd only listens on loopback.\n");
 }
 
 static int parse_listen(const char *s, char **ret_host, int *ret_port)
@@ -83,7 +82,10 @@ static int parse_log_level(const char *s)
     static const struct {
         const char *name;
         int level;
-    } levels[] = {{"error", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE}, {"info", LOG_INFO},
+    } levels[] = {{"error", LOG_ERR},
+                  {"warning", LOG_WARNING},
+                  {"notice", LOG_NOTICE},
+                  {"info", LOG_INFO},
                   {"debug", LOG_DEBUG}};
     for (size_t i = 0; i < ELEMENTSOF(levels); i++)
         if (strcmp(s, levels[i].name) == 0)
@@ -111,12 +113,11 @@ static void on_stop_signal(struct loop *loop, int signo)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"listen", required_argument, NULL, 'l'},   {"data-dir", required_argument, NULL, 'd'},
-        {"ephemeral", no_argument, NULL, 'e'},      {"max-sandboxes", required_argument, NULL, 'm'},
+        {"listen", required_argument, NULL, 'l'},    {"data-dir", required_argument, NULL, 'd'},
+        {"ephemeral", no_argument, NULL, 'e'},       {"max-sandboxes", required_argument, NULL, 'm'},
         {"log-level", required_argument, NULL, 'L'}, {"log-json", no_argument, NULL, 'J'},
-        {"version", no_argument, NULL, 'V'},        {"help", no_argument, NULL, 'h'},
-        {"warm", required_argument, NULL, 'W'},
-        {},
+        {"version", no_argument, NULL, 'V'},         {"help", no_argument, NULL, 'h'},
+        {"warm", required_argument, NULL, 'W'},      {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
      * shim and keep their other ends waiting for EOF. */
@@ -261,15 +262,15 @@ int main(int argc, char **argv)
         log_error("listen on %s: %s", listen, err.msg);
         return 1;
     }
-    log_notice("sbxd %s listening on %s (data dir %s%s, %zu sandboxes recovered, warm pool %u)", SBX_VERSION, listen,
-               d.data_dir, d.ephemeral ? ", ephemeral" : "", d.n_sandboxes, warm);
+    log_notice("sbxd %s listening on %s (data dir %s%s, %zu sandboxes recovered, warm pool %u)", SBX_VERSION,
+               listen, d.data_dir, d.ephemeral ? ", ephemeral" : "", d.n_sandboxes, warm);
     warm_start(&d, warm);
 
     loop_run(d.loop);
 
     api_stop(&d);
     sandbox_create_abort_all(&d); /* half-built sandboxes: nobody has their id yet */
-    warm_stop(&d); /* warm sandboxes belong to nobody: never kept */
+    warm_stop(&d);                /* warm sandboxes belong to nobody: never kept */
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);
         sandbox_delete_all(&d);

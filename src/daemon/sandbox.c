@@ -120,10 +120,11 @@ json_t *sandbox_to_json(const struct sandbox *sb)
 {
     char created[40];
     format_time_ms(created, sizeof(created), sb->created_ms);
-    return json_pack("{s:s, s:s?, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:I, s:I}}", "id", sb->id, "name", sb->name,
-                     "snapshot", sb->snapshot, "state", sandbox_state_to_string(sb->state), "created_at", created,
-                     "env", sb->env, "metadata", sb->metadata, "resources", "cpus", sb->res.cpus, "memory_mb",
-                     (json_int_t)sb->res.memory_mb, "pids", (json_int_t)sb->res.pids);
+    return json_pack("{s:s, s:s?, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:I, s:I}}", "id", sb->id, "name",
+                     sb->name, "snapshot", sb->snapshot, "state", sandbox_state_to_string(sb->state),
+                     "created_at", created, "env", sb->env, "metadata", sb->metadata, "resources", "cpus",
+                     sb->res.cpus, "memory_mb", (json_int_t)sb->res.memory_mb, "pids",
+                     (json_int_t)sb->res.pids);
 }
 
 static json_t *resources_to_json(const struct sandbox_resources *r)
@@ -136,10 +137,10 @@ static json_t *resources_to_json(const struct sandbox_resources *r)
 static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *err)
 {
     json_t *cfg = json_pack("{s:s, s:I, s:s, s:I, s:f, s:I, s:s, s:s, s:n}", "id", sb->id, "uid_base",
-                            (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id, "memory_bytes",
-                            (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus, "pids_max",
-                            (json_int_t)sb->res.pids, "init_path", d->init_path, "seccomp_path", d->seccomp_path,
-                            "lower_dirs");
+                            (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id,
+                            "memory_bytes", (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus,
+                            "pids_max", (json_int_t)sb->res.pids, "init_path", d->init_path, "seccomp_path",
+                            d->seccomp_path, "lower_dirs");
     if (!cfg)
         return sbx_error_set(err, -ENOMEM, "build shim config");
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
@@ -304,7 +305,8 @@ static void on_shim_exit(struct loop_io *io, uint32_t revents)
     struct sandbox *sb = container_of(io, struct sandbox, shim_watch);
     struct daemon *d = sb->d;
     shim_unwatch(sb);
-    log_warning("sandbox %s: its shim (pid %d) exited unexpectedly; marking it error", sb->id, (int)sb->shim_pid);
+    log_warning("sandbox %s: its shim (pid %d) exited unexpectedly; marking it error", sb->id,
+                (int)sb->shim_pid);
     if (sb->rootfs_fd >= 0) {
         close(sb->rootfs_fd);
         sb->rootfs_fd = -1;
@@ -345,7 +347,8 @@ int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
 }
 
 /* A pre-created sandbox becomes the caller's: it takes the request's name, env and metadata. */
-static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox_create_opts *opts, sbx_error *err)
+static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox_create_opts *opts,
+                      sbx_error *err)
 {
     sb->warm = false;
     free(sb->name);
@@ -451,8 +454,8 @@ void sandbox_create_abort_all(struct daemon *d)
     }
 }
 
-int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb, void *userdata,
-                   struct sandbox **ret, struct create_op **ret_op, sbx_error *err)
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb,
+                   void *userdata, struct sandbox **ret, struct create_op **ret_op, sbx_error *err)
 {
     const char *snapshot = opts->snapshot ? opts->snapshot : "host";
     if (strcmp(snapshot, "host") != 0)
@@ -549,7 +552,8 @@ static int set_frozen(struct daemon *d, struct sandbox *sb, bool frozen, sbx_err
     if (r < 0)
         return sbx_error_wrap(err, "sandbox `%s`", sb->id);
     sb->state = want;
-    store_sandbox_set_state(d->store, sb->id, sandbox_state_to_string(want), sb->shim_pid, sb->init_pid, NULL);
+    store_sandbox_set_state(d->store, sb->id, sandbox_state_to_string(want), sb->shim_pid, sb->init_pid,
+                            NULL);
     log_info("sandbox %s %s in %llu us", sb->id, frozen ? "paused" : "resumed",
              (unsigned long long)(now_usec(CLOCK_MONOTONIC) - t0));
     return 0;

@@ -43,7 +43,7 @@ struct sandbox {
     char *state_dir;
     enum sandbox_state state;
     pid_t shim_pid, init_pid;
-    int rootfs_fd; /* O_PATH dirfd of <state_dir>/rootfs, -1 when not mounted */
+    int rootfs_fd;         /* O_PATH dirfd of <state_dir>/rootfs, -1 when not mounted */
     struct shim_conn *ctl; /* persistent control connection, NULL until first use */
     /* The shim's pidfd, watched from the loop: a shim that dies on its own marks the sandbox `error`. */
     int shim_pidfd;
@@ -70,8 +70,8 @@ const char *sandbox_state_to_string(enum sandbox_state s);
  * request is refused (cb is not called). */
 struct create_op;
 typedef void (*sandbox_created_cb)(struct sandbox *sb, const sbx_error *err, void *userdata);
-int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb, void *userdata,
-                   struct sandbox **ret, struct create_op **ret_op, sbx_error *err);
+int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb,
+                   void *userdata, struct sandbox **ret, struct create_op **ret_op, sbx_error *err);
 /* The requester is gone: cb will not run, and the sandbox is discarded once built. */
 void sandbox_create_cancel(struct create_op *op);
 /* Stops every create in progress and undoes it (at exit). */

@@ -156,7 +156,8 @@ struct sandbox *warm_take(struct daemon *d, const struct sandbox_create_opts *op
         if (!same_resources(&opts->res, &def)) {
             /* Other limits are a cgroup write away; if that fails, make one to measure instead. */
             sbx_error err = {0};
-            if (runtime_set_limits(sb->id, opts->res.memory_mb << 20, opts->res.cpus, opts->res.pids, &err) < 0) {
+            if (runtime_set_limits(sb->id, opts->res.memory_mb << 20, opts->res.cpus, opts->res.pids, &err) <
+                0) {
                 log_debug("warm pool: cannot resize %s (%s), creating one to measure", sb->id, err.msg);
                 (void)runtime_set_limits(sb->id, def.memory_mb << 20, def.cpus, def.pids, &err);
                 return NULL;

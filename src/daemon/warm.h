@@ -1,9 +1,9 @@
 /* The warm pool: sandboxes created ahead of demand (snapshot `host`, default resources, no name), so
- * that a create without a name is a hand-over (its resources applied by rewriting the cgroup limits) instead of ~10 ms of namespaces,
- * mounts and process starts. The pool refills in the background through the event loop, one sandbox
- * at a time, shortly after each hand-over. Warm sandboxes are in the store (state "warm", so their uid
- * range stays reserved and a crash leaves nothing untracked) but not in the registry: nobody sees them
- * until they are handed out. */
+ * that a create without a name is a hand-over (its resources applied by rewriting the cgroup limits) instead
+ * of ~10 ms of namespaces, mounts and process starts. The pool refills in the background through the event
+ * loop, one sandbox at a time, shortly after each hand-over. Warm sandboxes are in the store (state "warm",
+ * so their uid range stays reserved and a crash leaves nothing untracked) but not in the registry: nobody
+ * sees them until they are handed out. */
 #pragma once
 
 #include <stddef.h>

@@ -43,15 +43,15 @@ struct http_ws;
 
 /* Zero fields take the defaults shown. */
 struct http_server_config {
-    size_t max_header_bytes;   /* 16 KiB: request line + headers, beyond -> 431 */
-    unsigned max_headers;      /* 100, beyond -> 431 */
-    usec_t header_timeout;     /* 10 s from the first byte of a request to the end of its headers */
-    usec_t idle_timeout;       /* 60 s keep-alive idle, and no body progress while the server waits for it */
-    size_t output_soft_limit;  /* 1 MiB queued: writes return 1, on_drain fires when it drains below */
-    size_t output_hard_limit;  /* 64 MiB queued: the connection is closed (on_abort) */
-    size_t discard_body_max;   /* 1 MiB: an unread body is discarded up to this, beyond the connection closes */
-    size_t ws_max_message;     /* 1 MiB from the client, beyond -> close 1009 */
-    unsigned max_connections;  /* 4096; over it new connections are accepted and closed at once */
+    size_t max_header_bytes;  /* 16 KiB: request line + headers, beyond -> 431 */
+    unsigned max_headers;     /* 100, beyond -> 431 */
+    usec_t header_timeout;    /* 10 s from the first byte of a request to the end of its headers */
+    usec_t idle_timeout;      /* 60 s keep-alive idle, and no body progress while the server waits for it */
+    size_t output_soft_limit; /* 1 MiB queued: writes return 1, on_drain fires when it drains below */
+    size_t output_hard_limit; /* 64 MiB queued: the connection is closed (on_abort) */
+    size_t discard_body_max; /* 1 MiB: an unread body is discarded up to this, beyond the connection closes */
+    size_t ws_max_message;   /* 1 MiB from the client, beyond -> close 1009 */
+    unsigned max_connections; /* 4096; over it new connections are accepted and closed at once */
 };
 
 typedef void (*http_handler_fn)(struct http_request *req, void *userdata);
@@ -138,7 +138,8 @@ typedef void (*http_end_cb)(struct http_request *req, void *userdata);
 void http_request_read_body(struct http_request *req, size_t max_bytes, http_body_cb cb, void *userdata);
 /* Delivers the body as it arrives, with no size limit (the idle timeout still applies), then calls end_cb
  * once. Chunks may be delivered from inside this call. */
-void http_request_stream_body(struct http_request *req, http_chunk_cb chunk_cb, http_end_cb end_cb, void *userdata);
+void http_request_stream_body(struct http_request *req, http_chunk_cb chunk_cb, http_end_cb end_cb,
+                              void *userdata);
 /* Stops / restarts reading the socket for a streamed body (backpressure). Resume may deliver chunks and the
  * end callback from inside the call. */
 void http_request_pause_body(struct http_request *req);
@@ -155,7 +156,8 @@ void http_response_header(struct http_request *req, const char *name, const char
 
 /* Complete responses. content_type NULL with len > 0 means application/octet-stream; with len 0 no
  * Content-Type is sent. body is copied. A HEAD request gets the headers only. */
-void http_respond(struct http_request *req, int status, const char *content_type, const void *body, size_t len);
+void http_respond(struct http_request *req, int status, const char *content_type, const void *body,
+                  size_t len);
 /* Takes ownership of body (NULL answers with an empty body). */
 void http_respond_json(struct http_request *req, int status, json_t *body);
 /* {"error":{"code":code,"message":<formatted>}} with the given status. */
@@ -164,7 +166,8 @@ void http_respond_error(struct http_request *req, int status, const char *code, 
 
 /* Streamed responses: begin sends the status line and headers; content_length >= 0 promises that many
  * bytes, -1 uses chunked encoding (HTTP/1.1) or close-delimited (HTTP/1.0). */
-void http_response_begin(struct http_request *req, int status, const char *content_type, int64_t content_length);
+void http_response_begin(struct http_request *req, int status, const char *content_type,
+                         int64_t content_length);
 /* Queues bytes (copied). Returns 0, or 1 when the producer should stop: the connection's queued output is
  * over the soft limit (on_drain follows once it drains) or the connection is failing (on_abort follows). */
 int http_response_write(struct http_request *req, const void *data, size_t len);
@@ -246,8 +249,8 @@ int http_route_dispatch(struct http_request *req, const struct http_route *route
 
 /* Standard reason phrase, "Unknown" for unknown codes. */
 const char *http_status_reason(int status);
-/* %-decodes src[0..len) into dst (size >= len + 1), '+' to space when plus_is_space; returns the decoded length
- * or -EINVAL on a bad escape or an embedded NUL. */
+/* %-decodes src[0..len) into dst (size >= len + 1), '+' to space when plus_is_space; returns the decoded
+ * length or -EINVAL on a bad escape or an embedded NUL. */
 long http_percent_decode(const char *src, size_t len, char *dst, bool plus_is_space);
 /* Computes Sec-WebSocket-Accept for key into ret (29 bytes incl. NUL). */
 void http_ws_accept_key(const char *key, char ret[29]);

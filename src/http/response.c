@@ -11,43 +11,80 @@
 const char *http_status_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 507: return "Insufficient Storage";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Unknown";
     }
 }
 
@@ -91,12 +128,14 @@ static void begin(struct http_request *req, int status, const char *content_type
         req->keep_alive = false; /* close-delimited */
 
     char head[512];
-    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s", status, http_status_reason(status), date_line());
+    int n =
+        snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s", status, http_status_reason(status), date_line());
     if (content_type)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Type: %.200s\r\n", content_type);
     if (!no_body) {
         if (content_length >= 0)
-            n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %lld\r\n", (long long)content_length);
+            n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %lld\r\n",
+                          (long long)content_length);
         else if (req->version >= 11)
             n += snprintf(head + n, sizeof(head) - (size_t)n, "Transfer-Encoding: chunked\r\n");
     }
@@ -117,7 +156,8 @@ static void begin(struct http_request *req, int status, const char *content_type
     req->resp_state = RESP_STREAMING;
 }
 
-void http_response_begin(struct http_request *req, int status, const char *content_type, int64_t content_length)
+void http_response_begin(struct http_request *req, int status, const char *content_type,
+                         int64_t content_length)
 {
     if (req->resp_state != RESP_NONE)
         return;
@@ -178,7 +218,8 @@ size_t http_response_queued(const struct http_request *req)
     return req->conn->out_bytes;
 }
 
-void http_respond(struct http_request *req, int status, const char *content_type, const void *body, size_t len)
+void http_respond(struct http_request *req, int status, const char *content_type, const void *body,
+                  size_t len)
 {
     if (req->resp_state != RESP_NONE)
         return;

@@ -503,8 +503,8 @@ void http_request_read_body(struct http_request *req, size_t max_bytes, http_bod
     req->body_ud = userdata;
     if (req->content_length > 0 && (uint64_t)req->content_length > max_bytes) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "request body of %lld bytes is over the limit of %zu", (long long)req->content_length,
-                 max_bytes);
+        snprintf(msg, sizeof(msg), "request body of %lld bytes is over the limit of %zu",
+                 (long long)req->content_length, max_bytes);
         conn_error(req->conn, 413, "too_large", msg);
         http_conn_kick(req->conn);
         return;
@@ -513,7 +513,8 @@ void http_request_read_body(struct http_request *req, size_t max_bytes, http_bod
     http_conn_kick(req->conn);
 }
 
-void http_request_stream_body(struct http_request *req, http_chunk_cb chunk_cb, http_end_cb end_cb, void *userdata)
+void http_request_stream_body(struct http_request *req, http_chunk_cb chunk_cb, http_end_cb end_cb,
+                              void *userdata)
 {
     assert(req->body_mode == BODY_NONE && req->resp_state == RESP_NONE);
     req->body_mode = BODY_STREAM;
@@ -725,8 +726,8 @@ static void conn_process(struct http_conn *c)
             c->dead = true;
             return conn_destroy(c);
         }
-        /* Lingering close: shut our side and drain what the client still sends, so that an unread request body
-         * does not make the kernel answer with a reset that destroys the response in flight. */
+        /* Lingering close: shut our side and drain what the client still sends, so that an unread request
+         * body does not make the kernel answer with a reset that destroys the response in flight. */
         (void)shutdown(c->fd, SHUT_WR);
         c->lingering = true;
         c->in.len = 0;

@@ -22,7 +22,8 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     return (ssize_t)n;
 }
 
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *userdata)
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *userdata)
 {
     struct http_ws *ws = userdata;
     if (ws->conn->dead) {
@@ -33,7 +34,8 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)len;
 }
 
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *userdata)
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *userdata)
 {
     struct http_ws *ws = userdata;
     if (ws->user_closed || ws->conn->dead)
@@ -73,7 +75,8 @@ static bool header_has_token(const char *value, const char *token)
 bool http_request_is_websocket(const struct http_request *req)
 {
     const char *up = http_header_get(req, "Upgrade"), *conn = http_header_get(req, "Connection");
-    const char *ver = http_header_get(req, "Sec-WebSocket-Version"), *key = http_header_get(req, "Sec-WebSocket-Key");
+    const char *ver = http_header_get(req, "Sec-WebSocket-Version"),
+               *key = http_header_get(req, "Sec-WebSocket-Key");
     return req->method == HTTP_METHOD_GET && up && header_has_token(up, "websocket") && conn &&
            header_has_token(conn, "upgrade") && ver && strcmp(ver, "13") == 0 && key && strlen(key) == 24;
 }

@@ -47,8 +47,8 @@ struct init_msg_exec {
 
 struct init_msg_exec_reply {
     struct init_msg_header h;
-    int32_t error; /* 0, or the errno of the failed step (ENOENT, EACCES, ENOEXEC from execve) */
-    int32_t pid;   /* pid inside the sandbox when error == 0 */
+    int32_t error;     /* 0, or the errno of the failed step (ENOENT, EACCES, ENOEXEC from execve) */
+    int32_t pid;       /* pid inside the sandbox when error == 0 */
     char message[200]; /* NUL-terminated reason when error != 0, e.g. "execve /bin/nope: No such file" */
 };
 

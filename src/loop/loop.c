@@ -20,7 +20,8 @@ struct loop {
     bool stopped;
     usec_t now;
 
-    /* Events fetched by the current epoll_wait; a stopped watcher is blanked out here so it gets no callback. */
+    /* Events fetched by the current epoll_wait; a stopped watcher is blanked out here so it gets no callback.
+     */
     struct epoll_event events[MAX_EVENTS];
     int n_events, cur_event;
 

@@ -67,7 +67,8 @@ void loop_stop(struct loop *loop);
 usec_t loop_now(struct loop *loop);
 
 /* Watches fd for events (EPOLLIN, EPOLLOUT, ... level-triggered). cb NULL keeps io->cb. The loop borrows fd:
- * it never closes it; stop the watcher before closing the fd. Returns 0 or -errno (then cb is never called). */
+ * it never closes it; stop the watcher before closing the fd. Returns 0 or -errno (then cb is never called).
+ */
 int loop_io_start(struct loop *loop, struct loop_io *io, int fd, uint32_t events, loop_io_cb cb);
 /* Changes the watched events (no syscall when unchanged). Returns 0 or -errno. */
 int loop_io_update(struct loop *loop, struct loop_io *io, uint32_t events);

@@ -220,7 +220,8 @@ int cgroup_freeze(const char *name, bool frozen, sbx_error *err)
     }
     if (frozen) /* never leave a sandbox half frozen */
         (void)(is_v2() ? write_str(dir, "cgroup.freeze", "0") : write_str(dir, "freezer.state", "THAWED"));
-    return sbx_error_set(err, -ETIMEDOUT, "%s %s: did not settle within 1 s", frozen ? "freeze" : "thaw", dir);
+    return sbx_error_set(err, -ETIMEDOUT, "%s %s: did not settle within 1 s", frozen ? "freeze" : "thaw",
+                         dir);
 }
 
 int cgroup_attach(const char *name, pid_t pid, sbx_error *err)

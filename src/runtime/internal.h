@@ -18,8 +18,9 @@ int rootfs_mount_overlay(const struct runtime_config *cfg, sbx_error *err);
  * /etc/hosts. */
 int rootfs_mount_system(const struct runtime_config *cfg, int userns_fd, sbx_error *err);
 
-/* rootfs is a path from the current directory ("." after fchdir). Runs in the sandbox's first process, inside its user, mount, PID and network namespaces: mounts
- * /proc, /sys, /dev, masks what must not be seen and pivots into rootfs. */
+/* rootfs is a path from the current directory ("." after fchdir). Runs in the sandbox's first process, inside
+ * its user, mount, PID and network namespaces: mounts /proc, /sys, /dev, masks what must not be seen and
+ * pivots into rootfs. */
 int rootfs_enter(const char *rootfs, sbx_error *err);
 
 /* Detaches <state_dir>/rootfs and everything mounted below it. Idempotent. */

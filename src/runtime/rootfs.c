@@ -30,7 +30,8 @@
 #include "runtime/internal.h"
 
 /* Top-level host directories a `host` sandbox sees (read-only); everything else at / is its own. */
-static const char *const host_dirs[] = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt", "etc"};
+static const char *const host_dirs[] = {"usr",   "bin",    "sbin", "lib", "lib32",
+                                        "lib64", "libx32", "opt",  "etc"};
 #define N_HOST_DIRS (sizeof(host_dirs) / sizeof(host_dirs[0]))
 
 /* Directories every sandbox root has, with their modes. */
@@ -38,8 +39,8 @@ static const struct {
     const char *path;
     mode_t mode;
 } skeleton[] = {
-    {"proc", 0555}, {"sys", 0555},     {"dev", 0755}, {"tmp", 01777}, {"root", 0700},    {"home", 0755},
-    {"var", 0755},  {"var/tmp", 01777}, {"run", 0755}, {"mnt", 0755},  {"srv", 0755},    {"media", 0755},
+    {"proc", 0555}, {"sys", 0555},      {"dev", 0755}, {"tmp", 01777}, {"root", 0700}, {"home", 0755},
+    {"var", 0755},  {"var/tmp", 01777}, {"run", 0755}, {"mnt", 0755},  {"srv", 0755},  {"media", 0755},
 };
 
 static int mkdir_owned(int dirfd, const char *path, mode_t mode, uid_t uid)
@@ -205,7 +206,8 @@ int rootfs_mount_system(const struct runtime_config *cfg, int userns_fd, sbx_err
     const char *hostname = cfg->hostname ? cfg->hostname : cfg->id;
     _cleanup_free_ char *hn = xasprintf("%s\n", hostname);
     _cleanup_free_ char *hosts = xasprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                                           "127.0.1.1\t%s\n", hostname);
+                                           "127.0.1.1\t%s\n",
+                                           hostname);
     static const char *const files[] = {"hostname", "hosts"};
     const char *contents[] = {hn, hosts};
     for (size_t i = 0; i < 2; i++) {
@@ -235,9 +237,10 @@ int rootfs_unmount(const char *state_dir)
 
 /* Kernel interfaces that reveal the host or let a process affect it (Docker's and crun's lists). */
 static const char *const masked_paths[] = {
-    "proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
-    "proc/timer_stats", "proc/sched_debug", "proc/scsi", "proc/sysrq-trigger", "sys/firmware",
-    "sys/devices/virtual/powercap", "sys/kernel/debug", "sys/kernel/security",
+    "proc/acpi",          "proc/asound",         "proc/kcore",       "proc/keys",
+    "proc/latency_stats", "proc/timer_list",     "proc/timer_stats", "proc/sched_debug",
+    "proc/scsi",          "proc/sysrq-trigger",  "sys/firmware",     "sys/devices/virtual/powercap",
+    "sys/kernel/debug",   "sys/kernel/security",
 };
 static const char *const readonly_paths[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys"};
 
@@ -296,9 +299,9 @@ static int setup_dev(const char *rootfs, sbx_error *err)
     snprintf(p, sizeof(p), "%s/shm", dev);
     if (mkdir(p, 01777) < 0 || mount("shm", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k") < 0)
         return sbx_error_set(err, -errno, "mount /dev/shm: %m");
-    static const char *const links[][2] = {{"pts/ptmx", "ptmx"},        {"/proc/self/fd", "fd"},
-                                          {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
-                                          {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}};
+    static const char *const links[][2] = {{"pts/ptmx", "ptmx"},          {"/proc/self/fd", "fd"},
+                                           {"/proc/self/fd/0", "stdin"},  {"/proc/self/fd/1", "stdout"},
+                                           {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}};
     for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", dev, links[i][1]);
         if (symlink(links[i][0], p) < 0)
@@ -329,7 +332,8 @@ int rootfs_enter(const char *rootfs, sbx_error *err)
         return sbx_error_set(err, -errno, "make / private: %m");
     /* Mounts copied into a namespace of a less privileged user namespace are locked, and pivot_root
      * refuses a locked new root: put a copy of the rootfs tree, made here, on top of it and move in. */
-    _cleanup_close_ int tree = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    _cleanup_close_ int tree =
+        open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (tree < 0)
         return sbx_error_set(err, -errno, "clone the rootfs tree: %m");
     if (move_mount(tree, "", AT_FDCWD, rootfs, MOVE_MOUNT_F_EMPTY_PATH) < 0)

@@ -49,10 +49,10 @@
 
 struct child_args {
     const struct runtime_config *cfg;
-    int sync_r;  /* one byte: the host side is done, go */
-    int err_w;   /* CLOEXEC: text of the failed step; EOF at exec means success */
-    int ctl;     /* our end of the control socket, INIT_CTL_FD in sbx-init */
-    int init_fd; /* O_PATH fd of the sbx-init binary */
+    int sync_r;    /* one byte: the host side is done, go */
+    int err_w;     /* CLOEXEC: text of the failed step; EOF at exec means success */
+    int ctl;       /* our end of the control socket, INIT_CTL_FD in sbx-init */
+    int init_fd;   /* O_PATH fd of the sbx-init binary */
     int rootfs_fd; /* the path to it crosses host directories we may not enter once we are not host root */
     const struct sock_fprog *seccomp;
 };
@@ -252,7 +252,8 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         (void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz));
         (void)setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz));
     }
-    if ((r = fd_move_high(&sv[1])) < 0 || (r = fd_move_high(&err_p[1])) < 0 || (r = fd_move_high(&init_fd)) < 0) {
+    if ((r = fd_move_high(&sv[1])) < 0 || (r = fd_move_high(&err_p[1])) < 0 ||
+        (r = fd_move_high(&init_fd)) < 0) {
         sbx_error_set(err, r, "fcntl: %s", strerror(-r));
         goto fail;
     }
@@ -287,8 +288,8 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         close(sync_p[1]);
         close(err_p[0]);
         close(sv[0]);
-        struct child_args a = {cfg, sync_p[0], err_p[1], sv[1], init_fd, ret->rootfs_fd,
-                               cfg->seccomp_path ? &seccomp : NULL};
+        struct child_args a = {
+            cfg, sync_p[0], err_p[1], sv[1], init_fd, ret->rootfs_fd, cfg->seccomp_path ? &seccomp : NULL};
         child_main(&a);
     }
     close(sync_p[0]);
@@ -297,7 +298,8 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     sync_p[0] = err_p[1] = sv[1] = -1;
     t[3] = now_usec(CLOCK_MONOTONIC);
 
-    if ((r = write_id_map(pid, "uid_map", cfg->uid_base)) < 0 || (r = write_id_map(pid, "gid_map", cfg->uid_base)) < 0) {
+    if ((r = write_id_map(pid, "uid_map", cfg->uid_base)) < 0 ||
+        (r = write_id_map(pid, "gid_map", cfg->uid_base)) < 0) {
         sbx_error_set(err, r, "write uid/gid map: %s", strerror(-r));
         goto fail;
     }
@@ -337,9 +339,10 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     }
     t[6] = now_usec(CLOCK_MONOTONIC);
     log_debug("create %s: overlay %lluus, cgroup %lluus, clone %lluus, maps+system mounts %lluus, "
-              "cgroup attach %lluus, sandbox setup until init ready %lluus, total %lluus", cfg->id,
-              (unsigned long long)(t[1] - t[0]), (unsigned long long)(t[2] - t[1]), (unsigned long long)(t[3] - t[2]),
-              (unsigned long long)(t[4] - t[3]), (unsigned long long)(t[5] - t[4]), (unsigned long long)(t[6] - t[5]),
+              "cgroup attach %lluus, sandbox setup until init ready %lluus, total %lluus",
+              cfg->id, (unsigned long long)(t[1] - t[0]), (unsigned long long)(t[2] - t[1]),
+              (unsigned long long)(t[3] - t[2]), (unsigned long long)(t[4] - t[3]),
+              (unsigned long long)(t[5] - t[4]), (unsigned long long)(t[6] - t[5]),
               (unsigned long long)(t[6] - t[0]));
     ret->init_pid = pid;
     ret->init_pidfd = pidfd;
@@ -390,7 +393,8 @@ static ssize_t ctl_recv(int fd, union init_reply *m, int *ret_fd, int flags)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {m, sizeof(*m)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     *ret_fd = -1;
     ssize_t n;
     do
@@ -450,7 +454,8 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
 
     char cbuf[CMSG_SPACE(3 * sizeof(int))] = {0};
     struct iovec iov = {buf, len};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;

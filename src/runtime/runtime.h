@@ -14,12 +14,13 @@
 struct runtime_config {
     const char *id;        /* sandbox id, used for cgroup names and the hostname */
     const char *state_dir; /* <data-dir>/sandboxes/<id>; the runtime creates upper/ work/ rootfs/ in it */
-    const char *const *lower_dirs; /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
-    uid_t uid_base;       /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
-    const char *hostname; /* NULL = id */
-    uint64_t memory_bytes; /* 0 = no limit */
-    double cpus;           /* 0 = no limit */
-    uint64_t pids_max;     /* 0 = no limit */
+    const char *const
+        *lower_dirs;          /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
+    uid_t uid_base;           /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
+    const char *hostname;     /* NULL = id */
+    uint64_t memory_bytes;    /* 0 = no limit */
+    double cpus;              /* 0 = no limit */
+    uint64_t pids_max;        /* 0 = no limit */
     const char *init_path;    /* host path of the static sbx-init binary */
     const char *seccomp_path; /* file with the raw BPF made by runtime_seccomp_export(); NULL = none */
 };
@@ -32,10 +33,10 @@ struct runtime_exit_event {
 
 /* A running sandbox as the shim holds it. */
 struct runtime_sandbox {
-    pid_t init_pid;      /* host pid of sbx-init */
-    int init_pidfd;      /* pidfd of sbx-init; readable when it dies */
-    int ctl_fd;          /* SOCK_SEQPACKET to sbx-init: exec requests out, exit events in */
-    int rootfs_fd;       /* O_PATH fd of the merged rootfs as the host sees it (<state_dir>/rootfs) */
+    pid_t init_pid; /* host pid of sbx-init */
+    int init_pidfd; /* pidfd of sbx-init; readable when it dies */
+    int ctl_fd;     /* SOCK_SEQPACKET to sbx-init: exec requests out, exit events in */
+    int rootfs_fd;  /* O_PATH fd of the merged rootfs as the host sees it (<state_dir>/rootfs) */
     uid_t uid_base;
     char cgroup_name[128]; /* relative name under each hierarchy, e.g. "sbx/<id>" */
     char *state_dir;

@@ -118,8 +118,8 @@ struct command;
 struct ostream {
     struct io io; /* our read end of the pipe; fd -1 after EOF */
     struct command *cmd;
-    int idx;        /* 0 stdout, 1 stderr */
-    int log_fd;     /* logs/<cid>.stdout|stderr, O_RDWR|O_APPEND; -1 until the ring is outgrown */
+    int idx;    /* 0 stdout, 1 stderr */
+    int log_fd; /* logs/<cid>.stdout|stderr, O_RDWR|O_APPEND; -1 until the ring is outgrown */
     bool log_failed;
     uint64_t bytes; /* total so far = next offset */
     uint8_t *ring;  /* RING_SIZE bytes; byte at offset o lives at ring[o % RING_SIZE] */
@@ -401,8 +401,10 @@ static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
     if (s->log_fd < 0 && !s->log_failed && s->bytes + len > RING_SIZE) {
         s->log_fd = open_log(s->cmd->id, s->idx == 0 ? "stdout" : "stderr");
         if (s->log_fd < 0 || write_all(s->log_fd, s->ring, (size_t)s->bytes) < 0) {
-            log_warning_errno(-errno, "create output log of `%s`: %m; output older than the last %u bytes "
-                              "will be unreadable", s->cmd->id, (unsigned)RING_SIZE);
+            log_warning_errno(-errno,
+                              "create output log of `%s`: %m; output older than the last %u bytes "
+                              "will be unreadable",
+                              s->cmd->id, (unsigned)RING_SIZE);
             s->log_failed = true;
         }
     }

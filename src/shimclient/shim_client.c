@@ -501,7 +501,8 @@ int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid
         r = wait_fd(s.rd, POLLIN, deadline);
         if (r == -ETIMEDOUT) {
             shim_spawn_abort(&s, state_dir);
-            sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms", timeout_ms);
+            sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",
+                           timeout_ms);
             break;
         }
         if (r < 0) {

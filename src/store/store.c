@@ -98,16 +98,20 @@ int store_open(const char *path, struct store **ret, sbx_error *err)
     }
     sqlite3_busy_timeout(s->db, 5000);
     int r;
-    if ((r = exec_sql(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err)) < 0 ||
+    if ((r = exec_sql(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                      err)) < 0 ||
         (r = migrate(s, err)) < 0 ||
         (r = prepare(s,
                      "INSERT INTO sandboxes (id, name, snapshot, state, created_ms, env, metadata, resources,"
                      " uid_slot, shim_pid, init_pid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                      &s->insert, err)) < 0 ||
-        (r = prepare(s, "UPDATE sandboxes SET name = ?, snapshot = ?, state = ?, created_ms = ?, env = ?, metadata = ?, "
-                        "resources = ?, shim_pid = ?, init_pid = ? WHERE id = ?", &s->update, err)) < 0 ||
-        (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?", &s->set_state,
-                     err)) < 0 ||
+        (r = prepare(
+             s,
+             "UPDATE sandboxes SET name = ?, snapshot = ?, state = ?, created_ms = ?, env = ?, metadata = ?, "
+             "resources = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
+             &s->update, err)) < 0 ||
+        (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
+                     &s->set_state, err)) < 0 ||
         (r = prepare(s, "DELETE FROM sandboxes WHERE id = ?", &s->delete_, err)) < 0 ||
         (r = prepare(s,
                      "SELECT id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot,"

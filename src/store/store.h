@@ -10,14 +10,14 @@ struct store;
 
 struct store_sandbox {
     char *id;
-    char *name;          /* may be NULL */
+    char *name; /* may be NULL */
     char *snapshot;
     char *state;         /* "running", "stopped", "error", "warm" (pre-created, not yet handed out) */
     int64_t created_ms;  /* Unix epoch milliseconds */
     char *env_json;      /* JSON object text */
     char *metadata_json; /* JSON object text */
     char *resources_json;
-    int uid_slot;        /* index of the sandbox's 65536-id range */
+    int uid_slot; /* index of the sandbox's 65536-id range */
     int shim_pid;
     int init_pid;
 };

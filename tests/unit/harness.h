@@ -50,7 +50,7 @@
     do {                                                                                                     \
         long long _r = (long long)(e);                                                                       \
         if (_r != -(long long)(err))                                                                         \
-            FAILF("%s: expected -%s, got %lld (%s)", #e, #err, _r, _r < 0 ? strerror((int)-_r) : "ok");   \
+            FAILF("%s: expected -%s, got %lld (%s)", #e, #err, _r, _r < 0 ? strerror((int)-_r) : "ok");      \
     } while (0)
 
 #define ASSERT_STREQ(a, b)                                                                                   \
@@ -128,5 +128,5 @@ static inline int harness_main(int argc, char **argv, const struct test_entry *t
     int main(int argc, char **argv)                                                                          \
     {                                                                                                        \
         static const struct test_entry tests[] = {__VA_ARGS__};                                              \
-        return harness_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));                           \
+        return harness_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));                            \
     }

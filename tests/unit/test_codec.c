@@ -12,12 +12,12 @@ static int test_utf8(void)
     ASSERT_TRUE(utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
     ASSERT_TRUE(utf8_valid("", 0));
     ASSERT_TRUE(!utf8_valid("\xff", 1));
-    ASSERT_TRUE(!utf8_valid("\xc3", 1));           /* truncated */
-    ASSERT_TRUE(!utf8_valid("\xe2\x82", 2));       /* truncated */
-    ASSERT_TRUE(!utf8_valid("\xc0\xaf", 2));       /* overlong '/' */
-    ASSERT_TRUE(!utf8_valid("\xed\xa0\x80", 3));   /* surrogate */
+    ASSERT_TRUE(!utf8_valid("\xc3", 1));             /* truncated */
+    ASSERT_TRUE(!utf8_valid("\xe2\x82", 2));         /* truncated */
+    ASSERT_TRUE(!utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    ASSERT_TRUE(!utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
     ASSERT_TRUE(!utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-    ASSERT_TRUE(utf8_valid("a\0b", 3));            /* NUL is valid UTF-8; JSON escapes it */
+    ASSERT_TRUE(utf8_valid("a\0b", 3));              /* NUL is valid UTF-8; JSON escapes it */
     return 0;
 }
 
@@ -82,7 +82,8 @@ static int test_jsonreq(void)
     json_decref(o);
     ASSERT_ERRNO(jsonreq_parse("[1]", 3, &o, &err), EINVAL);
     ASSERT_ERRNO(jsonreq_parse("{\"a\":1,\"a\":2}", 13, &o, &err), EINVAL);
-    const char *body = "{\"s\":\"x\",\"n\":1.5,\"i\":3,\"b\":true,\"m\":{\"A\":\"1\"},\"bad\":{\"=x\":\"1\"},\"z\":null}";
+    const char *body =
+        "{\"s\":\"x\",\"n\":1.5,\"i\":3,\"b\":true,\"m\":{\"A\":\"1\"},\"bad\":{\"=x\":\"1\"},\"z\":null}";
     ASSERT_OK(jsonreq_parse(body, strlen(body), &o, &err));
     const char *s = NULL;
     ASSERT_EQ(jsonreq_string(o, "s", 10, &s, &err), 1);
@@ -108,4 +109,5 @@ static int test_jsonreq(void)
     return 0;
 }
 
-TESTS(TEST(test_utf8) TEST(test_base64_roundtrip) TEST(test_signals) TEST(test_output_event) TEST(test_jsonreq))
+TESTS(TEST(test_utf8) TEST(test_base64_roundtrip) TEST(test_signals) TEST(test_output_event)
+          TEST(test_jsonreq))

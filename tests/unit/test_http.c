@@ -1,5 +1,6 @@
-/* The HTTP server over real loopback sockets: the server runs its loop in a forked child, the test talks to it
- * with plain blocking sockets. The child reports handler-side events (on_abort, upload totals) on a pipe. */
+/* The HTTP server over real loopback sockets: the server runs its loop in a forked child, the test talks to
+ * it with plain blocking sockets. The child reports handler-side events (on_abort, upload totals) on a pipe.
+ */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -99,8 +100,8 @@ static void upload_end(struct http_request *req, void *ud)
 {
     struct upload *u = ud;
     http_respond_json(req, 200,
-                      json_pack("{s:I, s:I, s:i}", "total", (json_int_t)u->total, "sum", (json_int_t)(u->sum >> 1),
-                                "pauses", u->pauses));
+                      json_pack("{s:I, s:I, s:i}", "total", (json_int_t)u->total, "sum",
+                                (json_int_t)(u->sum >> 1), "pauses", u->pauses));
 }
 
 static void ws_text(struct http_ws *ws, const char *data, size_t len, void *ud)
@@ -117,15 +118,17 @@ static void ws_closed(struct http_ws *ws, int code, void *ud)
     event("ws_close %d\n", code);
 }
 
-static const struct http_ws_callbacks ws_cbs = {.on_text = ws_text, .on_binary = ws_text, .on_close = ws_closed};
+static const struct http_ws_callbacks ws_cbs = {
+    .on_text = ws_text, .on_binary = ws_text, .on_close = ws_closed};
 
 static void handler(struct http_request *req, void *ud)
 {
     const char *path = http_request_path(req);
     if (strcmp(path, "/hello") == 0) {
         const char *q = http_query_get(req, "name");
-        http_respond_json(req, 200, json_pack("{s:s, s:s, s:s}", "path", path, "name", q ? q : "",
-                                              "agent", http_header_get(req, "user-agent") ?: ""));
+        http_respond_json(req, 200,
+                          json_pack("{s:s, s:s, s:s}", "path", path, "name", q ? q : "", "agent",
+                                    http_header_get(req, "user-agent") ?: ""));
     } else if (strcmp(path, "/echo") == 0) {
         http_request_read_body(req, 1024 * 1024, echo_body, NULL);
     } else if (strcmp(path, "/small") == 0) {
@@ -174,7 +177,8 @@ static int start_server(void)
         sbx_error err = {0};
         close(p[0]);
         g_events = p[1];
-        if (loop_new(&loop) < 0 || http_server_new(loop, "127.0.0.1", 0, NULL, handler, NULL, &srv, &err) < 0) {
+        if (loop_new(&loop) < 0 ||
+            http_server_new(loop, "127.0.0.1", 0, NULL, handler, NULL, &srv, &err) < 0) {
             fprintf(stderr, "# server: %s\n", err.msg);
             _exit(1);
         }
@@ -395,7 +399,8 @@ static int test_chunked_request_body(void)
     ASSERT_EQ(r.status, 200);
     ASSERT_STREQ(r.body.base, "hello, world");
     /* Expect: 100-continue gets the interim response first. */
-    ASSERT_OK(send_str(cl.fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+    ASSERT_OK(send_str(
+        cl.fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
     struct response c = {0};
     ASSERT_OK(read_response(&cl, &c));
     ASSERT_EQ(c.status, 100);
@@ -580,8 +585,9 @@ static int test_websocket(void)
     /* RFC 6455 section 1.3's example. */
     ASSERT_STREQ(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     SETUP();
-    ASSERT_OK(send_str(cl.fd, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+    ASSERT_OK(send_str(
+        cl.fd, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
     struct response r = {0};
     ASSERT_OK(read_response(&cl, &r));
     ASSERT_EQ(r.status, 101);
@@ -603,7 +609,10 @@ static int test_websocket(void)
     ASSERT_EQ(ws_read_frame(&cl, buf, &n), 1);
     ASSERT_EQ(n, 300);
     /* Client-initiated close: the server echoes the close and reports the code. */
-    ASSERT_OK(ws_send_frame(cl.fd, 8, "\x03\xe8" "done", 6));
+    ASSERT_OK(ws_send_frame(cl.fd, 8,
+                            "\x03\xe8"
+                            "done",
+                            6));
     ASSERT_EQ(ws_read_frame(&cl, buf, &n), 8);
     ASSERT_TRUE(n >= 2);
     ASSERT_EQ(((uint8_t)buf[0] << 8) | (uint8_t)buf[1], 1000);
@@ -612,8 +621,9 @@ static int test_websocket(void)
 
     /* Server-initiated close. */
     struct client c2 = {.fd = connect_server()};
-    ASSERT_OK(send_str(c2.fd, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+    ASSERT_OK(send_str(c2.fd,
+                       "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
     struct response r2 = {0};
     ASSERT_OK(read_response(&c2, &r2));
     ASSERT_EQ(r2.status, 101);
@@ -675,5 +685,5 @@ static int test_percent_decode(void)
 
 TESTS(TEST(test_keepalive_two_requests) TEST(test_pipelined) TEST(test_chunked_request_body)
           TEST(test_body_too_large) TEST(test_headers_too_large) TEST(test_garbage_request)
-              TEST(test_streaming_response) TEST(test_sse_framing) TEST(test_abort_mid_stream) TEST(test_websocket)
-                  TEST(test_streaming_upload_backpressure) TEST(test_percent_decode))
+              TEST(test_streaming_response) TEST(test_sse_framing) TEST(test_abort_mid_stream)
+                  TEST(test_websocket) TEST(test_streaming_upload_backpressure) TEST(test_percent_decode))

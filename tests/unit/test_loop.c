@@ -212,5 +212,5 @@ static int test_signalfd(void)
     return 0;
 }
 
-TESTS(TEST(test_timers_order) TEST(test_timer_stop_in_callback) TEST(test_io_readiness_and_stop) TEST(test_defer)
-          TEST(test_signalfd))
+TESTS(TEST(test_timers_order) TEST(test_timer_stop_in_callback) TEST(test_io_readiness_and_stop)
+          TEST(test_defer) TEST(test_signalfd))

@@ -41,16 +41,25 @@ static int test_insert_list_delete(void)
     int slot;
     ASSERT_OK(store_sandbox_free_uid_slot(s, &slot, &err));
     ASSERT_EQ(slot, 1);
-    struct store_sandbox a = {.id = "sbx_a", .name = "alpha", .snapshot = "host", .state = "running",
-                              .created_ms = 1, .uid_slot = 1};
+    struct store_sandbox a = {.id = "sbx_a",
+                              .name = "alpha",
+                              .snapshot = "host",
+                              .state = "running",
+                              .created_ms = 1,
+                              .uid_slot = 1};
     ASSERT_OK(store_sandbox_insert(s, &a, &err));
-    struct store_sandbox b = {.id = "sbx_b", .name = "alpha", .snapshot = "host", .state = "running",
-                              .created_ms = 2, .uid_slot = 2};
+    struct store_sandbox b = {.id = "sbx_b",
+                              .name = "alpha",
+                              .snapshot = "host",
+                              .state = "running",
+                              .created_ms = 2,
+                              .uid_slot = 2};
     ASSERT_ERRNO(store_sandbox_insert(s, &b, &err), EEXIST);
     ASSERT_STREQ(err.kind, "conflict");
     b.name = NULL;
     ASSERT_OK(store_sandbox_insert(s, &b, &err));
-    struct store_sandbox c = {.id = "sbx_c", .snapshot = "host", .state = "running", .created_ms = 3, .uid_slot = 4};
+    struct store_sandbox c = {
+        .id = "sbx_c", .snapshot = "host", .state = "running", .created_ms = 3, .uid_slot = 4};
     ASSERT_OK(store_sandbox_insert(s, &c, &err));
     ASSERT_OK(store_sandbox_free_uid_slot(s, &slot, &err));
     ASSERT_EQ(slot, 3);
