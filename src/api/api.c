@@ -92,6 +92,7 @@ static const struct route routes[] = {
     {"POST", "v1/sandboxes/*/pause", api_sandboxes_pause},
     {"POST", "v1/sandboxes/*/resume", api_sandboxes_resume},
     {"POST", "v1/sandboxes/*/stop", api_sandboxes_stop},
+    {"GET", "v1/sandboxes/*/metrics", api_sandboxes_metrics},
     {"POST", "v1/sandboxes/*/start", api_sandboxes_start},
     {"POST", "v1/sandboxes/*/commands", api_commands_create},
     {"GET", "v1/sandboxes/*/commands", api_commands_list},

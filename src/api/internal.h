@@ -40,6 +40,7 @@ void api_sandboxes_delete(struct api_ctx *c);
 void api_sandboxes_pause(struct api_ctx *c);
 void api_sandboxes_resume(struct api_ctx *c);
 void api_sandboxes_stop(struct api_ctx *c);
+void api_sandboxes_metrics(struct api_ctx *c);
 void api_sandboxes_start(struct api_ctx *c);
 
 void api_commands_create(struct api_ctx *c);

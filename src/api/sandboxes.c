@@ -6,6 +6,7 @@
 #include "api/jsonreq.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
+#include "runtime/runtime.h"
 
 #define ENV_MAX_ENTRIES 1024
 #define ENV_MAX_ENTRY (32 * 1024)
@@ -230,4 +231,31 @@ void api_sandboxes_stop(struct api_ctx *c)
 void api_sandboxes_start(struct api_ctx *c)
 {
     change_state(c, sandbox_start);
+}
+
+void api_sandboxes_metrics(struct api_ctx *c)
+{
+    struct sandbox *sb = api_sandbox(c);
+    if (!sb)
+        return;
+    struct runtime_metrics m;
+    if (sb->state != SANDBOX_RUNNING && sb->state != SANDBOX_PAUSED) {
+        sbx_error err = {0};
+        sbx_error_setk(&err, -EBUSY, "not_running", 409, "sandbox `%s` is %s", sb->id,
+                       sandbox_state_to_string(sb->state));
+        api_reply_error(c->req, &err);
+    } else if (runtime_metrics(sb->id, &m) < 0) {
+        sbx_error err = {0};
+        sbx_error_set(&err, -EIO, "sandbox `%s`: its cgroup cannot be read", sb->id);
+        api_reply_error(c->req, &err);
+    } else {
+        api_reply_json(c->req, 200,
+                       json_pack("{s:s, s:f, s:I, s:I, s:I, s:{s:f, s:I, s:I}}", "state",
+                                 sandbox_state_to_string(sb->state), "cpu_usage_seconds",
+                                 (double)m.cpu_usage_nsec / 1e9, "memory_bytes", (json_int_t)m.memory_bytes,
+                                 "memory_peak_bytes", (json_int_t)m.memory_peak_bytes, "pids",
+                                 (json_int_t)m.pids, "limits", "cpus", sb->res.cpus, "memory_bytes",
+                                 (json_int_t)(sb->res.memory_mb << 20), "pids", (json_int_t)sb->res.pids));
+    }
+    sandbox_unref(sb);
 }

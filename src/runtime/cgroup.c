@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,7 +18,7 @@
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 
-static const char *const v1_controllers[] = {"pids", "memory", "cpu", "freezer"};
+static const char *const v1_controllers[] = {"pids", "memory", "cpu", "cpuacct", "freezer"};
 #define N_V1 (sizeof(v1_controllers) / sizeof(v1_controllers[0]))
 
 static bool is_v2(void)
@@ -222,6 +223,53 @@ int cgroup_freeze(const char *name, bool frozen, sbx_error *err)
         (void)(is_v2() ? write_str(dir, "cgroup.freeze", "0") : write_str(dir, "freezer.state", "THAWED"));
     return sbx_error_set(err, -ETIMEDOUT, "%s %s: did not settle within 1 s", frozen ? "freeze" : "thaw",
                          dir);
+}
+
+static uint64_t read_u64(const char *dir, const char *file)
+{
+    char buf[64];
+    if (read_str(dir, file, buf, sizeof(buf)) < 0)
+        return 0;
+    return strtoull(buf, NULL, 10);
+}
+
+/* The value after "key " in a flat-keyed file (cpu.stat). */
+static uint64_t read_keyed(const char *dir, const char *file, const char *key)
+{
+    char buf[2048];
+    if (read_str(dir, file, buf, sizeof(buf)) < 0)
+        return 0;
+    size_t klen = strlen(key);
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ')
+            return strtoull(line + klen + 1, NULL, 10);
+    return 0;
+}
+
+int cgroup_metrics(const char *name, struct runtime_metrics *ret)
+{
+    char dir[300];
+    *ret = (struct runtime_metrics){0};
+    if (is_v2()) {
+        snprintf(dir, sizeof(dir), CGROUP_ROOT "/%s", name);
+        if (access(dir, F_OK) < 0)
+            return -ENOENT;
+        ret->cpu_usage_nsec = read_keyed(dir, "cpu.stat", "usage_usec") * 1000;
+        ret->memory_bytes = read_u64(dir, "memory.current");
+        ret->memory_peak_bytes = read_u64(dir, "memory.peak");
+        ret->pids = read_u64(dir, "pids.current");
+        return 0;
+    }
+    snprintf(dir, sizeof(dir), CGROUP_ROOT "/memory/%s", name);
+    if (access(dir, F_OK) < 0)
+        return -ENOENT;
+    ret->memory_bytes = read_u64(dir, "memory.usage_in_bytes");
+    ret->memory_peak_bytes = read_u64(dir, "memory.max_usage_in_bytes");
+    snprintf(dir, sizeof(dir), CGROUP_ROOT "/cpuacct/%s", name);
+    ret->cpu_usage_nsec = read_u64(dir, "cpuacct.usage");
+    snprintf(dir, sizeof(dir), CGROUP_ROOT "/pids/%s", name);
+    ret->pids = read_u64(dir, "pids.current");
+    return 0;
 }
 
 int cgroup_attach(const char *name, pid_t pid, sbx_error *err)

@@ -34,5 +34,6 @@ int cgroup_attach(const char *name, pid_t pid, sbx_error *err);
 int cgroup_set_limits(const char *name, const struct runtime_config *cfg, sbx_error *err);
 /* Freezes (true) or thaws every process of the cgroup and waits until that has taken effect. */
 int cgroup_freeze(const char *name, bool frozen, sbx_error *err);
+int cgroup_metrics(const char *name, struct runtime_metrics *ret);
 /* Kills every process left in the cgroup, waits for them to go, removes it. Idempotent. */
 int cgroup_destroy(const char *name);

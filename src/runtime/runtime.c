@@ -596,6 +596,13 @@ int runtime_freeze(const char *id, bool frozen, sbx_error *err)
     return cgroup_freeze(name, frozen, err);
 }
 
+int runtime_metrics(const char *id, struct runtime_metrics *ret)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "sbx/%s", id);
+    return cgroup_metrics(name, ret);
+}
+
 int runtime_probe_host(struct runtime_host_info *ret)
 {
     ret->cgroup_v2 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0;

@@ -84,6 +84,16 @@ int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint6
  * it has taken effect. Memory stays as it is; a paused sandbox uses no CPU. */
 int runtime_freeze(const char *id, bool frozen, sbx_error *err);
 
+/* What a sandbox uses now, from its cgroups. */
+struct runtime_metrics {
+    uint64_t cpu_usage_nsec;    /* CPU time of every process, ever */
+    uint64_t memory_bytes;      /* charged now (page cache included) */
+    uint64_t memory_peak_bytes; /* highest charge seen */
+    uint64_t pids;              /* processes and threads now */
+};
+/* -ENOENT when the sandbox has no cgroup (stopped). */
+int runtime_metrics(const char *id, struct runtime_metrics *ret);
+
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);
 
