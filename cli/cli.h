@@ -35,6 +35,10 @@ void cli_print_json(const char *text);
  * on success *ret_first is the index of the first positional one. Returns 0, 1 if help was printed, or
  * -EINVAL after printing a usage error. */
 int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *ret_json, int *ret_first);
+/* `sbx VERB ID...`: runs action on each id with one client; prints each failure and exits 1 if any
+ * failed, 2 on a usage error. */
+int cli_for_each_id(const struct cli_command *cmd, int argc, char **argv,
+                    int (*action)(struct sbx_client *, const char *, struct sbx_err *));
 
 /* Run-time state shared with the signal thread (stream.c). */
 /* Blocks SIGINT/SIGTERM/SIGHUP/SIGQUIT in every thread and starts a thread that forwards them to the

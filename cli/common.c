@@ -94,3 +94,27 @@ int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *
     *ret_first = first;
     return 0;
 }
+
+int cli_for_each_id(const struct cli_command *cmd, int argc, char **argv,
+                    int (*action)(struct sbx_client *, const char *, struct sbx_err *))
+{
+    int first;
+    int r = cli_simple_args(cmd, argc, argv, NULL, &first);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    if (first == argc)
+        return cli_usage_error(cmd, "missing sandbox id", 2);
+    struct sbx_client *c = NULL;
+    if (cli_client(&c) < 0)
+        return 1;
+    int status = 0;
+    for (int i = first; i < argc; i++) {
+        struct sbx_err err = {0};
+        if ((r = action(c, argv[i], &err)) < 0) {
+            cli_print_err(&err, r);
+            status = 1;
+        }
+    }
+    sbx_client_free(c);
+    return status;
+}

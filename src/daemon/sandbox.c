@@ -304,17 +304,9 @@ static void on_shim_exit(struct loop_io *io, uint32_t revents)
 {
     struct sandbox *sb = container_of(io, struct sandbox, shim_watch);
     struct daemon *d = sb->d;
-    shim_unwatch(sb);
     log_warning("sandbox %s: its shim (pid %d) exited unexpectedly; marking it error", sb->id,
                 (int)sb->shim_pid);
-    if (sb->rootfs_fd >= 0) {
-        close(sb->rootfs_fd);
-        sb->rootfs_fd = -1;
-    }
-    shim_conn_close(sb->ctl);
-    sb->ctl = NULL;
-    runtime_cleanup(sb->id, sb->state_dir);
-    sb->shim_pid = sb->init_pid = 0;
+    shutdown_shim(sb); /* its socket has no listener: only the cleanup part does anything */
     sb->state = SANDBOX_ERROR;
     if (!sb->warm) /* a warm one stays "warm" in the store: the pool discards it */
         store_sandbox_set_state(d->store, sb->id, "error", 0, 0, NULL);

@@ -213,6 +213,13 @@ static int ctl_wait(int ctl_fd, int pidfd, int timeout_ms)
     }
 }
 
+/* The one place that names a sandbox's cgroup ("sbx/<id>" under each hierarchy). */
+#define CGROUP_NAME_MAX 128
+static void cgroup_name_of(const char *id, char ret[CGROUP_NAME_MAX])
+{
+    snprintf(ret, CGROUP_NAME_MAX, "sbx/%s", id);
+}
+
 static void sandbox_reset(struct runtime_sandbox *sb)
 {
     *sb = (struct runtime_sandbox){.init_pid = 0, .init_pidfd = -1, .ctl_fd = -1, .rootfs_fd = -1};
@@ -223,7 +230,7 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     sandbox_reset(ret);
     ret->uid_base = cfg->uid_base;
     ret->state_dir = xstrdup(cfg->state_dir);
-    snprintf(ret->cgroup_name, sizeof(ret->cgroup_name), "sbx/%s", cfg->id);
+    cgroup_name_of(cfg->id, ret->cgroup_name);
 
     /* Where creation time goes, for `SBX_SHIM_DEBUG=1` (bench/ reads it to explain its figures). */
     uint64_t t[8] = {now_usec(CLOCK_MONOTONIC)};
@@ -574,8 +581,8 @@ int runtime_destroy(struct runtime_sandbox *sb)
 
 int runtime_cleanup(const char *id, const char *state_dir)
 {
-    char name[128];
-    snprintf(name, sizeof(name), "sbx/%s", id);
+    char name[CGROUP_NAME_MAX];
+    cgroup_name_of(id, name);
     int r = cgroup_destroy(name);
     int u = rootfs_unmount(state_dir);
     return r < 0 ? r : u;
@@ -583,23 +590,23 @@ int runtime_cleanup(const char *id, const char *state_dir)
 
 int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err)
 {
-    char name[128];
-    snprintf(name, sizeof(name), "sbx/%s", id);
+    char name[CGROUP_NAME_MAX];
+    cgroup_name_of(id, name);
     struct runtime_config cfg = {.id = id, .memory_bytes = memory_bytes, .cpus = cpus, .pids_max = pids_max};
     return cgroup_set_limits(name, &cfg, err);
 }
 
 int runtime_freeze(const char *id, bool frozen, sbx_error *err)
 {
-    char name[128];
-    snprintf(name, sizeof(name), "sbx/%s", id);
+    char name[CGROUP_NAME_MAX];
+    cgroup_name_of(id, name);
     return cgroup_freeze(name, frozen, err);
 }
 
 int runtime_metrics(const char *id, struct runtime_metrics *ret)
 {
-    char name[128];
-    snprintf(name, sizeof(name), "sbx/%s", id);
+    char name[CGROUP_NAME_MAX];
+    cgroup_name_of(id, name);
     return cgroup_metrics(name, ret);
 }
 

@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/codec.h"
 #include "base/buf.h"
 #include "base/cleanup.h"
 #include "base/error.h"
@@ -262,44 +263,14 @@ static void set_error(struct command *c, const char *code, const char *msg)
 
 /* --- base64 -------------------------------------------------------------------------------------- */
 
-static int b64_value(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+' || ch == '-')
-        return 62;
-    if (ch == '/' || ch == '_')
-        return 63;
-    return -1;
-}
-
-/* Decodes standard or URL-safe base64 (padding optional) into b. Returns 0 or -EINVAL. */
+/* Decodes standard or URL-safe base64 (padding optional) into b, with the API's decoder. Returns 0 or
+ * -EINVAL. */
 static int b64_decode(const char *s, size_t len, struct sbx_buf *b)
 {
-    while (len > 0 && s[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return -EINVAL;
-    uint8_t *out = (uint8_t *)sbx_buf_reserve(b, len / 4 * 3 + 3);
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)s[i]);
-        if (v < 0)
-            return -EINVAL;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    b->len += n;
+    long n = base64_decode(s, len, (uint8_t *)sbx_buf_reserve(b, len / 4 * 3 + 3));
+    if (n < 0)
+        return (int)n;
+    b->len += (size_t)n;
     return 0;
 }
 
