@@ -147,6 +147,35 @@ int cli_parse_positive_int(const char *s, int64_t *ret)
     return 0;
 }
 
+int cli_parse_lifetime(const char *s, int64_t *ret)
+{
+    if (!s || !*s)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0)
+        return -EINVAL;
+    if (*end == 0 || strcmp(end, "s") == 0)
+        ;
+    else if (strcmp(end, "m") == 0)
+        v *= 60;
+    else if (strcmp(end, "h") == 0)
+        v *= 3600;
+    else
+        return -EINVAL;
+    /* Whole seconds only (the API's unit): "0.5" is refused rather than rounded to 0, which means never.
+     * "0.7m" may come out of the multiplication a hair off 42: allow for that. */
+    if (v > (double)INT32_MAX)
+        return -EINVAL;
+    int64_t whole = (int64_t)(v + 0.5);
+    double diff = v - (double)whole;
+    if (diff > 1e-6 || diff < -1e-6)
+        return -EINVAL;
+    *ret = whole;
+    return 0;
+}
+
 static const struct cli_option all_options[] = {
     {"help", 'h', false, OPT_HELP},
     {"env", 'e', true, OPT_ENV},
@@ -160,6 +189,10 @@ static const struct cli_option all_options[] = {
     {"timeout", 't', true, OPT_TIMEOUT},
     {"stdin", 'i', false, OPT_STDIN},
     {"interactive", 0, false, OPT_STDIN},
+    {"idle-ttl", 0, true, OPT_IDLE_TTL},
+    {"lifetime", 0, true, OPT_LIFETIME},
+    {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
+    {"json", 0, false, OPT_JSON},
     {NULL, 0, false, 0},
 };
 
@@ -167,15 +200,23 @@ static bool option_allowed(int id, unsigned flags)
 {
     switch (id) {
     case OPT_HELP:
-    case OPT_ENV:
         return true;
+    case OPT_ENV:
+        return flags & (ARGS_CREATE | ARGS_EXEC);
     case OPT_SNAPSHOT:
     case OPT_MEMORY:
     case OPT_CPUS:
     case OPT_PIDS:
     case OPT_NAME:
-    case OPT_METADATA:
         return flags & ARGS_CREATE;
+    case OPT_METADATA:
+    case OPT_IDLE_TTL:
+    case OPT_DELETE_AFTER_STOP:
+        return flags & (ARGS_CREATE | ARGS_UPDATE);
+    case OPT_LIFETIME:
+        return flags & (ARGS_CREATE | ARGS_UPDATE | ARGS_RENEW);
+    case OPT_JSON:
+        return flags & (ARGS_UPDATE | ARGS_RENEW);
     case OPT_CWD:
     case OPT_TIMEOUT:
     case OPT_STDIN:
@@ -194,7 +235,7 @@ void cli_args_done(struct cli_args *a)
 
 int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, char *errbuf, size_t errlen)
 {
-    struct cli_args a = {0};
+    struct cli_args a = {.idle_ttl_s = -1, .lifetime_s = -1, .delete_after_stop_s = -1};
     size_t n_env = 0, n_meta = 0;
     /* At most argc entries each: allocate once. */
     a.env = calloc((size_t)argc + 1, sizeof(char *));
@@ -277,6 +318,24 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
         case OPT_STDIN:
             a.interactive = true;
             break;
+        case OPT_IDLE_TTL:
+            if (cli_parse_lifetime(v, &a.idle_ttl_s) < 0)
+                r = fail(errbuf, errlen, "bad --idle-ttl `%s` (whole seconds, or with s/m/h; 0: never)", v);
+            break;
+        case OPT_LIFETIME:
+            if (cli_parse_lifetime(v, &a.lifetime_s) < 0)
+                r = fail(errbuf, errlen, "bad --lifetime `%s` (whole seconds, or with s/m/h; 0: none)", v);
+            else if ((flags & ARGS_RENEW) && a.lifetime_s == 0)
+                r = fail(errbuf, errlen, "--lifetime of renew must be > 0");
+            break;
+        case OPT_DELETE_AFTER_STOP:
+            if (cli_parse_lifetime(v, &a.delete_after_stop_s) < 0)
+                r = fail(errbuf, errlen,
+                         "bad --delete-after-stop `%s` (whole seconds, or with s/m/h; 0: never)", v);
+            break;
+        case OPT_JSON:
+            a.json = true;
+            break;
         default:
             r = fail(errbuf, errlen, "unhandled option");
             break;
@@ -287,6 +346,11 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
             r = fail(errbuf, errlen, "missing sandbox id");
         else if ((flags & ARGS_EXEC) && !a.cmd)
             r = fail(errbuf, errlen, "missing command (put it after `--`)");
+        else if ((flags & ARGS_UPDATE) && a.idle_ttl_s < 0 && a.lifetime_s < 0 && a.delete_after_stop_s < 0 &&
+                 n_meta == 0)
+            r = fail(errbuf, errlen,
+                     "nothing to update (give --idle-ttl, --lifetime, --delete-after-stop or "
+                     "--metadata)");
     }
     if (r < 0) {
         cli_args_done(&a);

@@ -19,6 +19,12 @@ enum {
     OPT_NAME,
     OPT_METADATA,
     OPT_JSON,
+    OPT_IDLE_TTL,
+    OPT_LIFETIME,
+    OPT_DELETE_AFTER_STOP,
+    OPT_STATE,
+    OPT_MAX_SANDBOXES,
+    OPT_MAX_MEMORY,
 };
 
 struct cli_option {
@@ -49,11 +55,20 @@ int cli_parse_duration(const char *s, double *ret);
 int cli_parse_positive_double(const char *s, double *ret);
 /* A positive integer (pids). */
 int cli_parse_positive_int(const char *s, int64_t *ret);
+/* A sandbox lifecycle setting: whole seconds with an optional s/m/h suffix ("600", "10m", "1.5h"); 0 is
+ * allowed (never). The result must be a whole number of seconds. Returns 0 or -EINVAL. */
+int cli_parse_lifetime(const char *s, int64_t *ret);
 
 /* What a subcommand accepts (cli_parse_args flags). */
-#define ARGS_CREATE 1u  /* --snapshot --memory --cpus --pids --name --metadata (and --env for the sandbox) */
+#define ARGS_CREATE                                                                                          \
+    1u                  /* --snapshot --memory --cpus --pids --name --metadata (and --env for the sandbox),  \
+                         * --idle-ttl --lifetime --delete-after-stop */
 #define ARGS_EXEC 2u    /* --cwd --timeout -i/--stdin (and --env for the command); a command follows */
 #define ARGS_SANDBOX 4u /* the first positional argument is the sandbox id */
+#define ARGS_UPDATE                                                                                          \
+    8u                 /* --idle-ttl --lifetime --delete-after-stop --metadata --json; at least one change   \
+                        */
+#define ARGS_RENEW 16u /* --lifetime (> 0) --json */
 
 struct cli_args {
     /* Sandbox creation. */
@@ -63,6 +78,10 @@ struct cli_args {
     int64_t memory_mb;
     int64_t pids;
     const char **metadata; /* NULL-terminated, entries borrowed from argv */
+    /* Lifecycle in seconds: -1 when not given, 0 for "never" (--lifetime is the sandbox's timeout). */
+    int64_t idle_ttl_s;
+    int64_t lifetime_s;
+    int64_t delete_after_stop_s;
     /* Both: the sandbox's env with ARGS_CREATE alone, else the command's. */
     const char **env; /* NULL-terminated, entries borrowed from argv */
     /* Command execution. */
@@ -71,10 +90,12 @@ struct cli_args {
     double timeout;
     bool interactive;
     char **cmd; /* NULL-terminated tail of argv (the command), NULL if none */
+    bool json;  /* --json (update, renew) */
     bool help;
 };
 
-/* Parses argv[1..argc-1] (argv[0] is the subcommand name; argv[argc] must be NULL) for create, exec or run.
+/* Parses argv[1..argc-1] (argv[0] is the subcommand name; argv[argc] must be NULL) for create, exec, run,
+ * update or renew.
  * The command starts after "--" or at the first positional argument that is not the sandbox id, so
  * options after the command belong to the command. Returns 0, -EINVAL with a message in errbuf, or
  * -ENOMEM. Release with cli_args_done(). With --help, returns 0 with help set and nothing else checked. */

@@ -19,7 +19,15 @@ struct cli_command {
 };
 
 extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
-    cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start;
+    cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start, cli_cmd_update,
+    cli_cmd_renew, cli_cmd_keys;
+
+/* A lifecycle value of struct cli_args (-1 not given, 0 never) as libsbx wants it (0 default/unchanged,
+ * SBX_NEVER never). */
+static inline int64_t cli_lib_seconds(int64_t v)
+{
+    return v < 0 ? 0 : v == 0 ? SBX_NEVER : v;
+}
 
 /* Prints "sbx: <message> (<code>)" for a failed library call. */
 void cli_print_err(const struct sbx_err *err, int r);

@@ -28,6 +28,9 @@ static int create_main(int argc, char **argv)
         .pids = a.pids,
         .env = a.env,
         .metadata = a.metadata,
+        .idle_ttl_s = cli_lib_seconds(a.idle_ttl_s),
+        .delete_after_stop_s = cli_lib_seconds(a.delete_after_stop_s),
+        .timeout_s = cli_lib_seconds(a.lifetime_s),
     };
     struct sbx_sandbox s = {0};
     struct sbx_err err = {0};
@@ -57,5 +60,12 @@ const struct cli_command cli_cmd_create = {
              "  --cpus N            CPU limit, fractions allowed (default 1)\n"
              "  --pids N            process limit (default 512)\n"
              "  -e, --env K=V       environment for every command (repeatable)\n"
-             "  --metadata K=V      free-form metadata (repeatable)\n",
+             "  --metadata K=V      free-form metadata (repeatable)\n"
+             "  --idle-ttl DUR      stop it after DUR without activity (default 10m; 0: never)\n"
+             "  --lifetime DUR      delete it DUR after creation or the last `sbx renew` (0: never, the\n"
+             "                      default)\n"
+             "  --delete-after-stop DUR\n"
+             "                      delete it DUR after it stopped (0: never, the default)\n"
+             "\n"
+             "DUR is whole seconds or a number with s, m or h (90, 10m, 1.5h).\n",
 };

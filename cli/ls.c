@@ -35,22 +35,78 @@ static void format_age(const char *rfc3339, char *buf, size_t size)
         snprintf(buf, size, "%lldd", age / 86400);
 }
 
+/* Parses ls's options into *lo (metadata filters in `metadata`, room for argc entries) and *json.
+ * Returns 0, 1 after printing the help, or -EINVAL with a message in errbuf. */
+static int ls_args(int argc, char **argv, struct sbx_list_opts *lo, const char **metadata, bool *json,
+                   char *errbuf, size_t errlen)
+{
+    static const struct cli_option opts[] = {
+        {"help", 'h', false, OPT_HELP},      {"json", 0, false, OPT_JSON}, {"state", 0, true, OPT_STATE},
+        {"metadata", 0, true, OPT_METADATA}, {NULL, 0, false, 0},
+    };
+    size_t n_meta = 0;
+    int i = 1;
+    for (;;) {
+        int id;
+        const char *v;
+        int r = cli_next_arg(opts, argc, argv, &i, &id, &v, errbuf, errlen);
+        if (r < 0)
+            return r;
+        if (r == CLI_ARG_END)
+            break;
+        if (r != CLI_ARG_OPTION) {
+            snprintf(errbuf, errlen, "unexpected argument `%s`", i < argc ? argv[i] : "--");
+            return -EINVAL;
+        }
+        switch (id) {
+        case OPT_HELP:
+            cli_help(&cli_cmd_ls);
+            return 1;
+        case OPT_JSON:
+            *json = true;
+            break;
+        case OPT_STATE:
+            lo->state = v;
+            break;
+        case OPT_METADATA:
+            if (!strchr(v, '=') || v[0] == '=') {
+                snprintf(errbuf, errlen, "--metadata wants K=V, got `%s`", v);
+                return -EINVAL;
+            }
+            metadata[n_meta++] = v;
+            break;
+        default:
+            snprintf(errbuf, errlen, "unhandled option");
+            return -EINVAL;
+        }
+    }
+    lo->metadata = metadata;
+    return 0;
+}
+
 static int ls_main(int argc, char **argv)
 {
     bool json = false;
-    int first;
-    int r = cli_simple_args(&cli_cmd_ls, argc, argv, &json, &first);
-    if (r != 0)
-        return r > 0 ? 0 : 2;
-    if (first < argc)
-        return cli_usage_error(&cli_cmd_ls, "unexpected argument", 2);
+    struct sbx_list_opts lo = {0};
+    const char **metadata = calloc((size_t)argc + 1, sizeof(char *));
+    if (!metadata)
+        return cli_usage_error(&cli_cmd_ls, "out of memory", 2);
+    char errbuf[256];
+    int r = ls_args(argc, argv, &lo, metadata, &json, errbuf, sizeof(errbuf));
+    if (r != 0) {
+        free(metadata);
+        return r > 0 ? 0 : cli_usage_error(&cli_cmd_ls, errbuf, 2);
+    }
     struct sbx_client *c = NULL;
-    if (cli_client(&c) < 0)
+    if (cli_client(&c) < 0) {
+        free(metadata);
         return 1;
+    }
     struct sbx_sandbox *list = NULL;
     size_t n = 0;
     struct sbx_err err = {0};
-    r = sbx_sandbox_list(c, &list, &n, &err);
+    r = sbx_sandbox_list_where(c, &lo, &list, &n, &err);
+    free(metadata);
     if (r < 0) {
         cli_print_err(&err, r);
         sbx_client_free(c);
@@ -92,9 +148,16 @@ const struct cli_command cli_cmd_ls = {
     .name = "ls",
     .run = ls_main,
     .summary = "list sandboxes",
-    .usage = "Usage: sbx ls [--json]\n"
-             "\n"
-             "Lists sandboxes as a table (ID NAME STATE SNAPSHOT AGE CREATED) or, with --json, as a JSON "
-             "array of\n"
-             "sandbox objects.\n",
+    .usage =
+        "Usage: sbx ls [--state STATE] [--metadata K=V]... [--json]\n"
+        "\n"
+        "Lists sandboxes, oldest first, as a table (ID NAME STATE SNAPSHOT AGE CREATED) or, with --json, "
+        "as a\n"
+        "JSON array of sandbox objects.\n"
+        "\n"
+        "Options:\n"
+        "  --state STATE       only those in STATE: creating, running, paused, stopped, failed, or\n"
+        "                      deleted (deleted sandboxes, kept for 24 h, are listed only this way)\n"
+        "  --metadata K=V      only those whose metadata has K=V (repeatable: all must match)\n"
+        "  --json              JSON array of the whole sandbox objects\n",
 };

@@ -35,6 +35,9 @@ static int run_main(int argc, char **argv)
         .pids = a.pids,
         .env = a.env,
         .metadata = a.metadata,
+        .idle_ttl_s = cli_lib_seconds(a.idle_ttl_s),
+        .delete_after_stop_s = cli_lib_seconds(a.delete_after_stop_s),
+        .timeout_s = cli_lib_seconds(a.lifetime_s),
     };
     struct sbx_sandbox s = {0};
     struct sbx_err err = {0};
@@ -82,8 +85,10 @@ const struct cli_command cli_cmd_run = {
              "sandbox afterwards, also on failure or Ctrl-C (a third Ctrl-C removes it at once).\n"
              "\n"
              "Options:\n"
-             "  --snapshot NAME, --name NAME, -m/--memory SIZE, --cpus N, --pids N, --metadata K=V\n"
-             "                      as for `sbx create`\n"
+             "  --snapshot NAME, --name NAME, -m/--memory SIZE, --cpus N, --pids N, --metadata K=V,\n"
+             "  --idle-ttl DUR, --lifetime DUR, --delete-after-stop DUR\n"
+             "                      as for `sbx create` (--lifetime is the sandbox's, --timeout the "
+             "command's)\n"
              "  -e, --env K=V       environment variable of the sandbox (repeatable)\n"
              "  -w, --cwd DIR       working directory (default /root)\n"
              "  -t, --timeout SECS  kill the command after SECS\n"

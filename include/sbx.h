@@ -72,19 +72,36 @@ struct sbx_create_opts {
     int64_t pids;                /* 0: daemon default */
     const char *const *env;      /* NULL-terminated "K=V" array, or NULL */
     const char *const *metadata; /* NULL-terminated "K=V" array, or NULL */
+    /* Lifecycle, in whole seconds. 0: daemon default; SBX_NEVER: switched off (sent as 0). */
+    int64_t idle_ttl_s;          /* stop the sandbox after this long without activity (default 600) */
+    int64_t delete_after_stop_s; /* delete it this long after it stopped (default never) */
+    int64_t timeout_s;           /* delete it this long after creation or the last renew (default never) */
 };
+
+/* Lifecycle value meaning "never" (0 on the wire) where 0 in a struct means "default" or "unchanged". */
+#define SBX_NEVER INT64_C(-1)
 
 /* A sandbox as returned by the daemon. All strings are owned by the struct (NULL when absent). */
 struct sbx_sandbox {
     char *id;
     char *name;
-    char *state; /* "starting", "running", "stopped", "error" */
+    /* "creating", "running", "paused", "stopped" (files kept; `start` brings it back), "failed", or
+     * "deleted" (a tombstone: GET answers for a deleted sandbox for 24 h, see state_reason). */
+    char *state;
     char *snapshot;
     char *created_at; /* RFC 3339 */
     double cpus;
     int64_t memory_mb;
     int64_t pids;
     char *json; /* the whole object as compact JSON text */
+    /* Lifecycle settings in seconds, 0 = never (-1 when the daemon did not send them). */
+    int64_t idle_ttl_s;
+    int64_t delete_after_stop_s;
+    int64_t timeout_s;
+    char *last_active_at; /* RFC 3339 */
+    char *stopped_at;     /* NULL unless stopped */
+    char *expires_at;     /* NULL without a timeout */
+    char *state_reason;   /* why sbxd put it in its state (idle, timeout, ...); NULL when a client did */
 };
 
 /* Frees the strings of an embedded sandbox and zeroes it. Accepts a zeroed struct. */
@@ -101,6 +118,15 @@ SBX_PUBLIC int sbx_sandbox_get(struct sbx_client *c, const char *id, struct sbx_
 /* GET /v1/sandboxes. *ret_list is a new array of *ret_n sandboxes (sbx_sandbox_list_free()). */
 SBX_PUBLIC int sbx_sandbox_list(struct sbx_client *c, struct sbx_sandbox **ret_list, size_t *ret_n,
                                 struct sbx_err *err);
+
+struct sbx_list_opts {
+    const char *state;           /* NULL: every live state; "deleted": only the tombstones */
+    const char *const *metadata; /* NULL-terminated "K=V" array: all must match; or NULL */
+};
+
+/* GET /v1/sandboxes?state=&metadata.K=V: as sbx_sandbox_list(), filtered. opts may be NULL. */
+SBX_PUBLIC int sbx_sandbox_list_where(struct sbx_client *c, const struct sbx_list_opts *opts,
+                                      struct sbx_sandbox **ret_list, size_t *ret_n, struct sbx_err *err);
 /* DELETE /v1/sandboxes/{id}. */
 SBX_PUBLIC int sbx_sandbox_delete(struct sbx_client *c, const char *id, struct sbx_err *err);
 /* POST /v1/sandboxes/{id}/pause and /resume: freeze every process of the sandbox (no CPU, memory kept)
@@ -110,6 +136,57 @@ SBX_PUBLIC int sbx_sandbox_resume(struct sbx_client *c, const char *id, struct s
 /* POST /v1/sandboxes/{id}/stop and /start: end every process keeping the files; bring it back. */
 SBX_PUBLIC int sbx_sandbox_stop(struct sbx_client *c, const char *id, struct sbx_err *err);
 SBX_PUBLIC int sbx_sandbox_start(struct sbx_client *c, const char *id, struct sbx_err *err);
+
+/* What sbx_sandbox_update() changes; a zeroed struct changes nothing. */
+struct sbx_update_opts {
+    /* Whole seconds. 0: unchanged; SBX_NEVER: switched off. A new timeout_s restarts expires_at from now. */
+    int64_t idle_ttl_s;
+    int64_t delete_after_stop_s;
+    int64_t timeout_s;
+    const char *const *metadata; /* NULL: unchanged; else replaces all metadata ({} for an empty array) */
+};
+
+/* PATCH /v1/sandboxes/{id}. ret may be NULL; else it is filled with the updated sandbox
+ * (sbx_sandbox_done()). */
+SBX_PUBLIC int sbx_sandbox_update(struct sbx_client *c, const char *id, const struct sbx_update_opts *opts,
+                                  struct sbx_sandbox *ret, struct sbx_err *err);
+/* POST /v1/sandboxes/{id}/renew: expires_at becomes now + timeout. timeout_s > 0 also sets the sandbox's
+ * timeout_seconds; 0 keeps it (-EINVAL "invalid_argument" from the daemon if the sandbox has none). ret
+ * may be NULL; else it is filled with the renewed sandbox (sbx_sandbox_done()). */
+SBX_PUBLIC int sbx_sandbox_renew(struct sbx_client *c, const char *id, int64_t timeout_s,
+                                 struct sbx_sandbox *ret, struct sbx_err *err);
+
+/* ---- API keys (admin only: a tenant key gets -EPERM "permission_denied") ---------------------------- */
+
+struct sbx_key_opts {
+    const char *name;      /* NULL: none */
+    int64_t max_sandboxes; /* 0: unlimited */
+    int64_t max_memory_mb; /* 0: unlimited */
+};
+
+/* A tenant API key. All strings are owned by the struct (NULL when absent). */
+struct sbx_key {
+    char *id; /* "key_..." */
+    char *name;
+    char *created_at;      /* RFC 3339 */
+    int64_t max_sandboxes; /* 0: unlimited */
+    int64_t max_memory_mb; /* 0: unlimited */
+    char *secret;          /* "sbxk_...": only from sbx_key_create(), the one time the daemon shows it */
+    char *json;            /* the whole object as compact JSON text (with "key" from sbx_key_create()) */
+};
+
+/* Frees the strings of an embedded key, wiping the secret, and zeroes it. Accepts a zeroed struct. */
+SBX_PUBLIC void sbx_key_done(struct sbx_key *k);
+/* Frees an array returned by sbx_key_list(). Accepts NULL. */
+SBX_PUBLIC void sbx_key_list_free(struct sbx_key *list, size_t n);
+/* POST /v1/keys. opts may be NULL. On success fills *ret (release with sbx_key_done()). */
+SBX_PUBLIC int sbx_key_create(struct sbx_client *c, const struct sbx_key_opts *opts, struct sbx_key *ret,
+                              struct sbx_err *err);
+/* GET /v1/keys. *ret_list is a new array of *ret_n keys (sbx_key_list_free()), without secrets. */
+SBX_PUBLIC int sbx_key_list(struct sbx_client *c, struct sbx_key **ret_list, size_t *ret_n,
+                            struct sbx_err *err);
+/* DELETE /v1/keys/{id}: the key stops working at once; its sandboxes are kept. */
+SBX_PUBLIC int sbx_key_delete(struct sbx_client *c, const char *id, struct sbx_err *err);
 
 /* ---- Commands -------------------------------------------------------------------------------------- */
 

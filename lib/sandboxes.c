@@ -17,6 +17,10 @@ SBX_PUBLIC void sbx_sandbox_done(struct sbx_sandbox *s)
     free(s->snapshot);
     free(s->created_at);
     free(s->json);
+    free(s->last_active_at);
+    free(s->stopped_at);
+    free(s->expires_at);
+    free(s->state_reason);
     *s = (struct sbx_sandbox){0};
 }
 
@@ -27,6 +31,35 @@ SBX_PUBLIC void sbx_sandbox_list_free(struct sbx_sandbox *list, size_t n)
     for (size_t i = 0; i < n; i++)
         sbx_sandbox_done(&list[i]);
     free(list);
+}
+
+/* An integer member, or -1 when absent (a daemon older than the lifecycle fields). */
+static int64_t json_int_member(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* Sets `key` to a lifecycle value of the public structs: 0 leaves it out, SBX_NEVER sends 0. Returns 0,
+ * -EINVAL (another negative value) or -ENOMEM. */
+static int set_lifecycle(json_t *body, const char *key, int64_t v)
+{
+    if (v == 0)
+        return 0;
+    if (v < 0 && v != SBX_NEVER)
+        return -EINVAL;
+    return json_object_set_new(body, key, json_integer(v == SBX_NEVER ? 0 : v)) < 0 ? -ENOMEM : 0;
+}
+
+static int set_lifecycle_fields(json_t *body, int64_t idle_ttl_s, int64_t delete_after_stop_s,
+                                int64_t timeout_s)
+{
+    int r = set_lifecycle(body, "idle_ttl_seconds", idle_ttl_s);
+    if (r >= 0)
+        r = set_lifecycle(body, "delete_after_stop_seconds", delete_after_stop_s);
+    if (r >= 0)
+        r = set_lifecycle(body, "timeout_seconds", timeout_s);
+    return r;
 }
 
 static int sandbox_from_json(json_t *o, struct sbx_sandbox *ret, struct sbx_err *err)
@@ -41,6 +74,13 @@ static int sandbox_from_json(json_t *o, struct sbx_sandbox *ret, struct sbx_err 
         .snapshot = json_strdup_member(o, "snapshot", &oom),
         .created_at = json_strdup_member(o, "created_at", &oom),
         .json = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER),
+        .idle_ttl_s = json_int_member(o, "idle_ttl_seconds"),
+        .delete_after_stop_s = json_int_member(o, "delete_after_stop_seconds"),
+        .timeout_s = json_int_member(o, "timeout_seconds"),
+        .last_active_at = json_strdup_member(o, "last_active_at", &oom),
+        .stopped_at = json_strdup_member(o, "stopped_at", &oom),
+        .expires_at = json_strdup_member(o, "expires_at", &oom),
+        .state_reason = json_strdup_member(o, "state_reason", &oom),
     };
     json_t *res = json_object_get(o, "resources");
     s.cpus = json_number_value(json_object_get(res, "cpus"));
@@ -95,6 +135,13 @@ SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_
                    ? OOM(err)
                    : client_err(err, r, 0, "invalid_argument", "env and metadata entries must be K=V");
     }
+    r = set_lifecycle_fields(body, opts->idle_ttl_s, opts->delete_after_stop_s, opts->timeout_s);
+    if (r < 0) {
+        json_decref(body);
+        return r == -ENOMEM ? OOM(err)
+                            : client_err(err, r, 0, "invalid_argument",
+                                         "lifecycle seconds must be > 0, 0 (default) or SBX_NEVER");
+    }
     json_t *doc = NULL;
     r = client_json(c, "POST", "/v1/sandboxes", body, &doc, err);
     json_decref(body);
@@ -121,13 +168,59 @@ SBX_PUBLIC int sbx_sandbox_get(struct sbx_client *c, const char *id, struct sbx_
     return r < 0 ? r : 0;
 }
 
+/* "/v1/sandboxes[?state=S&metadata.K=V...]" with every key and value escaped. Returns 0, -EINVAL (a
+ * metadata entry without '=') or -ENOMEM. */
+static int list_path(struct lbuf *b, const struct sbx_list_opts *opts)
+{
+    int r = lbuf_appends(b, "/v1/sandboxes");
+    char sep = '?';
+    if (r >= 0 && opts && opts->state) {
+        r = lbuf_appends(b, "?state=");
+        if (r >= 0)
+            r = url_escape(b, opts->state);
+        sep = '&';
+    }
+    for (size_t i = 0; r >= 0 && opts && opts->metadata && opts->metadata[i]; i++) {
+        const char *kv = opts->metadata[i], *eq = strchr(kv, '=');
+        if (!eq || eq == kv)
+            return -EINVAL;
+        char *key = strndup(kv, (size_t)(eq - kv));
+        if (!key)
+            return -ENOMEM;
+        r = lbuf_printf(b, "%cmetadata.", sep);
+        if (r >= 0)
+            r = url_escape(b, key);
+        if (r >= 0)
+            r = lbuf_appends(b, "=");
+        if (r >= 0)
+            r = url_escape(b, eq + 1);
+        free(key);
+        sep = '&';
+    }
+    return r;
+}
+
 SBX_PUBLIC int sbx_sandbox_list(struct sbx_client *c, struct sbx_sandbox **ret_list, size_t *ret_n,
                                 struct sbx_err *err)
 {
+    return sbx_sandbox_list_where(c, NULL, ret_list, ret_n, err);
+}
+
+SBX_PUBLIC int sbx_sandbox_list_where(struct sbx_client *c, const struct sbx_list_opts *opts,
+                                      struct sbx_sandbox **ret_list, size_t *ret_n, struct sbx_err *err)
+{
     if (!c || !ret_list || !ret_n)
         return client_err(err, -EINVAL, 0, "invalid_argument", "missing argument");
+    struct lbuf path = LBUF_INIT;
+    int r = list_path(&path, opts);
+    if (r < 0) {
+        lbuf_done(&path);
+        return r == -ENOMEM ? OOM(err)
+                            : client_err(err, r, 0, "invalid_argument", "metadata filters must be K=V");
+    }
     json_t *doc = NULL;
-    int r = client_json(c, "GET", "/v1/sandboxes", NULL, &doc, err);
+    r = client_json(c, "GET", path.base, NULL, &doc, err);
+    lbuf_done(&path);
     if (r < 0)
         return r;
     json_t *arr = json_object_get(doc, "sandboxes");
@@ -197,4 +290,80 @@ SBX_PUBLIC int sbx_sandbox_stop(struct sbx_client *c, const char *id, struct sbx
 SBX_PUBLIC int sbx_sandbox_start(struct sbx_client *c, const char *id, struct sbx_err *err)
 {
     return sandbox_action(c, id, "/start", err);
+}
+
+/* The PATCH body: only what opts changes. Returns 0, -EINVAL (with err) or -ENOMEM. */
+static int update_body(const struct sbx_update_opts *opts, json_t **ret, struct sbx_err *err)
+{
+    json_t *body = json_object();
+    if (!body)
+        return OOM(err);
+    int r = set_lifecycle_fields(body, opts->idle_ttl_s, opts->delete_after_stop_s, opts->timeout_s);
+    if (r == -EINVAL) {
+        json_decref(body);
+        return client_err(err, r, 0, "invalid_argument",
+                          "lifecycle seconds must be > 0, 0 (unchanged) or SBX_NEVER");
+    }
+    if (r >= 0 && opts->metadata)
+        r = opts->metadata[0] ? json_set_kv_object(body, "metadata", opts->metadata)
+                              : json_object_set_new(body, "metadata", json_object());
+    if (r < 0) {
+        json_decref(body);
+        return r == -EINVAL ? client_err(err, r, 0, "invalid_argument", "metadata entries must be K=V")
+                            : OOM(err);
+    }
+    *ret = body;
+    return 0;
+}
+
+/* Sends `body` (borrowed; NULL for none) with `method` to /v1/sandboxes/{id}{suffix} and parses the
+ * sandbox in the answer into *ret when ret is not NULL. */
+static int sandbox_call(struct sbx_client *c, const char *method, const char *id, const char *suffix,
+                        json_t *body, struct sbx_sandbox *ret, struct sbx_err *err)
+{
+    struct lbuf path = LBUF_INIT;
+    if (client_sandbox_path(&path, id, suffix) < 0) {
+        lbuf_done(&path);
+        return OOM(err);
+    }
+    json_t *doc = NULL;
+    int r = client_json(c, method, path.base, body, ret ? &doc : NULL, err);
+    lbuf_done(&path);
+    if (r >= 0 && ret)
+        r = sandbox_from_json(doc, ret, err);
+    json_decref(doc);
+    return r < 0 ? r : 0;
+}
+
+SBX_PUBLIC int sbx_sandbox_update(struct sbx_client *c, const char *id, const struct sbx_update_opts *opts,
+                                  struct sbx_sandbox *ret, struct sbx_err *err)
+{
+    static const struct sbx_update_opts none = {0};
+    if (!c || !id)
+        return client_err(err, -EINVAL, 0, "invalid_argument", "missing argument");
+    json_t *body = NULL;
+    int r = update_body(opts ? opts : &none, &body, err);
+    if (r < 0)
+        return r;
+    r = sandbox_call(c, "PATCH", id, NULL, body, ret, err);
+    json_decref(body);
+    return r;
+}
+
+SBX_PUBLIC int sbx_sandbox_renew(struct sbx_client *c, const char *id, int64_t timeout_s,
+                                 struct sbx_sandbox *ret, struct sbx_err *err)
+{
+    if (!c || !id)
+        return client_err(err, -EINVAL, 0, "invalid_argument", "missing argument");
+    if (timeout_s < 0)
+        return client_err(err, -EINVAL, 0, "invalid_argument", "timeout_s must be > 0, or 0 to keep it");
+    json_t *body = json_object();
+    if (!body ||
+        (timeout_s > 0 && json_object_set_new(body, "timeout_seconds", json_integer(timeout_s)) < 0)) {
+        json_decref(body);
+        return OOM(err);
+    }
+    int r = sandbox_call(c, "POST", id, "/renew", body, ret, err);
+    json_decref(body);
+    return r;
 }

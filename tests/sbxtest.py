@@ -359,3 +359,253 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --- Helpers for the leak and crash-safety checks (tests/e2e/test_leaks.py, test_crash_safety.py, bench/) ---
+
+def cgroup_dirs_named(names, root="/sys/fs/cgroup"):
+    """Every cgroup directory, in any v1 hierarchy or the v2 one under `root`, whose name is one of
+    `names` (e.g. sandbox ids): one walk for all names. Hierarchies that are symlinks (cpu -> cpu,cpuacct)
+    are followed once."""
+    names = set(names)
+    found, seen = [], set()
+    try:
+        tops = [os.path.join(root, e) for e in os.listdir(root)]
+    except OSError:
+        return found
+    for top in tops:
+        real = os.path.realpath(top)
+        if real in seen or not os.path.isdir(real):
+            continue
+        seen.add(real)
+        for dirpath, dirs, _ in os.walk(real):
+            for d in dirs:
+                if d in names:
+                    found.append(os.path.join(dirpath, d))
+    return found
+
+
+def loop_devices_backed_under(path):
+    """Loop devices whose backing file is under `path`: [(device, backing file)], from
+    /sys/block/loop*/loop/backing_file and, as a cross-check, `losetup -a` when it exists."""
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    out = {}
+    try:
+        devs = [d for d in os.listdir("/sys/block") if d.startswith("loop")]
+    except OSError:
+        devs = []
+    for dev in devs:
+        try:
+            with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                backing = f.read().strip()
+        except OSError:
+            continue  # not attached
+        if backing.startswith(prefix) or backing.startswith(path.rstrip("/") + "/"):
+            out[f"/dev/{dev}"] = backing
+    try:
+        r = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=10)
+        for line in r.stdout.splitlines():
+            dev, _, rest = line.partition(":")
+            if prefix in rest or path.rstrip("/") + "/" in rest:
+                out.setdefault(dev, rest.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return sorted(out.items())
+
+
+def open_fds(pid):
+    """{fd number: link target} of a process."""
+    out = {}
+    base = f"/proc/{pid}/fd"
+    for fd in os.listdir(base):
+        try:
+            out[int(fd)] = os.readlink(os.path.join(base, fd))
+        except OSError:
+            pass
+    return out
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def files_under(path, skip=()):
+    """Every file, dir and symlink below `path` (not `path` itself), relative; [] if it does not exist.
+    Top-level entries named in `skip` are left out, and mount points are listed but not entered (a live
+    sandbox's rootfs holds the host's /usr)."""
+    out = []
+    for dirpath, dirs, files in os.walk(path):
+        if dirpath == path:
+            dirs[:] = [x for x in dirs if x not in skip]
+            files = [x for x in files if x not in skip]
+        out += [os.path.relpath(os.path.join(dirpath, n), path) for n in dirs + files]
+        dirs[:] = [x for x in dirs if not os.path.ismount(os.path.join(dirpath, x))]
+    return sorted(out)
+
+
+def leftovers(data_dir, ids, keep_ids=()):
+    """What is left on the host of the sandboxes `ids` of the sbxd on `data_dir`, ignoring the sandboxes
+    `keep_ids` that are meant to be alive (e.g. the warm pool): {kind: [items]} with only non-empty kinds.
+    Kinds: mounts (under data_dir), cgroups (named after an id), processes (cmdline mentions data_dir),
+    loop devices (backing file under data_dir), files (under data_dir/sandboxes)."""
+    keep_dirs = [os.path.join(data_dir, "sandboxes", k) for k in keep_ids]
+
+    def kept(text):
+        return any(k in text for k in keep_dirs)
+
+    found = {}
+    found["mounts"] = [l.split()[4] for l in host_mounts_under(data_dir) if not kept(l.split()[4])]
+    found["cgroups"] = cgroup_dirs_named(set(ids) - set(keep_ids))
+    procs = []
+    for pid in processes_with_cmdline(data_dir):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if pid != os.getpid() and not kept(cmd) and not cmd.split(" ")[0].endswith("/sbxd"):
+            procs.append(f"{pid}: {cmd}")
+    found["processes"] = procs
+    found["loop_devices"] = [f"{d} -> {b}" for d, b in loop_devices_backed_under(data_dir) if not kept(b)]
+    sbdir = os.path.join(data_dir, "sandboxes")
+    found["files"] = files_under(sbdir, skip=set(keep_ids))
+    return {k: v for k, v in found.items() if v}
+
+
+def fd_kinds(fds):
+    """fd targets with inode numbers and pids taken out, sorted: comparable across time."""
+    import re
+    return sorted(re.sub(r"\[\d+\]|\d+", "N", t) for t in fds.values())
+
+
+def leak_cycle(d, i, token, controls=None):
+    """One create → exec → delete cycle (tests/e2e/test_leaks.py, bench/leaks.py): create; a command with
+    output on both streams, read again over SSE; a command leaving a background child; a file written
+    and read back; a command left running; pause, resume, metrics; delete. With `controls` (a
+    dict), checks that each leak detector sees the live sandbox, so that an empty answer at the end means
+    something, and sets controls["loop_devices"] to the loop devices seen backed under the data dir.
+    Processes started inside carry `token` in their argv. Returns the sandbox id."""
+    sid = d.create()
+    res = d.run(sid, f"echo out-{i}; echo err-{i} >&2; exit 3")
+    assert (res["stdout"], res["stderr"], res["exit_code"]) == (f"out-{i}\n", f"err-{i}\n", 3), res
+    out, err, ex = collect(d.sse(sid, res["id"]))  # the stream path too, from a finished command
+    assert (out, err, ex["exit_code"]) == (f"out-{i}\n".encode(), f"err-{i}\n".encode(), 3)
+    res = d.run(sid, f"bash -c 'exec -a {token}-bg-{i} sleep 600' </dev/null >/dev/null 2>&1 & echo started")
+    assert res["stdout"] == "started\n" and res["exit_code"] == 0, res
+    body = f"file-{i}-".encode() * 512
+    r = d.request("PUT", f"/v1/sandboxes/{sid}/files?path=/root/dir/f{i}.txt", body=body)
+    assert r.status == 200, r
+    assert d.request("GET", f"/v1/sandboxes/{sid}/files?path=/root/dir/f{i}.txt").body == body
+    r = d.request("POST", f"/v1/sandboxes/{sid}/commands",
+                  {"command": f"exec bash -c 'exec -a {token}-fg-{i} sleep 600'"})
+    assert r.status == 201, r
+    for op in ("pause", "resume"):
+        r = d.request("POST", f"/v1/sandboxes/{sid}/{op}")
+        assert r.status == 200, r
+    r = d.request("GET", f"/v1/sandboxes/{sid}/metrics")
+    assert r.status == 200 and r.json()["pids"] >= 2, r
+    if controls is not None:
+        state_dir = os.path.join(d.data_dir, "sandboxes", sid)
+        wait_for(lambda: len(processes_with_cmdline(f"{token}-fg-{i}")) == 1, what="the running command")
+        assert len(processes_with_cmdline(f"{token}-bg-{i}")) == 1, "the background child runs"
+        assert host_mounts_under(state_dir), "positive control: the sandbox's mounts are seen"
+        assert cgroup_dirs_named([sid]), "positive control: the sandbox's cgroups are seen"
+        assert processes_with_cmdline(state_dir), "positive control: its shim is seen"
+        assert os.listdir(state_dir), "positive control: its files are seen"
+        # Loop devices exist only once sandboxes get disk images; nothing to check against until then.
+        controls["loop_devices"] = loop_devices_backed_under(d.data_dir)
+    d.delete(sid)
+    return sid
+
+
+def wait_warm_full(d, n):
+    if n:
+        wait_for(lambda: len(d.warm_ids()) >= n, timeout=20, what=f"{n} warm sandboxes")
+
+
+def settle_fds(pid, want=None, timeout=10):
+    """Waits for a process's fd count to come back to `want` (closing an HTTP connection or reaping a
+    shim takes sbxd a loop iteration), or with want=None for it to stay the same over 3 reads 50 ms
+    apart; returns the fds as they are at the end (also on timeout)."""
+    deadline = time.monotonic() + timeout
+    counts = []
+    while True:
+        fds = open_fds(pid)
+        counts = (counts + [len(fds)])[-3:]
+        done = len(fds) == want if want is not None else len(counts) == 3 and len(set(counts)) == 1
+        if done or time.monotonic() > deadline:
+            return fds
+        time.sleep(0.05)
+
+
+def is_sanitized(pid):
+    """Whether a process runs with AddressSanitizer (its RSS then grows with ASan's quarantine of freed
+    memory, so RSS says nothing about leaks; LeakSanitizer's exit status does)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
+def sqlite_kib(data_dir):
+    """KiB of pages in sbxd's SQLite database (all tables and indexes, from the dbstat table): an upper
+    bound for what SQLite's page cache in sbxd can hold of it (the cache itself is capped at 2000 KiB,
+    SQLite's default cache_size). Its growth explains sbxd RSS growth that is not a leak, e.g. rows of
+    deleted sandboxes kept as tombstones."""
+    import sqlite3
+    db = sqlite3.connect(f"file:{os.path.join(data_dir, 'sbx.db')}?mode=ro", uri=True, timeout=5)
+    try:
+        return (db.execute("SELECT sum(pgsize) FROM dbstat").fetchone()[0] or 0) // 1024
+    finally:
+        db.close()
+
+
+def rss_allowance_kib(base_db_kib, db_kib, tolerance_kib=512, sqlite_cache_kib=2000):
+    """The RSS growth accepted as not a leak: `tolerance_kib` of allocator noise plus what SQLite's page
+    cache may have taken of the database's growth."""
+    return tolerance_kib + min(sqlite_cache_kib, max(0, db_kib - base_db_kib))
+
+
+def zombie_children(pid):
+    """Children of a process that exited and were not reaped (state Z): [(pid, comm)]."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            continue
+        for k in kids:
+            try:
+                with open(f"/proc/{k}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            if st[st.rindex(")") + 2] == "Z":
+                out.append((int(k), comm))
+    return out
+
+
+def force_cleanup(data_dir):
+    """Last resort for a test that failed half-way through a non-ephemeral run: kills every process
+    whose command line names data_dir (shims and their sandboxes), unmounts everything under it (deepest
+    first; loop devices go with their last unmount) and removes it. Only ever under a test's own dir."""
+    for pid in processes_with_cmdline(data_dir):
+        if pid in (os.getpid(), os.getppid()):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    for _ in range(3):
+        mounts = sorted({line.split()[4] for line in host_mounts_under(data_dir)}, key=len, reverse=True)
+        for m in mounts:
+            subprocess.run(["umount", "-l", m], check=False, stderr=subprocess.DEVNULL)
+        if not mounts:
+            break
+    subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=False)

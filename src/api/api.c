@@ -7,10 +7,12 @@
 
 #include "api/internal.h"
 #include "api/jsonreq.h"
+#include "api/keys.h"
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/daemon.h"
+#include "daemon/metrics.h"
 #include "daemon/sandbox.h"
 
 #define SBX_VERSION "0.1.0"
@@ -33,7 +35,8 @@ void api_reply_json(struct http_request *req, int status, json_t *body)
 
 struct sandbox *api_sandbox(struct api_ctx *c)
 {
-    struct sandbox *sb = sandbox_lookup(c->d, c->sandbox_id);
+    /* Another tenant's sandbox is as absent as one that never existed. */
+    struct sandbox *sb = sandbox_lookup(c->d, c->sandbox_id, c->owner);
     if (!sb)
         http_respond_error(c->req, 404, "not_found", "sandbox `%s` not found", c->sandbox_id);
     return sb;
@@ -42,6 +45,8 @@ struct sandbox *api_sandbox(struct api_ctx *c)
 struct sandbox *api_sandbox_awake(struct api_ctx *c)
 {
     struct sandbox *sb = api_sandbox(c);
+    if (sb)
+        sandbox_touch(sb);
     if (sb && sb->state == SANDBOX_PAUSED) {
         sbx_error err = {0};
         if (sandbox_resume(c->d, sb, &err) < 0) {
@@ -75,6 +80,31 @@ void api_read_json(struct api_ctx *c, api_json_cb cb)
     http_request_read_body(c->req, JSONREQ_BODY_MAX, json_body_done, c);
 }
 
+/* --- daemon metrics ----------------------------------------------------------------------------- */
+
+/* GET /metrics: the Prometheus exposition (daemon/metrics.h). */
+static void api_metrics_get(struct api_ctx *c)
+{
+    _cleanup_(sbx_buf_done) struct sbx_buf b = SBX_BUF_INIT;
+    metrics_render(c->d, &b);
+    http_respond(c->req, 200, METRICS_CONTENT_TYPE, b.base, b.len);
+}
+
+/* The server's observer: every finished request, labelled with its route pattern ("healthz" and
+ * "unmatched" for requests answered before or without routing: 401, 404, 405, malformed). */
+static void observe_request(struct http_request *req, int status, const char *error_code, usec_t duration,
+                            void *userdata)
+{
+    const struct api_ctx *c = http_request_get_userdata(req);
+    const char *path = http_request_path(req);
+    const char *route = "unmatched";
+    if (c && c->route)
+        route = c->route;
+    else if (path && strcmp(path, "/healthz") == 0)
+        route = "healthz";
+    metrics_http_request(http_request_method_id(req), route, status, error_code, duration);
+}
+
 /* --- routing ------------------------------------------------------------------------------------ */
 
 /* Path patterns are split on '/'; "*" matches one segment, captured in order as {id} then {cid}. */
@@ -82,6 +112,7 @@ struct route {
     const char *method;
     const char *pattern;
     void (*handler)(struct api_ctx *c);
+    bool admin_only; /* tenants' keys get 403 */
 };
 
 static const struct route routes[] = {
@@ -89,6 +120,8 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes", api_sandboxes_list},
     {"GET", "v1/sandboxes/*", api_sandboxes_get},
     {"DELETE", "v1/sandboxes/*", api_sandboxes_delete},
+    {"PATCH", "v1/sandboxes/*", api_sandboxes_patch},
+    {"POST", "v1/sandboxes/*/renew", api_sandboxes_renew},
     {"POST", "v1/sandboxes/*/pause", api_sandboxes_pause},
     {"POST", "v1/sandboxes/*/resume", api_sandboxes_resume},
     {"POST", "v1/sandboxes/*/stop", api_sandboxes_stop},
@@ -98,6 +131,7 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes/*/commands", api_commands_list},
     {"GET", "v1/sandboxes/*/commands/*", api_commands_get},
     {"GET", "v1/sandboxes/*/commands/*/stream", api_commands_stream},
+    {"GET", "v1/sandboxes/*/commands/*/logs", api_commands_logs},
     {"POST", "v1/sandboxes/*/commands/*/stdin", api_commands_stdin},
     {"POST", "v1/sandboxes/*/commands/*/signal", api_commands_signal},
     {"POST", "v1/sandboxes/*/commands/*/kill", api_commands_kill},
@@ -108,6 +142,10 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes/*/files/list", api_files_list},
     {"POST", "v1/sandboxes/*/files/mkdir", api_files_mkdir},
     {"POST", "v1/sandboxes/*/files/move", api_files_move},
+    {"GET", "metrics", api_metrics_get, true},
+    {"POST", "v1/keys", api_keys_create, true},
+    {"GET", "v1/keys", api_keys_list, true},
+    {"DELETE", "v1/keys/*", api_keys_delete, true},
 };
 
 #define MAX_SEGMENTS 8
@@ -156,15 +194,21 @@ static bool key_equal(const char *a, const char *b)
     return diff == 0;
 }
 
-static bool authorized(struct daemon *d, struct http_request *req)
+/* Who is asking: 0 for the admin, 1 for a tenant (*ret_key), -1 for nobody known. A tenant's key always
+ * identifies its tenant; the admin is whoever shows SBX_API_KEY, or anyone when none is configured (then
+ * sbxd only listens on loopback). */
+static int identify(struct daemon *d, struct http_request *req, const struct api_key **ret_key)
 {
+    const char *h = http_header_get(req, "Authorization"), *presented = NULL;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0)
+        presented = h + 7;
+    else if ((h = http_header_get(req, "X-Api-Key")))
+        presented = h;
+    if (presented && (*ret_key = keys_find(d, presented)))
+        return 1;
     if (!d->api_key)
-        return true;
-    const char *h = http_header_get(req, "Authorization");
-    if (h && strncasecmp(h, "Bearer ", 7) == 0 && key_equal(h + 7, d->api_key))
-        return true;
-    h = http_header_get(req, "X-Api-Key");
-    return h && key_equal(h, d->api_key);
+        return 0;
+    return presented && key_equal(presented, d->api_key) ? 0 : -1;
 }
 
 static void free_ctx(void *p)
@@ -172,6 +216,7 @@ static void free_ctx(void *p)
     struct api_ctx *c = p;
     free((char *)c->sandbox_id);
     free((char *)c->command_id);
+    free((char *)c->owner);
     free(c);
 }
 
@@ -185,7 +230,9 @@ static void handle(struct http_request *req, void *userdata)
             return http_respond_error(req, 405, "method_not_allowed", "use GET");
         return http_respond_json(req, 200, json_pack("{s:s, s:s}", "status", "ok", "version", SBX_VERSION));
     }
-    if (!authorized(d, req))
+    const struct api_key *key = NULL;
+    int who = identify(d, req, &key);
+    if (who < 0)
         return http_respond_error(req, 401, "unauthenticated", "missing or wrong API key");
 
     char buf[1024];
@@ -199,11 +246,15 @@ static void handle(struct http_request *req, void *userdata)
         path_known = true;
         if (strcmp(routes[i].method, method) != 0)
             continue;
+        if (routes[i].admin_only && key)
+            return http_respond_error(req, 403, "permission_denied", "only the admin key may use %s", path);
         struct api_ctx *c = xcalloc(1, sizeof(*c));
         c->d = d;
         c->req = req;
         c->sandbox_id = caps[0] ? xstrdup(caps[0]) : NULL;
         c->command_id = caps[1] ? xstrdup(caps[1]) : NULL;
+        c->route = routes[i].pattern;
+        c->owner = key ? xstrdup(key->id) : NULL;
         http_request_set_userdata(req, c, free_ctx);
         routes[i].handler(c);
         return;
@@ -215,7 +266,10 @@ static void handle(struct http_request *req, void *userdata)
 
 int api_start(struct daemon *d, const char *host, int port, sbx_error *err)
 {
-    return http_server_new(d->loop, host, port, NULL, handle, d, &d->http, err);
+    int r = http_server_new(d->loop, host, port, NULL, handle, d, &d->http, err);
+    if (r >= 0)
+        http_server_set_observer(d->http, observe_request, d);
+    return r;
 }
 
 void api_stop(struct daemon *d)

@@ -1,4 +1,6 @@
-/* /v1/sandboxes/{id}/commands: start, inspect, stream (wait, SSE, WebSocket), stdin, signals. */
+/* /v1/sandboxes/{id}/commands: start, inspect, stream (wait, SSE, WebSocket), stdin, signals, and the
+ * combined log read from a byte cursor. The lifecycle timers (ttl_seconds, idle_timeout,
+ * kill_on_disconnect) are validated here and enforced by the shim, which outlives sbxd. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/daemon.h"
+#include "daemon/metrics.h"
 #include "daemon/sandbox.h"
 #include "loop/loop.h"
 #include "shimclient/shim_client.h"
@@ -28,6 +31,9 @@
 #define TIMEOUT_MAX_SEC (365.0 * 24 * 3600)
 #define SHIM_READ_CHUNK (64 * 1024)
 #define SHIM_WRITE_MAX (8u << 20)
+#define LIFETIME_MAX_SEC (366.0 * 24 * 3600) /* the shim's TIMER_MAX_MS */
+#define GRACE_MAX_SEC 300.0
+#define LOGS_LIMIT_MAX (1u << 20) /* the shim's */
 
 static const char *const default_env[] = {
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -35,6 +41,40 @@ static const char *const default_env[] = {
     "TERM=xterm",
     "LANG=C.UTF-8",
 };
+
+/* --- the command object ------------------------------------------------------------------------ */
+
+static json_t *seconds_or_never(json_t *ms)
+{
+    if (!json_is_integer(ms))
+        return json_null();
+    json_int_t v = json_integer_value(ms);
+    return v < 0 ? json_integer(-1) : json_real((double)v / 1000.0);
+}
+
+/* The public command object (docs/api.md) for a shim status, with the lifecycle fields; a new
+ * reference. */
+static json_t *command_json(const char *sandbox_id, json_t *st)
+{
+    json_t *c = command_json_from_shim(sandbox_id, st);
+    json_object_set_new(c, "ttl_seconds", seconds_or_never(json_object_get(st, "ttl_ms")));
+    json_object_set_new(c, "idle_timeout", seconds_or_never(json_object_get(st, "idle_timeout_ms")));
+    json_object_set_new(c, "kill_on_disconnect",
+                        json_boolean(json_is_true(json_object_get(st, "kill_on_disconnect"))));
+    json_object_set_new(c, "disconnect_grace", seconds_or_never(json_object_get(st, "disconnect_grace_ms")));
+    json_t *v = json_object_get(st, "attached");
+    json_object_set_new(c, "attached", json_integer(json_integer_value(v)));
+    json_object_set_new(c, "log_bytes", json_integer(json_integer_value(json_object_get(st, "log_bytes"))));
+    v = json_object_get(st, "expires_at_ms");
+    if (json_is_integer(v)) {
+        char buf[40];
+        format_time_ms(buf, sizeof(buf), json_integer_value(v));
+        json_object_set_new(c, "expires_at", json_string(buf));
+    } else {
+        json_object_set_new(c, "expires_at", json_null());
+    }
+    return c;
+}
 
 /* --- request → shim exec request ---------------------------------------------------------------- */
 
@@ -105,6 +145,48 @@ static json_t *build_env(json_t *sandbox_env, json_t *request_env)
     return arr;
 }
 
+/* A lifetime in seconds (fractions allowed) for the shim in ms: -1 = never (when never_ok), 0 only when
+ * zero_ok, else up to LIFETIME_MAX_SEC. Absent leaves *ret_ms (the caller's "not sent") alone. */
+static int lifetime_field(json_t *body, const char *key, bool never_ok, bool zero_ok, double max,
+                          json_int_t *ret_ms, sbx_error *err)
+{
+    double v = 0;
+    int r = jsonreq_number(body, key, never_ok ? -1 : 0, max, &v, err);
+    if (r <= 0)
+        return r;
+    if (v == -1) {
+        *ret_ms = -1;
+        return 1;
+    }
+    json_int_t ms = (json_int_t)(v * 1000.0 + 0.5);
+    if (v < 0 || (ms == 0 && !zero_ok) || (v > 0 && ms == 0))
+        return sbx_error_set(err, -EINVAL, "`%s` must be %s%s to %g seconds (at least 0.001)", key,
+                             never_ok ? "-1 (never) or " : "", zero_ok ? "0" : "more than 0", max);
+    *ret_ms = ms;
+    return 1;
+}
+
+/* ttl_seconds, idle_timeout, kill_on_disconnect and disconnect_grace as the shim's exec fields; fields
+ * not sent get the shim's defaults. */
+static int add_lifecycle(json_t *body, json_t *req, sbx_error *err)
+{
+    json_int_t ttl = -2, idle = -2, grace = -2;
+    bool kod = false;
+    if (lifetime_field(body, "ttl_seconds", true, true, LIFETIME_MAX_SEC, &ttl, err) < 0 ||
+        lifetime_field(body, "idle_timeout", true, false, LIFETIME_MAX_SEC, &idle, err) < 0 ||
+        lifetime_field(body, "disconnect_grace", false, true, GRACE_MAX_SEC, &grace, err) < 0 ||
+        jsonreq_bool(body, "kill_on_disconnect", &kod, err) < 0)
+        return err->code;
+    if (ttl != -2)
+        json_object_set_new(req, "ttl_ms", json_integer(ttl));
+    if (idle != -2)
+        json_object_set_new(req, "idle_timeout_ms", json_integer(idle));
+    if (grace != -2)
+        json_object_set_new(req, "disconnect_grace_ms", json_integer(grace));
+    json_object_set_new(req, "kill_on_disconnect", json_boolean(kod));
+    return 0;
+}
+
 static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err)
 {
     const char *id = NULL, *cwd = "/root", *stdin_data = NULL;
@@ -138,6 +220,12 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         _cleanup_free_ char *b64 = base64_encode(stdin_data, strlen(stdin_data));
         json_object_set_new(req, "stdin_b64", json_string(b64));
     }
+    if (add_lifecycle(body, req, err) < 0) {
+        json_decref(req);
+        return err->code;
+    }
+    /* We attach right after the answer: the shim holds its timers for us until then. */
+    json_object_set_new(req, "will_attach", json_boolean(wait));
     *ret = req;
     *ret_wait = wait;
     return 0;
@@ -159,6 +247,7 @@ struct attach {
     struct http_request *req; /* WAIT and SSE */
     struct http_ws *ws;       /* WS */
     char sandbox_id[SBX_ID_MAX + 1];
+    struct sandbox *sb; /* attached (sandbox_attach): it is not idle while this client streams */
     struct sbx_buf in;  /* bytes from the shim not yet parsed */
     struct sbx_buf out; /* frames to the shim not yet written (WS stdin) */
     struct sbx_buf capture[2];
@@ -178,6 +267,10 @@ static void attach_free(struct attach *a)
     sbx_buf_done(&a->out);
     sbx_buf_done(&a->capture[0]);
     sbx_buf_done(&a->capture[1]);
+    if (a->sb) {
+        sandbox_detach(a->sb);
+        sandbox_unref(a->sb);
+    }
     free(a);
 }
 
@@ -201,7 +294,7 @@ static void attach_update_watch(struct attach *a)
 
 static void send_exit(struct attach *a, json_t *status)
 {
-    json_t *cmd = command_json_from_shim(a->sandbox_id, status);
+    json_t *cmd = command_json(a->sandbox_id, status);
     switch (a->mode) {
     case ATTACH_WAIT:
         for (int s = 0; s < 2; s++) {
@@ -481,6 +574,8 @@ static void attach_start(struct api_ctx *c, struct sandbox *sb, const char *cid,
     a->fd = fd;
     a->io.cb = attach_on_io;
     snprintf(a->sandbox_id, sizeof(a->sandbox_id), "%s", sb->id);
+    a->sb = sandbox_ref(sb);
+    sandbox_attach(sb);
     if (mode == ATTACH_WS) {
         if (http_websocket_accept(c->req, &ws_callbacks, a, &a->ws) < 0) {
             attach_free(a);
@@ -513,10 +608,12 @@ static void exec_with_body(struct api_ctx *c, json_t *body)
     }
     json_t *status = json_object_get(resp, "command");
     bool created = json_is_true(json_object_get(resp, "created"));
+    if (created)
+        metrics_count(METRICS_COMMANDS_STARTED);
     if (wait)
         attach_start(c, sb, json_string_value(json_object_get(status, "id")), ATTACH_WAIT, 0, 0);
     else
-        api_reply_json(c->req, created ? 201 : 200, command_json_from_shim(sb->id, status));
+        api_reply_json(c->req, created ? 201 : 200, command_json(sb->id, status));
 out:
     json_decref(req);
     json_decref(resp);
@@ -541,7 +638,7 @@ static void simple_call(struct api_ctx *c, json_t *req, bool reply_command)
     if (sandbox_shim_call(sb, req, &resp, &err) < 0)
         api_reply_error(c->req, &err);
     else if (reply_command)
-        api_reply_json(c->req, 200, command_json_from_shim(sb->id, json_object_get(resp, "command")));
+        api_reply_json(c->req, 200, command_json(sb->id, json_object_get(resp, "command")));
     else
         api_reply_json(c->req, 204, NULL);
     json_decref(req);
@@ -567,7 +664,7 @@ void api_commands_list(struct api_ctx *c)
         json_t *out = json_array(), *v;
         size_t i;
         json_array_foreach(json_object_get(resp, "commands"), i, v)
-            json_array_append_new(out, command_json_from_shim(sb->id, v));
+            json_array_append_new(out, command_json(sb->id, v));
         api_reply_json(c->req, 200, json_pack("{s:o}", "commands", out));
     }
     json_decref(req);
@@ -607,6 +704,116 @@ void api_commands_stream(struct api_ctx *c)
     else
         attach_start(c, sb, c->command_id, http_request_is_websocket(c->req) ? ATTACH_WS : ATTACH_SSE,
                      out_off, err_off);
+    json_decref(req);
+    json_decref(resp);
+    sandbox_unref(sb);
+}
+
+/* --- the combined log ---------------------------------------------------------------------------- */
+
+/* The shim's logs answer as the public JSON: segments with their stream, stream offset and cursor. */
+static json_t *logs_json(const char *sandbox_id, json_t *resp, const uint8_t *data, size_t len)
+{
+    json_t *status = json_object_get(resp, "command"), *chunks = json_array(), *v;
+    size_t i, pos = 0;
+    json_array_foreach(json_object_get(resp, "chunks"), i, v)
+    {
+        size_t n = (size_t)json_integer_value(json_object_get(v, "len"));
+        if (n > len - pos)
+            break; /* cannot happen with a sane shim */
+        json_t *ch = json_pack(
+            "{s:s, s:O, s:O}", "stream",
+            json_integer_value(json_object_get(v, "stream")) == SHIM_STREAM_STDERR ? "stderr" : "stdout",
+            "offset", json_object_get(v, "offset"), "cursor", json_object_get(v, "cursor"));
+        json_set_bytes(ch, "data", "encoding", data + pos, n);
+        json_array_append_new(chunks, ch);
+        pos += n;
+    }
+    bool finished = strcmp(json_string_value(json_object_get(status, "state")) ?: "", "exited") == 0;
+    json_int_t next = json_integer_value(json_object_get(resp, "next_cursor"));
+    json_int_t total = json_integer_value(json_object_get(resp, "log_bytes"));
+    return json_pack("{s:O, s:I, s:I, s:b, s:b, s:o, s:o}", "cursor", json_object_get(resp, "cursor"),
+                     "next_cursor", next, "log_bytes", total, "finished", finished, "eof",
+                     finished && next == total, "chunks", chunks, "command",
+                     command_json(sandbox_id, status));
+}
+
+/* The same as raw bytes, the rest in headers (curl -D- friendly). */
+static void logs_raw(struct http_request *req, json_t *resp, const uint8_t *data, size_t len)
+{
+    json_t *status = json_object_get(resp, "command");
+    bool finished = strcmp(json_string_value(json_object_get(status, "state")) ?: "", "exited") == 0;
+    json_int_t next = json_integer_value(json_object_get(resp, "next_cursor"));
+    json_int_t total = json_integer_value(json_object_get(resp, "log_bytes"));
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(json_object_get(resp, "cursor")));
+    http_response_header(req, "Sbx-Cursor", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)next);
+    http_response_header(req, "Sbx-Next-Cursor", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)total);
+    http_response_header(req, "Sbx-Log-Bytes", buf);
+    http_response_header(req, "Sbx-Finished", finished ? "true" : "false");
+    http_response_header(req, "Sbx-Eof", finished && next == total ? "true" : "false");
+    json_t *code = json_object_get(status, "exit_code");
+    if (json_is_integer(code)) {
+        snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(code));
+        http_response_header(req, "Sbx-Exit-Code", buf);
+    }
+    http_respond(req, 200, "application/octet-stream", data, len);
+}
+
+static int query_limit(struct http_request *req, uint64_t *ret, sbx_error *err)
+{
+    const char *v = http_query_get(req, "limit");
+    if (!v)
+        return 0;
+    uint64_t n;
+    if (query_offset(req, "limit", &n, err) < 0 || n < 1 || n > LOGS_LIMIT_MAX)
+        return sbx_error_set(err, -EINVAL, "`limit` must be an integer in 1..%u", LOGS_LIMIT_MAX);
+    *ret = n;
+    return 1;
+}
+
+void api_commands_logs(struct api_ctx *c)
+{
+    sbx_error err = {0};
+    uint64_t cursor = 0, limit = 0;
+    const char *format = http_query_get(c->req, "format");
+    if (query_offset(c->req, "cursor", &cursor, &err) < 0 || query_limit(c->req, &limit, &err) < 0)
+        return api_reply_error(c->req, &err);
+    if (cursor > INT64_MAX) {
+        sbx_error_set(&err, -EINVAL, "`cursor` is out of range");
+        return api_reply_error(c->req, &err);
+    }
+    bool raw = format && strcmp(format, "raw") == 0;
+    if (format && !raw && strcmp(format, "json") != 0) {
+        sbx_error_set(&err, -EINVAL, "`format` must be `json` or `raw`");
+        return api_reply_error(c->req, &err);
+    }
+    struct sandbox *sb = api_sandbox_awake(c);
+    if (!sb)
+        return;
+    json_t *req =
+        json_pack("{s:s, s:s, s:I}", "op", "logs", "id", c->command_id, "cursor", (json_int_t)cursor);
+    json_t *resp = NULL;
+    if (limit)
+        json_object_set_new(req, "limit", json_integer((json_int_t)limit));
+    if (sandbox_shim_call(sb, req, &resp, &err) < 0) {
+        api_reply_error(c->req, &err);
+    } else {
+        json_t *b64 = json_object_get(resp, "data_b64");
+        size_t blen = json_string_length(b64);
+        _cleanup_free_ uint8_t *data = xmalloc(blen / 4 * 3 + 3);
+        long n = base64_decode(json_string_value(b64) ?: "", blen, data);
+        if (n < 0) {
+            sbx_error_setk(&err, -EPROTO, "internal", 500, "malformed logs answer from the shim");
+            api_reply_error(c->req, &err);
+        } else if (raw) {
+            logs_raw(c->req, resp, data, (size_t)n);
+        } else {
+            api_reply_json(c->req, 200, logs_json(sb->id, resp, data, (size_t)n));
+        }
+    }
     json_decref(req);
     json_decref(resp);
     sandbox_unref(sb);

@@ -72,8 +72,10 @@ struct upload {
     sbx_error err;
 };
 
+/* A transfer in progress is activity: the sandbox is attached (not idle) until it ends. */
 static void upload_free(struct upload *u)
 {
+    sandbox_detach(u->sb);
     sandbox_unref(u->sb);
     free(u);
 }
@@ -126,6 +128,7 @@ void api_files_put(struct api_ctx *c)
     struct upload *u = xcalloc(1, sizeof(*u));
     u->c = c;
     u->sb = sb;
+    sandbox_attach(sb);
     if (files_writer_open(sb->rootfs_fd, path, mode, sb->uid_base, sb->uid_base, &u->w, &err) < 0) {
         api_reply_error(c->req, &err);
         return upload_free(u);
@@ -138,6 +141,7 @@ void api_files_put(struct api_ctx *c)
 
 struct download {
     struct http_request *req;
+    struct sandbox *sb; /* attached while the file is sent */
     int fd;
     uint64_t pos, end; /* [pos, end) left to send */
 };
@@ -146,6 +150,8 @@ static void download_free(struct download *dl)
 {
     if (dl->fd >= 0)
         close(dl->fd);
+    sandbox_detach(dl->sb);
+    sandbox_unref(dl->sb);
     free(dl);
 }
 
@@ -205,13 +211,12 @@ void api_files_get(struct api_ctx *c)
     int fd;
     uint64_t size;
     int r = files_open_read(sb->rootfs_fd, path, &fd, &size, &err);
-    uid_t uid_base = sb->uid_base;
-    sandbox_unref(sb);
-    if (r < 0)
-        return api_reply_error(c->req, &err);
-    if (!readable_by_sandbox_root(fd, uid_base)) {
+    if (r >= 0 && !readable_by_sandbox_root(fd, sb->uid_base)) {
         close(fd);
-        sbx_error_set(&err, -EACCES, "read `%s`: permission denied", path);
+        r = sbx_error_set(&err, -EACCES, "read `%s`: permission denied", path);
+    }
+    if (r < 0) {
+        sandbox_unref(sb);
         return api_reply_error(c->req, &err);
     }
 
@@ -223,6 +228,7 @@ void api_files_get(struct api_ctx *c)
         r = files_parse_range(range, size, &start, &len);
         if (r == -ERANGE) {
             close(fd);
+            sandbox_unref(sb);
             snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
             sbx_error_setk(&err, -ERANGE, "range_not_satisfiable", 416,
                            "range `%s` is outside the file's %llu bytes", range, (unsigned long long)size);
@@ -239,6 +245,8 @@ void api_files_get(struct api_ctx *c)
     }
     struct download *dl = xcalloc(1, sizeof(*dl));
     dl->req = c->req;
+    dl->sb = sb; /* the reference from files_sandbox */
+    sandbox_attach(sb);
     dl->fd = fd;
     dl->pos = start;
     dl->end = start + len;

@@ -13,8 +13,10 @@ struct sandbox;
 struct api_ctx {
     struct daemon *d;
     struct http_request *req;
-    const char *sandbox_id;                           /* {id} */
-    const char *command_id;                           /* {cid} */
+    const char *sandbox_id; /* {id} */
+    const char *command_id; /* {cid} */
+    const char *owner;      /* the caller's API key id (a tenant), NULL for the admin */
+    const char *route;      /* the matched route pattern (a metrics label) */
     void (*json_cb)(struct api_ctx *c, json_t *body); /* api_read_json's */
 };
 
@@ -42,11 +44,18 @@ void api_sandboxes_resume(struct api_ctx *c);
 void api_sandboxes_stop(struct api_ctx *c);
 void api_sandboxes_metrics(struct api_ctx *c);
 void api_sandboxes_start(struct api_ctx *c);
+void api_sandboxes_patch(struct api_ctx *c);
+void api_sandboxes_renew(struct api_ctx *c);
+
+void api_keys_create(struct api_ctx *c);
+void api_keys_list(struct api_ctx *c);
+void api_keys_delete(struct api_ctx *c);
 
 void api_commands_create(struct api_ctx *c);
 void api_commands_list(struct api_ctx *c);
 void api_commands_get(struct api_ctx *c);
 void api_commands_stream(struct api_ctx *c);
+void api_commands_logs(struct api_ctx *c);
 void api_commands_stdin(struct api_ctx *c);
 void api_commands_signal(struct api_ctx *c);
 void api_commands_kill(struct api_ctx *c);

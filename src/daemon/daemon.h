@@ -10,6 +10,8 @@ struct http_server;
 struct sandbox;
 struct warm_pool;
 struct create_op;
+struct lifecycle;
+struct key_table;
 
 struct daemon {
     struct loop *loop;
@@ -20,7 +22,8 @@ struct daemon {
     char *shim_path;     /* sbx-shim next to sbxd */
     char *init_path;     /* sbx-init next to sbxd */
     char *seccomp_path;  /* <data_dir>/seccomp.bpf, written at start */
-    char *api_key;       /* NULL = no auth (loopback only) */
+    char *api_key;       /* the admin's; NULL = no auth (loopback only) */
+    struct key_table *keys; /* tenants' API keys (api/keys.h) */
     bool ephemeral;
     size_t max_sandboxes;
     struct sandbox *sandboxes; /* registry, a doubly linked list */
@@ -28,4 +31,5 @@ struct daemon {
     struct warm_pool *warm;     /* NULL = no warm pool (warm.h) */
     struct create_op *creating; /* creates waiting for their shim */
     size_t n_creating;
+    struct lifecycle *lifecycle; /* lifecycle.h; NULL until started */
 };

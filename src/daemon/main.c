@@ -23,6 +23,8 @@
 #include "http/http.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
+#include "api/keys.h"
+#include "daemon/lifecycle.h"
 #include "daemon/warm.h"
 #include "store/store.h"
 
@@ -38,7 +40,8 @@ static void usage(FILE *f)
                "  --max-sandboxes N      limit on live sandboxes (default 256)\n"
                "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
                "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
-               "  --log-json             log JSON lines instead of text\n"
+               "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
+               "                         (also SBX_LOG_FORMAT; --log-json is --log-format json)\n"
                "  --version, --help\n"
                "\n"
                "The admin API key is read from SBX_API_KEY. Without one, sbxd only listens on loopback.\n");
@@ -113,11 +116,17 @@ static void on_stop_signal(struct loop *loop, int signo)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"listen", required_argument, NULL, 'l'},    {"data-dir", required_argument, NULL, 'd'},
-        {"ephemeral", no_argument, NULL, 'e'},       {"max-sandboxes", required_argument, NULL, 'm'},
-        {"log-level", required_argument, NULL, 'L'}, {"log-json", no_argument, NULL, 'J'},
-        {"version", no_argument, NULL, 'V'},         {"help", no_argument, NULL, 'h'},
-        {"warm", required_argument, NULL, 'W'},      {},
+        {"listen", required_argument, NULL, 'l'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"ephemeral", no_argument, NULL, 'e'},
+        {"max-sandboxes", required_argument, NULL, 'm'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"log-json", no_argument, NULL, 'J'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {"warm", required_argument, NULL, 'W'},
+        {"log-format", required_argument, NULL, 'F'},
+        {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
      * shim and keep their other ends waiting for EOF. */
@@ -127,6 +136,14 @@ int main(int argc, char **argv)
     unsigned warm = 2;
     int c;
     log_set_ident("sbxd");
+    const char *log_format = getenv("SBX_LOG_FORMAT"); /* the flag, parsed below, wins */
+    if (log_format && *log_format) {
+        if (log_format_from_string(log_format) < 0) {
+            fprintf(stderr, "sbxd: SBX_LOG_FORMAT must be text or json, got `%s`\n", log_format);
+            return 2;
+        }
+        log_set_format(log_format_from_string(log_format));
+    }
     while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
         switch (c) {
         case 'l':
@@ -169,6 +186,13 @@ int main(int argc, char **argv)
         }
         case 'J':
             log_set_json(1);
+            break;
+        case 'F':
+            if (log_format_from_string(optarg) < 0) {
+                fprintf(stderr, "sbxd: --log-format must be text or json, got `%s`\n", optarg);
+                return 2;
+            }
+            log_set_format(log_format_from_string(optarg));
             break;
         case 'V':
             printf("sbxd %s\n", SBX_VERSION);
@@ -238,7 +262,7 @@ int main(int argc, char **argv)
 
     sbx_error err = {0};
     _cleanup_free_ char *db_path = xasprintf("%s/sbx.db", d.data_dir);
-    if (store_open(db_path, &d.store, &err) < 0) {
+    if (store_open(db_path, &d.store, &err) < 0 || keys_load(&d, &err) < 0) {
         log_error("%s", err.msg);
         return 1;
     }
@@ -265,10 +289,12 @@ int main(int argc, char **argv)
     log_notice("sbxd %s listening on %s (data dir %s%s, %zu sandboxes recovered, warm pool %u)", SBX_VERSION,
                listen, d.data_dir, d.ephemeral ? ", ephemeral" : "", d.n_sandboxes, warm);
     warm_start(&d, warm);
+    lifecycle_start(&d);
 
     loop_run(d.loop);
 
     api_stop(&d);
+    lifecycle_stop(&d);
     sandbox_create_abort_all(&d); /* half-built sandboxes: nobody has their id yet */
     warm_stop(&d);                /* warm sandboxes belong to nobody: never kept */
     if (d.ephemeral) {
@@ -283,6 +309,7 @@ int main(int argc, char **argv)
         }
     }
     loop_free(d.loop);
+    keys_free(&d);
     store_close(d.store);
     free(d.data_dir);
     free(d.sandboxes_dir);

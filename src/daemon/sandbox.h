@@ -13,18 +13,32 @@
 struct daemon;
 struct shim_conn;
 
+/* A deleted sandbox leaves the registry; what remains is a tombstone in the store ("deleted"). */
 enum sandbox_state {
+    SANDBOX_CREATING, /* its shim is being started */
     SANDBOX_RUNNING,
     SANDBOX_PAUSED,  /* frozen by the cgroup freezer: no CPU, memory kept */
-    SANDBOX_STOPPED, /* stopped, or its shim or init died: files kept, nothing runs; `start` brings it back */
-    SANDBOX_ERROR,
+    SANDBOX_STOPPED, /* by `stop` or its idle timer: files kept, nothing runs; `start` brings it back */
+    SANDBOX_FAILED,  /* its shim or init died: cleaned up, files kept; `start` or delete */
     _SANDBOX_STATE_MAX,
 };
+
+/* When sbxd stops or deletes a sandbox by itself. All in seconds, 0 = never. */
+struct sandbox_lifecycle {
+    int64_t idle_ttl_s;          /* stop after this long with no command, file or stream activity */
+    int64_t delete_after_stop_s; /* delete this long after entering stopped (or failed) */
+    int64_t timeout_s;           /* lifetime granted at create and by each renew: then it is deleted */
+};
+
+#define SANDBOX_DEFAULT_IDLE_TTL_S 600
+#define SANDBOX_TOMBSTONE_KEEP_MS (24LL * 3600 * 1000) /* how long GET still answers for a deleted one */
+#define SANDBOX_LIFECYCLE_MAX_S (366LL * 24 * 3600)
 
 struct sandbox_resources {
     double cpus;
     uint64_t memory_mb;
     uint64_t pids;
+    uint64_t disk_mb; /* size of its own disk (upper-dir quota); 0 = none (made before sbx had disks) */
 };
 
 struct sandbox {
@@ -38,6 +52,13 @@ struct sandbox {
     json_t *env;      /* object of strings */
     json_t *metadata; /* object */
     struct sandbox_resources res;
+    struct sandbox_lifecycle life;
+    int64_t last_active_ms; /* Unix ms of the last command, file or stream activity (not persisted) */
+    int64_t stopped_ms;     /* Unix ms it entered stopped or failed, 0 otherwise */
+    int64_t expires_ms;     /* Unix ms it is deleted at (timeout_s after create or renew), 0 = never */
+    unsigned attached;      /* clients streaming from it now: it is not idle while there are any */
+    char *reason;           /* why it is stopped or failed (NULL when running) */
+    char *owner;            /* id of the API key that created it, NULL = the admin */
     int uid_slot;
     uid_t uid_base;
     char *state_dir;
@@ -58,6 +79,8 @@ struct sandbox_create_opts {
     json_t *env;          /* borrowed, may be NULL */
     json_t *metadata;     /* borrowed, may be NULL */
     struct sandbox_resources res;
+    struct sandbox_lifecycle life;
+    const char *owner; /* NULL = the admin */
 };
 
 #define SANDBOX_UID_BASE ((uid_t)1 << 28)
@@ -85,10 +108,16 @@ int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err);
 void sandbox_discard(struct daemon *d, struct sandbox *sb);
 
 /* The resources of a create request that does not say (docs/api.md). */
-#define SANDBOX_DEFAULT_RESOURCES ((struct sandbox_resources){.cpus = 1.0, .memory_mb = 512, .pids = 512})
+#define SANDBOX_DEFAULT_DISK_MB 10240
+#define SANDBOX_DEFAULT_RESOURCES                                                                            \
+    ((struct sandbox_resources){                                                                             \
+        .cpus = 1.0, .memory_mb = 512, .pids = 512, .disk_mb = SANDBOX_DEFAULT_DISK_MB})
 
-/* Finds by id or name; returns a new reference, or NULL. */
-struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name);
+/* Finds by id or name what owner may see (owner: the caller's API key id, NULL = the admin). By id: any
+ * of owner's sandboxes (the admin's: any); by name: among owner's own, since names are unique per owner.
+ * Returns a new reference, or NULL. */
+struct sandbox *sandbox_lookup(struct daemon *d, const char *id_or_name, const char *owner);
+bool sandbox_visible_to(const struct sandbox *sb, const char *owner);
 /* Pause (freeze every process) and resume. Idempotent; -EBUSY "conflict" in any other state. */
 int sandbox_pause(struct daemon *d, struct sandbox *sb, sbx_error *err);
 int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err);
@@ -98,20 +127,45 @@ int sandbox_resume(struct daemon *d, struct sandbox *sb, sbx_error *err);
 int sandbox_stop(struct daemon *d, struct sandbox *sb, sbx_error *err);
 int sandbox_start(struct daemon *d, struct sandbox *sb, sbx_error *err);
 
-/* Shuts the sandbox down and removes it with its files. The registry drops its reference. */
-int sandbox_delete(struct daemon *d, struct sandbox *sb, sbx_error *err);
+/* Stops it (like sandbox_stop) and records why: an idle timer, for instance. */
+int sandbox_stop_because(struct daemon *d, struct sandbox *sb, const char *reason, sbx_error *err);
+
+/* Shuts the sandbox down and removes it with its files, leaving a tombstone that says why (NULL = "deleted
+ * by request"). The registry drops its reference. */
+int sandbox_delete(struct daemon *d, struct sandbox *sb, const char *reason, sbx_error *err);
+
+/* Activity: a command, file or stream call. Clients attached to a stream keep the sandbox active until
+ * they detach. */
+void sandbox_touch(struct sandbox *sb);
+void sandbox_attach(struct sandbox *sb);
+void sandbox_detach(struct sandbox *sb);
+
+/* Replaces the lifecycle settings (PATCH); a changed timeout_s restarts the lifetime from now, like renew.
+ * renew grants timeout_s (its own, or the given one when > 0) from now. Both persist and reschedule. */
+int sandbox_set_lifecycle(struct daemon *d, struct sandbox *sb, const struct sandbox_lifecycle *life,
+                          sbx_error *err);
+int sandbox_renew(struct daemon *d, struct sandbox *sb, int64_t timeout_s, sbx_error *err);
+/* Replaces the metadata (PATCH). */
+int sandbox_set_metadata(struct daemon *d, struct sandbox *sb, json_t *metadata, sbx_error *err);
+
+/* The tombstone of a deleted sandbox visible to owner (NULL = the admin, who sees all): a new sandbox
+ * object with state "deleted", or NULL. */
+json_t *sandbox_tombstone_lookup(struct daemon *d, const char *id, const char *owner);
 struct sandbox *sandbox_ref(struct sandbox *sb);
 struct sandbox *sandbox_unref(struct sandbox *sb);
 
 /* A JSON object in the shape of docs/api.md's sandbox object. */
 json_t *sandbox_to_json(const struct sandbox *sb);
 
+/* 0 when the sandbox has processes (running or paused); a 409 not_running error otherwise. */
+int sandbox_need_up(const struct sandbox *sb, sbx_error *err);
+
 /* One request/response to the sandbox's shim over its persistent connection (reconnecting once if the
  * connection went stale). On success *ret_resp is a new reference. */
 int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err);
 
 /* Reads the store at start-up and re-attaches to every shim still alive; sandboxes whose shim is gone
- * are cleaned up and marked stopped. */
+ * are cleaned up and marked failed; state dirs with no row are removed (orphans of a crash). */
 int sandbox_recover_all(struct daemon *d, sbx_error *err);
 /* Deletes every sandbox (for --ephemeral shutdown). */
 void sandbox_delete_all(struct daemon *d);

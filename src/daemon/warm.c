@@ -153,6 +153,9 @@ struct sandbox *warm_take(struct daemon *d, const struct sandbox_create_opts *op
             sandbox_discard(d, sb);
             continue;
         }
+        /* A disk's size is fixed when it is formatted: another size is made to measure. */
+        if (opts->res.disk_mb != sb->res.disk_mb)
+            break;
         if (!same_resources(&opts->res, &def)) {
             /* Other limits are a cgroup write away; if that fails, make one to measure instead. */
             sbx_error err = {0};

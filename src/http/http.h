@@ -69,6 +69,22 @@ struct http_server *http_server_free(struct http_server *srv);
 /* Number of open connections (tests, stats). */
 size_t http_server_connections(const struct http_server *srv);
 
+/* Observation (metrics, access logs): fn runs exactly once for every request the server began to parse,
+ * when it is over for the server's purposes:
+ * - its response was completed (status as sent; 101 for an accepted WebSocket upgrade; a handler that
+ *   gave up with http_response_abort before beginning a response reports 0),
+ * - the server answered an error itself (400, 408, 413, 417, 431, ...),
+ * - or the connection died first (status 0, or the status already sent when a streamed response was cut;
+ *   an SSE stream that the client closes ends this way).
+ * A request that never got its headers and no answer (a peer that closed mid-request) is not reported.
+ * error_code is the JSON error `code` of a response sent by http_respond_error or by the server, NULL
+ * otherwise. duration runs from the request's first byte to the observation. req may be inspected (method,
+ * path, userdata; method is HTTP_METHOD_OTHER and path NULL when the headers never parsed) but not answered.
+ * fn must not call into the server. NULL turns observation off. Costs two clock reads per request. */
+typedef void (*http_observer_fn)(struct http_request *req, int status, const char *error_code,
+                                 usec_t duration, void *userdata);
+void http_server_set_observer(struct http_server *srv, http_observer_fn fn, void *userdata);
+
 /* --- requests ----------------------------------------------------------------------------------- */
 
 enum http_method {

@@ -16,6 +16,8 @@ struct http_server {
     struct http_server_config cfg;
     http_handler_fn handler;
     void *userdata;
+    http_observer_fn observer;
+    void *observer_ud;
     int fd, port;
     struct loop_io io;
     struct http_conn *conns;
@@ -87,6 +89,9 @@ struct http_request {
     struct loop_timer sse_timer;
     usec_t sse_interval;
     usec_t started;
+    usec_t t0;           /* CLOCK_MONOTONIC at the first byte, fresh (not the loop's cached time) */
+    bool observed;       /* the server's observer has seen this request */
+    char error_code[32]; /* http_respond_error's code while the error response completes */
     char remote[64];
 };
 
@@ -140,6 +145,9 @@ void http_conn_kick(struct http_conn *c);
 bool http_conn_queue(struct http_conn *c, const void *data, size_t len);
 /* Marks the connection failed: it is destroyed from the loop, firing on_abort / on_close. */
 void http_conn_fail(struct http_conn *c);
+
+/* Reports the request to the server's observer, once (see http_server_set_observer). */
+void http_request_observe(struct http_request *req, int status, const char *error_code);
 
 /* The handler completed its response (response.c -> server.c). */
 void http_request_completed(struct http_request *req);

@@ -264,7 +264,9 @@ void http_respond_error(struct http_request *req, int status, const char *code, 
                 *p = '?';
         m = json_string(msg);
     }
-    json_t *body = json_pack("{s:{s:s, s:o}}", "error", "code", code ? code : "internal", "message", m);
+    code = code ? code : "internal";
+    json_t *body = json_pack("{s:{s:s, s:o}}", "error", "code", code, "message", m);
+    snprintf(req->error_code, sizeof(req->error_code), "%s", code); /* for the observer */
     http_respond_json(req, status, body);
 }
 

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/cleanup.h"
@@ -164,11 +165,24 @@ void http_conn_fail(struct http_conn *c)
     http_conn_kick(c);
 }
 
+void http_request_observe(struct http_request *req, int status, const char *error_code)
+{
+    struct http_server *srv = req->conn->srv;
+    if (req->observed)
+        return;
+    req->observed = true;
+    if (!srv->observer)
+        return;
+    usec_t now = now_usec(CLOCK_MONOTONIC);
+    srv->observer(req, status, error_code, now > req->t0 ? now - req->t0 : 0, srv->observer_ud);
+}
+
 /* Calls the request's on_abort once if the handler still owns it. */
 static void request_abort(struct http_request *req)
 {
     if (!req->handler_called || req->user_completed || req->abort_called)
         return;
+    http_request_observe(req, req->resp_state == RESP_STREAMING ? req->status : 0, NULL);
     req->abort_called = true;
     req->on_drain = NULL;
     if (req->on_abort)
@@ -250,6 +264,7 @@ static void conn_error(struct http_conn *c, int status, const char *code, const 
     if (req) {
         req->resp_state = RESP_DONE;
         req->failed = true;
+        http_request_observe(req, status, code);
     }
 }
 
@@ -401,6 +416,8 @@ static struct http_request *request_new(struct http_conn *c)
     struct http_request *req = xcalloc(1, sizeof(*req));
     req->conn = c;
     req->started = loop_now(c->srv->loop);
+    req->t0 = now_usec(CLOCK_MONOTONIC);
+    req->method = HTTP_METHOD_OTHER; /* until the headers are parsed */
     req->resp_remaining = -1;
     memcpy(req->remote, c->remote, sizeof(req->remote));
     return req;
@@ -541,6 +558,7 @@ void http_request_resume_body(struct http_request *req)
 /* Called by the response code when the handler completed its response. */
 void http_request_completed(struct http_request *req)
 {
+    http_request_observe(req, req->status, req->error_code[0] ? req->error_code : NULL);
     req->user_completed = true;
     req->on_drain = NULL;
     req->on_abort = NULL;
@@ -988,6 +1006,12 @@ int http_server_port(const struct http_server *srv)
 size_t http_server_connections(const struct http_server *srv)
 {
     return srv->n_conns;
+}
+
+void http_server_set_observer(struct http_server *srv, http_observer_fn fn, void *userdata)
+{
+    srv->observer = fn;
+    srv->observer_ud = userdata;
 }
 
 struct http_server *http_server_free(struct http_server *srv)

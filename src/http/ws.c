@@ -114,6 +114,7 @@ int http_websocket_accept(struct http_request *req, const struct http_ws_callbac
     wslay_event_config_set_max_recv_msg_length(ws->ctx, c->srv->cfg.ws_max_message);
     c->ws = ws;
     req->resp_state = RESP_DONE;
+    http_request_observe(req, 101, NULL);
     req->user_completed = true;
     req->on_abort = req->on_drain = NULL;
     http_conn_kick(c);

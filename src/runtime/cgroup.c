@@ -258,6 +258,7 @@ int cgroup_metrics(const char *name, struct runtime_metrics *ret)
         ret->memory_bytes = read_u64(dir, "memory.current");
         ret->memory_peak_bytes = read_u64(dir, "memory.peak");
         ret->pids = read_u64(dir, "pids.current");
+        ret->oom_kills = read_keyed(dir, "memory.events", "oom_kill");
         return 0;
     }
     snprintf(dir, sizeof(dir), CGROUP_ROOT "/memory/%s", name);
@@ -265,6 +266,7 @@ int cgroup_metrics(const char *name, struct runtime_metrics *ret)
         return -ENOENT;
     ret->memory_bytes = read_u64(dir, "memory.usage_in_bytes");
     ret->memory_peak_bytes = read_u64(dir, "memory.max_usage_in_bytes");
+    ret->oom_kills = read_keyed(dir, "memory.oom_control", "oom_kill");
     snprintf(dir, sizeof(dir), CGROUP_ROOT "/cpuacct/%s", name);
     ret->cpu_usage_nsec = read_u64(dir, "cpuacct.usage");
     snprintf(dir, sizeof(dir), CGROUP_ROOT "/pids/%s", name);

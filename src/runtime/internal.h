@@ -26,6 +26,16 @@ int rootfs_enter(const char *rootfs, sbx_error *err);
 /* Detaches <state_dir>/rootfs and everything mounted below it. Idempotent. */
 int rootfs_unmount(const char *state_dir);
 
+/* --- disk.c: the sandbox's own disk, <state_dir>/disk.img mounted at <state_dir>/disk ------------------ */
+
+/* Formats disk.img (cfg->disk_bytes, sparse) unless it exists, attaches it to a loop device, mounts it at
+ * <state_dir>/disk and makes upper/ and work/ in it (and the <state_dir>/upper symlink). Refuses (-EBUSY)
+ * while an earlier mount of the same image is still alive. */
+int disk_attach(const struct runtime_config *cfg, sbx_error *err);
+/* Detaches <state_dir>/disk and waits up to wait_ms for its loop device to be released (-EBUSY if it is
+ * not by then; it will be once the last holder lets go). Idempotent; 0 when there is no disk. */
+int disk_detach(const char *state_dir, int wait_ms);
+
 /* --- cgroup.c: one cgroup per sandbox, "sbx/<id>", in every hierarchy we use (v1 or v2) ------------ */
 
 int cgroup_create(const char *name, const struct runtime_config *cfg, sbx_error *err);

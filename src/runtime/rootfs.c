@@ -103,13 +103,16 @@ static int make_host_skeleton(const char *state_dir, uid_t uid, sbx_error *err)
 int rootfs_mount_overlay(const struct runtime_config *cfg, sbx_error *err)
 {
     char upper[PATH_MAX], work[PATH_MAX], rootfs[PATH_MAX];
-    snprintf(upper, sizeof(upper), "%s/upper", cfg->state_dir);
-    snprintf(work, sizeof(work), "%s/work", cfg->state_dir);
+    /* With a disk of its own (disk.c), upper/ and work/ are on it, made by disk_attach. */
+    const char *wdir = cfg->disk_bytes ? "disk/" : "";
+    snprintf(upper, sizeof(upper), "%s/%supper", cfg->state_dir, wdir);
+    snprintf(work, sizeof(work), "%s/%swork", cfg->state_dir, wdir);
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", cfg->state_dir);
     int r;
     /* upper/'s root is the merged root's: owned by root inside. Existing upper/ (a restart) is kept. */
-    if ((r = mkdir_owned(AT_FDCWD, upper, 0755, cfg->uid_base)) < 0 ||
-        (r = mkdir_owned(AT_FDCWD, work, 0700, 0)) < 0 || (r = mkdir_owned(AT_FDCWD, rootfs, 0755, 0)) < 0)
+    if ((!cfg->disk_bytes && ((r = mkdir_owned(AT_FDCWD, upper, 0755, cfg->uid_base)) < 0 ||
+                              (r = mkdir_owned(AT_FDCWD, work, 0700, 0)) < 0)) ||
+        (r = mkdir_owned(AT_FDCWD, rootfs, 0755, 0)) < 0)
         return sbx_error_set(err, r, "create %s/{upper,work,rootfs}: %s", cfg->state_dir, strerror(-r));
 
     struct sbx_buf opts = SBX_BUF_INIT;

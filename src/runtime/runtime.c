@@ -1,7 +1,8 @@
 /* Sandbox creation, commands through sbx-init, and teardown (the contract is runtime.h).
  *
  * runtime_create, step by step (the shim runs it as host root):
- *   1. overlay root at <state_dir>/rootfs, cgroup "sbx/<id>" with its limits;
+ *   1. the sandbox's own disk (disk.c) mounted at <state_dir>/disk when it has one, overlay root at
+ *      <state_dir>/rootfs with its upper layer on that disk, cgroup "sbx/<id>" with its limits;
  *   2. clone3 the sandbox's first process into new user, PID, UTS, IPC and network namespaces; it
  *      waits on a pipe while we write its uid/gid maps (root inside = uid_base outside), mount the
  *      host's system directories into the rootfs through an idmapped mount of its user namespace, and
@@ -45,6 +46,7 @@
 #define DOCKER_CAPS 0x00000000a80425fbULL /* Docker's default capability set */
 #define CREATE_TIMEOUT_MS 10000
 #define EXEC_TIMEOUT_MS 10000
+#define DISK_RELEASE_WAIT_MS 2000 /* a detached disk's loop device goes within ms; a holder may delay it */
 #define SECCOMP_MAX_BYTES (4096 * sizeof(struct sock_filter))
 
 struct child_args {
@@ -233,12 +235,12 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     cgroup_name_of(cfg->id, ret->cgroup_name);
 
     /* Where creation time goes, for `SBX_SHIM_DEBUG=1` (bench/ reads it to explain its figures). */
-    uint64_t t[8] = {now_usec(CLOCK_MONOTONIC)};
+    uint64_t t[8] = {now_usec(CLOCK_MONOTONIC)}, t_disk = 0;
     struct sock_fprog seccomp = {0};
     _cleanup_close_ int init_fd = -1, userns_fd = -1;
     int sv[2] = {-1, -1}, sync_p[2] = {-1, -1}, err_p[2] = {-1, -1};
     int pidfd = -1, r;
-    bool mounted = false, cgroup = false;
+    bool disk = false, mounted = false, cgroup = false;
     pid_t pid = -1;
 
     if (cfg->seccomp_path && (r = read_seccomp(cfg->seccomp_path, &seccomp, err)) < 0)
@@ -265,6 +267,13 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         goto fail;
     }
 
+    if (cfg->disk_bytes) {
+        uint64_t t_start = now_usec(CLOCK_MONOTONIC);
+        if ((r = disk_attach(cfg, err)) < 0)
+            goto fail;
+        disk = true;
+        t_disk = now_usec(CLOCK_MONOTONIC) - t_start;
+    }
     if ((r = rootfs_mount_overlay(cfg, err)) < 0)
         goto fail;
     mounted = true;
@@ -345,12 +354,13 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         goto fail;
     }
     t[6] = now_usec(CLOCK_MONOTONIC);
-    log_debug("create %s: overlay %lluus, cgroup %lluus, clone %lluus, maps+system mounts %lluus, "
+    log_debug("create %s: disk %lluus, overlay (disk included) %lluus, cgroup %lluus, clone %lluus, "
+              "maps+system mounts %lluus, "
               "cgroup attach %lluus, sandbox setup until init ready %lluus, total %lluus",
-              cfg->id, (unsigned long long)(t[1] - t[0]), (unsigned long long)(t[2] - t[1]),
-              (unsigned long long)(t[3] - t[2]), (unsigned long long)(t[4] - t[3]),
-              (unsigned long long)(t[5] - t[4]), (unsigned long long)(t[6] - t[5]),
-              (unsigned long long)(t[6] - t[0]));
+              cfg->id, (unsigned long long)t_disk, (unsigned long long)(t[1] - t[0]),
+              (unsigned long long)(t[2] - t[1]), (unsigned long long)(t[3] - t[2]),
+              (unsigned long long)(t[4] - t[3]), (unsigned long long)(t[5] - t[4]),
+              (unsigned long long)(t[6] - t[5]), (unsigned long long)(t[6] - t[0]));
     ret->init_pid = pid;
     ret->init_pidfd = pidfd;
     ret->ctl_fd = sv[0];
@@ -372,6 +382,8 @@ fail:
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    if (disk) /* after the rootfs fd, which holds the overlay and so the disk */
+        disk_detach(cfg->state_dir, DISK_RELEASE_WAIT_MS);
     free(seccomp.filter);
     free(ret->state_dir);
     sandbox_reset(ret);
@@ -571,6 +583,11 @@ int runtime_destroy(struct runtime_sandbox *sb)
         close(sb->ctl_fd);
     if (sb->rootfs_fd >= 0)
         close(sb->rootfs_fd);
+    if (sb->state_dir) { /* after the rootfs fd, which holds the overlay and so the disk */
+        int r = disk_detach(sb->state_dir, DISK_RELEASE_WAIT_MS);
+        if (r < 0 && ret == 0)
+            ret = r;
+    }
     free(sb->pending);
     free(sb->state_dir);
     uid_t uid_base = sb->uid_base;
@@ -585,7 +602,8 @@ int runtime_cleanup(const char *id, const char *state_dir)
     cgroup_name_of(id, name);
     int r = cgroup_destroy(name);
     int u = rootfs_unmount(state_dir);
-    return r < 0 ? r : u;
+    int k = disk_detach(state_dir, DISK_RELEASE_WAIT_MS);
+    return r < 0 ? r : u < 0 ? u : k;
 }
 
 int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err)
@@ -608,6 +626,11 @@ int runtime_metrics(const char *id, struct runtime_metrics *ret)
     char name[CGROUP_NAME_MAX];
     cgroup_name_of(id, name);
     return cgroup_metrics(name, ret);
+}
+
+int runtime_sandbox_metrics(const struct runtime_sandbox *sb, struct runtime_metrics *ret)
+{
+    return cgroup_metrics(sb->cgroup_name, ret);
 }
 
 int runtime_probe_host(struct runtime_host_info *ret)

@@ -14,6 +14,10 @@
 struct runtime_config {
     const char *id;        /* sandbox id, used for cgroup names and the hostname */
     const char *state_dir; /* <data-dir>/sandboxes/<id>; the runtime creates upper/ work/ rootfs/ in it */
+    uint64_t disk_bytes;   /* size of the sandbox's own disk (disk.img) holding upper/ and work/; 0 = none,
+                              upper/ and work/ on the state dir's filesystem, unbounded */
+    const char *disk_template_dir; /* formatted images to copy disks from, one per size (made on first
+                                      use); NULL = format each disk */
     const char *const
         *lower_dirs;          /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
     uid_t uid_base;           /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
@@ -68,12 +72,14 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
  * pending, -EPIPE when init is gone, or another negative errno. Call when ctl_fd is readable. */
 int runtime_read_event(struct runtime_sandbox *sb, struct runtime_exit_event *ret);
 
-/* Kills every process of the sandbox, unmounts its rootfs, removes its cgroups and closes the fds.
- * Leaves state_dir's files (upper/ etc.) for the caller to remove. Idempotent. */
+/* Kills every process of the sandbox, unmounts its rootfs and its disk (the loop device goes with it),
+ * removes its cgroups and closes the fds. Leaves state_dir's files (upper/, disk.img etc.) for the caller
+ * to remove. Idempotent. */
 int runtime_destroy(struct runtime_sandbox *sb);
 
 /* Cleans up after a sandbox whose shim is gone: kills what is left in its cgroups, unmounts
- * <state_dir>/rootfs, removes the cgroups. Idempotent; used by sbxd on delete or recovery. */
+ * <state_dir>/rootfs and <state_dir>/disk (waiting, bounded, for its loop device to be released), removes
+ * the cgroups. Idempotent; used by sbxd on stop, delete or recovery. */
 int runtime_cleanup(const char *id, const char *state_dir);
 
 /* Changes the memory, CPU and process limits of a running sandbox (0 = no limit). Lowering memory below
@@ -90,9 +96,25 @@ struct runtime_metrics {
     uint64_t memory_bytes;      /* charged now (page cache included) */
     uint64_t memory_peak_bytes; /* highest charge seen */
     uint64_t pids;              /* processes and threads now */
+    uint64_t oom_kills;         /* processes the kernel killed because the sandbox hit its memory limit */
 };
 /* -ENOENT when the sandbox has no cgroup (stopped). */
 int runtime_metrics(const char *id, struct runtime_metrics *ret);
+/* The same for a sandbox this process created (the shim). */
+int runtime_sandbox_metrics(const struct runtime_sandbox *sb, struct runtime_metrics *ret);
+
+/* The sandbox's own disk (runtime_config.disk_bytes), from statfs of its mount and its loop device's
+ * counters. */
+struct runtime_disk_metrics {
+    uint64_t size_bytes;     /* the filesystem's size (the image's, less ext4's fixed overhead) */
+    uint64_t used_bytes;     /* taken by files and directories (not the journal or inode tables) */
+    uint64_t free_bytes;     /* what the sandbox can still write */
+    bool io_stats;           /* the two counters below are known */
+    uint64_t io_read_bytes;  /* read from the disk since it was attached (page cache misses) */
+    uint64_t io_write_bytes; /* written to it since it was attached (writeback, journal, discards excluded) */
+};
+/* -ENOENT when the sandbox has no disk of its own or it is not mounted (stopped). */
+int runtime_disk_metrics(const char *state_dir, struct runtime_disk_metrics *ret);
 
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);

@@ -15,7 +15,12 @@
  *   /proc/<pid>/status) is the command's pid. Commands run with new_session, so that is the command and
  *   everything it started that did not call setsid() itself. Processes are found by scanning /proc for
  *   members of the sandbox's pid namespace and signalled through a /proc/<pid> dirfd (a pidfd), so a
- *   recycled pid is never hit. */
+ *   recycled pid is never hit.
+ * - Every output byte also goes to the combined log (logs/<cid>.log + .idx, see shim_protocol.h), read
+ *   by the logs op from a byte cursor.
+ * - Lifecycle timers (ttl, idle_timeout, kill_on_disconnect) are deadlines checked by run_timers like the
+ *   command timeout; attach and detach only arm or disarm them, so nothing is killed or freed from
+ *   inside a client callback. They live here, not in sbxd, so they keep running while sbxd is down. */
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -60,7 +65,17 @@
 #define ENV_MAX_ENTRIES 4096
 #define ARGV_ENV_MAX_BYTES (2u << 20) /* argv + env strings together */
 #define EOF_GRACE_MS 2000
-#define EXITED_EVENTS_MAX 256 /* exits reported before their exec was registered */
+#define EXITED_EVENTS_MAX 256  /* exits reported before their exec was registered */
+#define DEFAULT_TTL_MS 600000  /* a finished command stays reconnectable this long */
+#define DEFAULT_IDLE_MS 300000 /* a running command with no client attached is killed after this */
+#define DEFAULT_GRACE_MS 10000 /* kill_on_disconnect waits this long for a re-attach */
+#define TIMER_MAX_MS (366LL * 24 * 3600 * 1000)
+#define PIN_MS 30000      /* how long an exec with will_attach waits for its first attach */
+#define EXPIRED_KEPT 1024 /* ids of expired commands remembered (answered `expired`) */
+#define LOGS_LIMIT_DEFAULT (64u * 1024)
+#define LOGS_LIMIT_MAX (1u << 20) /* combined-log bytes per logs answer */
+#define LOGS_CHUNKS_MAX 1024      /* segments per logs answer (alternating 1-byte writes stay bounded) */
+#define CLOG_REC 16               /* one <cid>.idx record: u64 cursor, u64 stream offset | stream << 56 */
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
@@ -139,6 +154,7 @@ struct command {
     bool have_status; /* sbx-init reported the exit */
     int wstatus;
     char err_code[32]; /* "" = no error */
+    uint64_t oom_kills_at_start; /* the sandbox's OOM kill count when it started */
     char err_msg[256];
     int64_t started_ms, finished_ms;
     int64_t timeout_at;   /* monotonic ms; 0 = none */
@@ -149,6 +165,23 @@ struct command {
     bool in_close_after; /* close stdin once in_pending is written */
     struct client *attachers;
     unsigned n_attachers;
+    /* Lifecycle (see "Lifecycle timers" in shim_protocol.h). Durations in ms, -1 = never; deadlines are
+     * monotonic ms, 0 = not armed. */
+    int64_t ttl_ms, idle_ms, grace_ms;
+    bool kill_on_disconnect;
+    bool ever_attached;
+    int64_t pin_until;    /* will_attach: timers wait for the first attach until then */
+    int64_t idle_at;      /* kill: nobody attached for idle_ms */
+    int64_t disc_kill_at; /* kill_on_disconnect: the last client left grace_ms ago */
+    int64_t finished_mono;
+    int64_t expire_at; /* forget the finished command and remove its files */
+    /* The combined log: <cid>.log holds stdout and stderr bytes in arrival order (file position =
+     * cursor), <cid>.idx one CLOG_REC record at every switch of stream. Created at the first byte. */
+    int clog_fd, cidx_fd;
+    bool clog_failed;
+    uint64_t clog_bytes;
+    uint64_t clog_recs;
+    int clog_last;                       /* stream index of the last record, -1 before the first */
     struct command *next, *prev;         /* every kept command, oldest first */
     struct command *run_next, *run_prev; /* running commands */
     struct command *dead_next;           /* graveyard */
@@ -190,6 +223,9 @@ static struct {
     struct command *dead_cmds;
     struct exited_event early_exits[EXITED_EVENTS_MAX];
     unsigned n_early_exits;
+    int64_t next_expire; /* earliest expire_at of a finished command (monotonic ms), 0 = none */
+    char expired[EXPIRED_KEPT][SBX_ID_MAX + 1]; /* ring of forgotten ids */
+    unsigned expired_next;
 } S = {.logs_fd = -1};
 
 static void command_maybe_finish(struct command *c);
@@ -234,6 +270,16 @@ static json_t *command_status(const struct command *c)
     json_object_set_new(st, "started_at_ms", json_integer(c->started_ms));
     json_object_set_new(st, "finished_at_ms",
                         c->state == CMD_EXITED ? json_integer(c->finished_ms) : json_null());
+    json_object_set_new(st, "ttl_ms", json_integer(c->ttl_ms));
+    json_object_set_new(st, "idle_timeout_ms", json_integer(c->idle_ms));
+    json_object_set_new(st, "kill_on_disconnect", json_boolean(c->kill_on_disconnect));
+    json_object_set_new(st, "disconnect_grace_ms", json_integer(c->grace_ms));
+    json_object_set_new(st, "attached", json_integer(c->n_attachers));
+    json_object_set_new(st, "log_bytes", json_integer((json_int_t)c->clog_bytes));
+    /* When a finished command will be forgotten (Unix ms); null while running or kept forever. An
+     * attached stream postpones it. */
+    json_object_set_new(st, "expires_at_ms",
+                        c->expire_at ? json_integer(wall_ms() + (c->expire_at - mono_ms())) : json_null());
     return st;
 }
 
@@ -313,10 +359,23 @@ static void stdin_close(struct command *c)
     c->in_close_after = false;
 }
 
-/* Drops a finished command from memory (its files stay). Freed at the end of the loop iteration. */
+static const char *const log_suffixes[] = {"stdout", "stderr", "json", "log", "idx"};
+
+/* Drops a finished command from memory and removes its files, and remembers its id so that requests for
+ * it answer `expired` rather than `not_found` (for the last EXPIRED_KEPT such ids). Freed at the end of
+ * the loop iteration. */
 static void command_forget(struct command *c)
 {
     assert(c->state == CMD_EXITED && !c->attachers);
+    log_debug("command %s expired", c->id);
+    for (size_t i = 0; i < ELEMENTSOF(log_suffixes); i++) {
+        char name[SBX_ID_MAX + 16];
+        snprintf(name, sizeof(name), "%s.%s", c->id, log_suffixes[i]);
+        if (unlinkat(S.logs_fd, name, 0) < 0 && errno != ENOENT)
+            log_warning_errno(-errno, "remove `%s`: %m, ignoring", name);
+    }
+    snprintf(S.expired[S.expired_next], sizeof(S.expired[0]), "%s", c->id);
+    S.expired_next = (S.expired_next + 1) % EXPIRED_KEPT;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -338,6 +397,10 @@ static void command_free(struct command *c)
             close(c->out[i].log_fd);
         free(c->out[i].ring);
     }
+    if (c->clog_fd >= 0)
+        close(c->clog_fd);
+    if (c->cidx_fd >= 0)
+        close(c->cidx_fd);
     stdin_close(c);
     if (c->pidfd >= 0)
         close(c->pidfd);
@@ -345,7 +408,16 @@ static void command_free(struct command *c)
     free(c);
 }
 
-/* Keeps at most MAX_KEPT commands in memory: drops the oldest finished ones nobody is attached to. */
+static bool command_expired(const char *id)
+{
+    for (unsigned i = 0; i < EXPIRED_KEPT; i++)
+        if (strcmp(S.expired[i], id) == 0)
+            return true;
+    return false;
+}
+
+/* Keeps at most MAX_KEPT commands in memory: drops the oldest finished ones nobody is attached to (as if
+ * their ttl had run out). */
 static void commands_prune(void)
 {
     for (struct command *c = S.cmds_head, *next; c && S.n_cmds >= MAX_KEPT; c = next) {
@@ -365,10 +437,45 @@ static void notify_attachers(struct command *c)
 
 static int open_log(const char *id, const char *suffix);
 
+static void clog_fail(struct command *c, const char *what)
+{
+    log_warning_errno(-errno, "%s the combined log of `%s`: %m; its logs will be unreadable", what, c->id);
+    c->clog_failed = true;
+}
+
+/* Appends output of stream idx (whose own offset is stream_off) to the combined log: a record in
+ * <cid>.idx when the stream differs from the previous bytes', then the bytes to <cid>.log. Both files are
+ * written before the output is visible to anyone, so a logs read never sees a hole. */
+static void clog_append(struct command *c, int idx, uint64_t stream_off, const uint8_t *data, size_t len)
+{
+    if (c->clog_failed || len == 0)
+        return;
+    if (c->clog_fd < 0) {
+        c->clog_fd = open_log(c->id, "log");
+        c->cidx_fd = c->clog_fd >= 0 ? open_log(c->id, "idx") : -1;
+        if (c->cidx_fd < 0)
+            return clog_fail(c, "create");
+    }
+    if (idx != c->clog_last) {
+        uint8_t rec[CLOG_REC];
+        uint64_t v[2] = {c->clog_bytes, stream_off | (uint64_t)(idx + 1) << 56};
+        for (int i = 0; i < 16; i++)
+            rec[i] = (uint8_t)(v[i / 8] >> (8 * (i % 8)));
+        if (write_all(c->cidx_fd, rec, sizeof(rec)) < 0)
+            return clog_fail(c, "append to");
+        c->clog_recs++;
+        c->clog_last = idx;
+    }
+    if (write_all(c->clog_fd, data, len) < 0)
+        return clog_fail(c, "append to");
+    c->clog_bytes += len;
+}
+
 /* Appends output to the ring, and to the log file once the stream is bigger than the ring: then the
  * file is created holding everything from offset 0, so reads older than the ring come from it. */
 static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
 {
+    clog_append(s->cmd, s->idx, s->bytes, data, len);
     if (s->log_fd < 0 && !s->log_failed && s->bytes + len > RING_SIZE) {
         s->log_fd = open_log(s->cmd->id, s->idx == 0 ? "stdout" : "stderr");
         if (s->log_fd < 0 || write_all(s->log_fd, s->ring, (size_t)s->bytes) < 0) {
@@ -468,13 +575,69 @@ static void stream_drain(struct ostream *s)
     }
 }
 
+/* --- lifecycle timers ---------------------------------------------------------------------------- */
+
+/* Arms the expiry of a finished command: ttl after it finished, but not before an announced attach
+ * (will_attach) had its chance to collect the exit. run_timers forgets it once due and unattached. */
+static void command_arm_expiry(struct command *c)
+{
+    c->expire_at = 0;
+    if (c->state != CMD_EXITED || c->ttl_ms < 0)
+        return;
+    c->expire_at = c->finished_mono + c->ttl_ms;
+    if (!c->ever_attached && c->pin_until > c->expire_at)
+        c->expire_at = c->pin_until;
+    if (c->expire_at <= 0)
+        c->expire_at = 1; /* 0 means "not armed" */
+    if (!S.next_expire || c->expire_at < S.next_expire)
+        S.next_expire = c->expire_at;
+}
+
+/* A client attached a stream: the idle and disconnect clocks stop while anyone is attached. */
+static void command_attached(struct command *c)
+{
+    c->idle_at = c->disc_kill_at = 0;
+    if (!c->ever_attached) {
+        c->ever_attached = true;
+        c->pin_until = 0;
+        command_arm_expiry(c);
+    }
+}
+
+/* The last attached client left: start the idle clock and, with kill_on_disconnect, the grace period
+ * (a re-attach within it cancels the kill). Kills happen in run_timers, never from here. */
+static void command_detached(struct command *c)
+{
+    if (c->n_attachers > 0)
+        return;
+    int64_t now = mono_ms();
+    if (c->state == CMD_EXITED) {
+        if (c->expire_at && (!S.next_expire || c->expire_at < S.next_expire))
+            S.next_expire = c->expire_at; /* it may have come due while streamed */
+        return;
+    }
+    if (c->idle_ms > 0)
+        c->idle_at = now + c->idle_ms;
+    if (c->kill_on_disconnect)
+        c->disc_kill_at = now + c->grace_ms > 0 ? now + c->grace_ms : 1;
+}
+
+/* A logs read is a client following the command too: it restarts the idle clock. */
+static void command_touch(struct command *c)
+{
+    if (c->state == CMD_RUNNING && c->n_attachers == 0 && c->idle_ms > 0 && c->idle_at)
+        c->idle_at = mono_ms() + c->idle_ms;
+}
+
 static void command_maybe_finish(struct command *c)
 {
     if (c->state != CMD_RUNNING || !c->have_status || c->out[0].io.fd >= 0 || c->out[1].io.fd >= 0)
         return;
     c->state = CMD_EXITED;
     c->finished_ms = wall_ms();
-    c->eof_deadline = c->timeout_at = 0;
+    c->finished_mono = mono_ms();
+    c->eof_deadline = c->timeout_at = c->idle_at = c->disc_kill_at = 0;
+    command_arm_expiry(c);
     stdin_close(c);
     if (c->pidfd >= 0) {
         close(c->pidfd);
@@ -487,12 +650,26 @@ static void command_maybe_finish(struct command *c)
     notify_attachers(c);
 }
 
+/* The kernel's count of OOM kills in the sandbox's memory cgroup (0 when it cannot be read). */
+static uint64_t sandbox_oom_kills(void)
+{
+    struct runtime_metrics m;
+    return runtime_sandbox_metrics(&S.sb, &m) >= 0 ? m.oom_kills : 0;
+}
+
 static void command_exited(struct command *c, int wstatus)
 {
     if (c->have_status)
         return;
     c->have_status = true;
     c->wstatus = wstatus;
+    /* SIGKILL (or a shell reporting it as 137) while the kernel counted an OOM kill in the sandbox: the
+     * memory limit ended it. Another command's process may have been the one killed at the same time;
+     * the count cannot tell, so the record names the sandbox's limit, not this process. */
+    bool sigkill = (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) ||
+                   (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 128 + SIGKILL);
+    if (sigkill && sandbox_oom_kills() > c->oom_kills_at_start)
+        set_error(c, "oom_killed", "killed by the kernel: the sandbox reached its memory limit");
     if (c->out[0].io.fd >= 0 || c->out[1].io.fd >= 0)
         c->eof_deadline = mono_ms() + EOF_GRACE_MS;
     command_maybe_finish(c);
@@ -661,6 +838,7 @@ static void client_close(struct client *cl)
             cl->att_next->att_prev = cl->att_prev;
         c->n_attachers--;
         cl->cmd = NULL;
+        command_detached(c);
     }
     if (cl->prev)
         cl->prev->next = cl->next;
@@ -828,6 +1006,8 @@ static struct command *command_new(const char *id, json_t *argv)
     c->pidfd = -1;
     c->in.fd = -1;
     c->in.cb = on_stdin;
+    c->clog_fd = c->cidx_fd = -1;
+    c->clog_last = -1;
     for (int i = 0; i < 2; i++) {
         c->out[i].io.fd = -1;
         c->out[i].io.cb = on_output;
@@ -857,6 +1037,24 @@ static void close_pair(int p[2])
             close(p[i]);
             p[i] = -1;
         }
+}
+
+/* A duration in ms: absent or null = def; -1 = never when never_ok; otherwise 0 (when zero_ok) or
+ * 1..TIMER_MAX_MS. Returns 0 or -EINVAL. */
+static int duration_arg(json_t *req, const char *key, int64_t def, bool never_ok, bool zero_ok, int64_t *ret)
+{
+    json_t *v = json_object_get(req, key);
+    *ret = def;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v))
+        return -EINVAL;
+    json_int_t n = json_integer_value(v);
+    if ((n == -1 && never_ok) || (n == 0 && zero_ok) || (n > 0 && n <= TIMER_MAX_MS)) {
+        *ret = n;
+        return 0;
+    }
+    return -EINVAL;
 }
 
 static void op_exec(struct client *cl, json_t *req)
@@ -902,6 +1100,22 @@ static void op_exec(struct client *cl, json_t *req)
         return reply_error(cl, "invalid_argument", EINVAL, "`timeout_ms` must be a non-negative integer");
     if (stdin_open && !json_is_null(stdin_open) && !json_is_boolean(stdin_open))
         return reply_error(cl, "invalid_argument", EINVAL, "`stdin_open` must be a boolean");
+    int64_t ttl_ms, idle_ms, grace_ms;
+    if (duration_arg(req, "ttl_ms", DEFAULT_TTL_MS, true, true, &ttl_ms) < 0)
+        return reply_error(cl, "invalid_argument", EINVAL, "`ttl_ms` must be -1 or 0..%lld",
+                           (long long)TIMER_MAX_MS);
+    if (duration_arg(req, "idle_timeout_ms", DEFAULT_IDLE_MS, true, false, &idle_ms) < 0)
+        return reply_error(cl, "invalid_argument", EINVAL, "`idle_timeout_ms` must be -1 or 1..%lld",
+                           (long long)TIMER_MAX_MS);
+    if (duration_arg(req, "disconnect_grace_ms", DEFAULT_GRACE_MS, false, true, &grace_ms) < 0)
+        return reply_error(cl, "invalid_argument", EINVAL, "`disconnect_grace_ms` must be 0..%lld",
+                           (long long)TIMER_MAX_MS);
+    json_t *kod = json_object_get(req, "kill_on_disconnect"),
+           *will_attach = json_object_get(req, "will_attach");
+    if ((kod && !json_is_null(kod) && !json_is_boolean(kod)) ||
+        (will_attach && !json_is_null(will_attach) && !json_is_boolean(will_attach)))
+        return reply_error(cl, "invalid_argument", EINVAL,
+                           "`kill_on_disconnect` and `will_attach` must be booleans");
     struct sbx_buf in_data = SBX_BUF_INIT;
     if (stdin_b64 && !json_is_null(stdin_b64)) {
         if (!json_is_string(stdin_b64) ||
@@ -922,6 +1136,12 @@ static void op_exec(struct client *cl, json_t *req)
     commands_prune();
 
     struct command *c = command_new(id, argv);
+    c->ttl_ms = ttl_ms;
+    c->idle_ms = idle_ms;
+    c->grace_ms = grace_ms;
+    c->kill_on_disconnect = json_is_true(kod);
+    if (json_is_true(will_attach))
+        c->pin_until = mono_ms() + PIN_MS;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     sbx_error err = {0};
     if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
@@ -939,6 +1159,7 @@ static void op_exec(struct client *cl, json_t *req)
         .new_session = true,
     };
     const int fds[3] = {pin[0], pout[1], perr[1]};
+    c->oom_kills_at_start = sandbox_oom_kills(); /* before it can run, let alone be killed */
     r = runtime_exec(&S.sb, &spec, fds, &c->pidfd, &c->pid, &err);
     close(pin[0]);
     close(pout[1]);
@@ -968,6 +1189,10 @@ static void op_exec(struct client *cl, json_t *req)
         }
         if (timeout && json_integer_value(timeout) > 0)
             c->timeout_at = mono_ms() + json_integer_value(timeout);
+        /* Nobody is attached yet: the idle clock runs from the start, but gives an announced attach
+         * (will_attach) PIN_MS to arrive. */
+        if (c->idle_ms > 0)
+            c->idle_at = mono_ms() + (c->pin_until && c->idle_ms < PIN_MS ? PIN_MS : c->idle_ms);
         if (in_data.len > 0)
             sbx_buf_append(&c->in_pending, in_data.base, in_data.len);
         if (!json_is_true(stdin_open))
@@ -1015,7 +1240,12 @@ static struct command *lookup_or_reply(struct client *cl, json_t *req)
         return NULL;
     }
     struct command *c = command_find(json_string_value(jid));
-    if (!c)
+    if (!c && command_expired(json_string_value(jid)))
+        reply_error(cl, "expired", ENOENT,
+                    "command `%s` has expired (finished longer ago than its ttl, or pushed out by newer "
+                    "commands); its status and output are gone",
+                    json_string_value(jid));
+    else if (!c)
         reply_error(cl, "not_found", ENOENT, "command `%s` not found", json_string_value(jid));
     return c;
 }
@@ -1081,7 +1311,118 @@ static void op_attach(struct client *cl, json_t *req)
         c->attachers->att_prev = cl;
     c->attachers = cl;
     c->n_attachers++;
+    command_attached(c);
     client_pump(cl);
+}
+
+/* Reads record k of <cid>.idx. Returns 0 or a negative errno. */
+static int clog_record(const struct command *c, uint64_t k, uint64_t *ret_cursor, int *ret_stream,
+                       uint64_t *ret_off)
+{
+    uint8_t rec[CLOG_REC];
+    ssize_t n = RETRY_EINTR(pread(c->cidx_fd, rec, sizeof(rec), (off_t)(k * CLOG_REC)));
+    if (n != CLOG_REC)
+        return n < 0 ? -errno : -EIO;
+    uint64_t v[2] = {0, 0};
+    for (int i = 0; i < CLOG_REC; i++)
+        v[i / 8] |= (uint64_t)rec[i] << (8 * (i % 8));
+    *ret_cursor = v[0];
+    *ret_stream = (int)(v[1] >> 56);
+    *ret_off = v[1] & ((UINT64_C(1) << 56) - 1);
+    return 0;
+}
+
+/* Index of the record holding byte `cursor` (< clog_bytes): the last one starting at or before it. */
+static int clog_find(const struct command *c, uint64_t cursor, uint64_t *ret_k)
+{
+    assert(c->clog_recs > 0); /* a record precedes every byte */
+    uint64_t lo = 0, hi = c->clog_recs - 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo + 1) / 2, at, off;
+        int stream, r = clog_record(c, mid, &at, &stream, &off);
+        if (r < 0)
+            return r;
+        if (at <= cursor)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    *ret_k = lo;
+    return 0;
+}
+
+/* Collects the combined log from cursor up to end (or LOGS_CHUNKS_MAX segments) into data and chunks.
+ * Returns the cursor after the last byte collected, or a negative errno. */
+static int64_t clog_read(const struct command *c, uint64_t cursor, uint64_t end, struct sbx_buf *data,
+                         json_t *chunks)
+{
+    uint64_t k, at, off, pos = cursor;
+    int stream, r = clog_find(c, cursor, &k);
+    if (r < 0 || (r = clog_record(c, k, &at, &stream, &off)) < 0)
+        return r;
+    while (pos < end && json_array_size(chunks) < LOGS_CHUNKS_MAX) {
+        uint64_t next_at = c->clog_bytes, next_off = 0;
+        int next_stream = 0;
+        if (k + 1 < c->clog_recs && (r = clog_record(c, k + 1, &next_at, &next_stream, &next_off)) < 0)
+            return r;
+        uint64_t seg_end = next_at < end ? next_at : end;
+        if (seg_end > pos) {
+            json_array_append_new(chunks, json_pack("{s:i, s:I, s:I, s:I}", "stream", stream, "offset",
+                                                    (json_int_t)(off + (pos - at)), "cursor", (json_int_t)pos,
+                                                    "len", (json_int_t)(seg_end - pos)));
+            pos = seg_end;
+        }
+        k++, at = next_at, stream = next_stream, off = next_off;
+    }
+    size_t n = (size_t)(pos - cursor);
+    uint8_t *p = (uint8_t *)sbx_buf_reserve(data, n);
+    ssize_t got = n ? RETRY_EINTR(pread(c->clog_fd, p, n, (off_t)cursor)) : 0;
+    if (got < 0)
+        return -errno;
+    if ((size_t)got != n)
+        return -EIO;
+    data->len += n;
+    return (int64_t)pos;
+}
+
+static void op_logs(struct client *cl, json_t *req)
+{
+    struct command *c = lookup_or_reply(cl, req);
+    if (!c)
+        return;
+    json_t *jc = json_object_get(req, "cursor"), *jl = json_object_get(req, "limit");
+    if (jc && !json_is_null(jc) && (!json_is_integer(jc) || json_integer_value(jc) < 0))
+        return reply_error(cl, "invalid_argument", EINVAL, "`cursor` must be a non-negative integer");
+    if (jl && !json_is_null(jl) &&
+        (!json_is_integer(jl) || json_integer_value(jl) < 1 || json_integer_value(jl) > LOGS_LIMIT_MAX))
+        return reply_error(cl, "invalid_argument", EINVAL, "`limit` must be an integer in 1..%u",
+                           LOGS_LIMIT_MAX);
+    uint64_t cursor = (uint64_t)json_integer_value(jc); /* 0 when absent */
+    uint64_t limit = json_is_integer(jl) ? (uint64_t)json_integer_value(jl) : LOGS_LIMIT_DEFAULT;
+    if (cursor > c->clog_bytes)
+        return reply_error(cl, "invalid_argument", EINVAL,
+                           "`cursor` %llu is past the end of the log of `%s` (%llu bytes so far)",
+                           (unsigned long long)cursor, c->id, (unsigned long long)c->clog_bytes);
+    if (c->clog_failed)
+        return reply_error(cl, "internal", EIO,
+                           "the combined log of `%s` could not be written (see shim.log)", c->id);
+    command_touch(c);
+    uint64_t end = c->clog_bytes - cursor > limit ? cursor + limit : c->clog_bytes;
+    struct sbx_buf data = SBX_BUF_INIT;
+    json_t *chunks = json_array();
+    int64_t next = cursor < end ? clog_read(c, cursor, end, &data, chunks) : (int64_t)cursor;
+    if (next < 0) {
+        sbx_buf_done(&data);
+        json_decref(chunks);
+        return reply_error(cl, "internal", (int)-next, "read the combined log of `%s`: %s", c->id,
+                           strerror((int)-next));
+    }
+    _cleanup_free_ char *b64 = base64_encode(data.base, data.len);
+    sbx_buf_done(&data);
+    client_send_json(cl, SHIM_FRAME_RESPONSE,
+                     json_pack("{s:b, s:I, s:I, s:I, s:s, s:o, s:o}", "ok", 1, "cursor", (json_int_t)cursor,
+                               "next_cursor", (json_int_t)next, "log_bytes", (json_int_t)c->clog_bytes,
+                               "data_b64", b64, "chunks", chunks, "command", command_status(c)));
 }
 
 static void shutdown_and_exit(struct client *cl);
@@ -1147,6 +1488,8 @@ static void handle_request(struct client *cl, json_t *req)
         reply_ok(cl);
     } else if (strcmp(op, "attach") == 0) {
         op_attach(cl, req);
+    } else if (strcmp(op, "logs") == 0) {
+        op_logs(cl, req);
     } else if (strcmp(op, "shutdown") == 0) {
         shutdown_and_exit(cl);
     } else {
@@ -1347,16 +1690,55 @@ static void on_signal(struct io *io, uint32_t revents)
     }
 }
 
-/* Deadlines: command timeouts and the EOF grace after an exit. Returns the epoll timeout in ms. */
+/* Forgets every finished command whose ttl ran out and that nobody streams; re-arms S.next_expire. */
+static void expire_commands(int64_t now)
+{
+    S.next_expire = 0;
+    for (struct command *c = S.cmds_head, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->state != CMD_EXITED || !c->expire_at)
+            continue;
+        if (c->expire_at <= now && !c->attachers) {
+            c->expire_at = 0;
+            command_forget(c);
+        } else if (c->expire_at > now && (!S.next_expire || c->expire_at < S.next_expire)) {
+            S.next_expire = c->expire_at; /* due but attached ones re-arm in command_detached */
+        }
+    }
+}
+
+static void next_deadline(int64_t *next, int64_t at)
+{
+    if (at && (*next < 0 || at < *next))
+        *next = at;
+}
+
+/* Deadlines: command timeouts, idle and disconnect kills, the EOF grace after an exit, and the expiry
+ * of finished commands. Returns the epoll timeout in ms. */
 static int run_timers(void)
 {
     int64_t now = mono_ms(), next = -1;
+    if (S.next_expire && now >= S.next_expire)
+        expire_commands(now);
     for (struct command *c = S.running, *nx; c; c = nx) {
         nx = c->run_next;
         if (c->timeout_at && now >= c->timeout_at) {
             c->timeout_at = 0;
             log_debug("command %s timed out", c->id);
             command_kill(c, "timeout", "the command exceeded its timeout");
+        }
+        if (c->idle_at && now >= c->idle_at) {
+            c->idle_at = 0;
+            char msg[128];
+            snprintf(msg, sizeof(msg), "no client was attached for %.3g s (idle_timeout)",
+                     c->idle_ms / 1000.0);
+            log_debug("command %s idle", c->id);
+            command_kill(c, "idle_timeout", msg);
+        }
+        if (c->disc_kill_at && now >= c->disc_kill_at) {
+            c->disc_kill_at = 0;
+            log_debug("command %s: last client gone (kill_on_disconnect)", c->id);
+            command_kill(c, "disconnected", "the last attached client disconnected (kill_on_disconnect)");
         }
         if (c->eof_deadline && now >= c->eof_deadline) {
             c->eof_deadline = 0;
@@ -1369,13 +1751,16 @@ static int run_timers(void)
             command_maybe_finish(c);
             continue;
         }
-        if (c->timeout_at && (next < 0 || c->timeout_at < next))
-            next = c->timeout_at;
-        if (c->eof_deadline && (next < 0 || c->eof_deadline < next))
-            next = c->eof_deadline;
+        next_deadline(&next, c->timeout_at);
+        next_deadline(&next, c->eof_deadline);
+        next_deadline(&next, c->idle_at);
+        next_deadline(&next, c->disc_kill_at);
     }
+    next_deadline(&next, S.next_expire); /* after the loop: a command may have finished in it */
     if (next < 0)
         return -1;
+    if (next < now)
+        return 0;
     return next - now > 60000 ? 60000 : (int)(next - now);
 }
 
@@ -1456,6 +1841,8 @@ static int load_config(const char *state_dir, json_t **ret_json, struct runtime_
         .uid_base = (uid_t)json_integer_value(uid),
         .hostname = json_string_value(json_object_get(j, "hostname")),
         .memory_bytes = (uint64_t)json_integer_value(json_object_get(j, "memory_bytes")),
+        .disk_bytes = (uint64_t)json_integer_value(json_object_get(j, "disk_bytes")),
+        .disk_template_dir = json_string_value(json_object_get(j, "disk_template_dir")),
         .cpus = json_number_value(json_object_get(j, "cpus")),
         .pids_max = (uint64_t)json_integer_value(json_object_get(j, "pids_max")),
         .init_path = init_path,
@@ -1498,12 +1885,12 @@ static int setup_socket(const char *state_dir, sbx_error *err)
     return fd;
 }
 
-static void write_pid_file(const char *state_dir)
+static void write_pid_file(const char *state_dir, pid_t pid)
 {
     char path[PATH_MAX], tmp[PATH_MAX], buf[32];
     snprintf(path, sizeof(path), "%s/shim.pid", state_dir);
     snprintf(tmp, sizeof(tmp), "%s/shim.pid.tmp", state_dir);
-    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
     _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || write_all(fd, buf, (size_t)n) < 0 || rename(tmp, path) < 0)
         log_warning_errno(-errno, "write `%s`: %m, ignoring", path);
@@ -1530,15 +1917,19 @@ int main(int argc, char **argv)
      * sandbox's lifetime: a held pipe keeps someone else waiting for EOF. */
     (void)close_range(READY_FD + 1, ~0u, 0);
 
-    /* Detach: the process sbxd started exits now (sbxd reaps it), the shim lives on as an orphan. */
+    /* Detach: the process sbxd started exits now (sbxd reaps it), the shim lives on as an orphan. The
+     * pid file is written here, before that exit, so that once sbxd has reaped this process it can always
+     * find (and, when it gives up on a create, kill) the shim: never an orphan nobody knows about. */
     pid_t child = fork();
     if (child < 0) {
         sbx_error err = {0};
         sbx_error_set(&err, -errno, "fork: %m");
         fail_startup(ready_fd, &err);
     }
-    if (child > 0)
+    if (child > 0) {
+        write_pid_file(argv[1], child);
         _exit(EXIT_SUCCESS);
+    }
     (void)setsid();
     umask(077);
     signal(SIGPIPE, SIG_IGN);
@@ -1557,7 +1948,6 @@ int main(int argc, char **argv)
     const char *lvl = getenv("SBX_SHIM_DEBUG");
     if (lvl && *lvl && strcmp(lvl, "0") != 0)
         log_set_level(LOG_DEBUG);
-    write_pid_file(S.state_dir);
 
     sbx_error err = {0};
     json_t *config_json = NULL;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -425,14 +426,39 @@ static int reap_first(struct shim_spawn *s)
     return status;
 }
 
+/* The first process only forks the shim, writes its pid file and exits: give it a moment to do so
+ * rather than killing it half-way, which could leave a shim nobody knows the pid of. */
+static void reap_first_bounded(struct shim_spawn *s)
+{
+    for (int i = 0; s->first > 0 && i < 1000; i++) {
+        pid_t r = waitpid(s->first, NULL, WNOHANG);
+        if (r == s->first || (r < 0 && errno != EINTR))
+            s->first = -1;
+        else
+            usleep(1000);
+    }
+    if (s->first > 0) {
+        kill(s->first, SIGKILL);
+        reap_first(s);
+    }
+}
+
 void shim_spawn_abort(struct shim_spawn *s, const char *state_dir)
 {
+    reap_first_bounded(s);
     pid_t shim = read_pid_file(state_dir);
-    if (shim > 0)
+    /* Wait (bounded) until the shim is really gone: killed in the middle of a mount, it finishes that
+     * mount first, and a cleanup that ran before would leave it (and its loop device) behind. */
+    _cleanup_close_ int pidfd = shim > 0 ? (int)syscall(SYS_pidfd_open, shim, 0) : -1;
+    if (pidfd >= 0)
+        (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    else if (shim > 0)
         kill(shim, SIGKILL);
-    if (s->first > 0)
-        kill(s->first, SIGKILL);
-    reap_first(s);
+    if (pidfd >= 0) {
+        struct pollfd p = {.fd = pidfd, .events = POLLIN};
+        while (poll(&p, 1, 2000) < 0 && errno == EINTR)
+            ;
+    }
 }
 
 void shim_spawn_close(struct shim_spawn *s)

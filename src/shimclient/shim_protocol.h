@@ -34,15 +34,17 @@
  * Requests:
  *   {"op":"ping"} → {"ok":true,"pid":<shim pid>,"init_pid":N,"init_alive":bool,"running":N,"commands":N}
  *   {"op":"exec","id":"cmd_..","argv":[..],"env":["K=V",..],"cwd":"/root","timeout_ms":N,
- *    "stdin_b64":"..", "stdin_open":false}
+ *    "stdin_b64":"..", "stdin_open":false, "ttl_ms":N, "idle_timeout_ms":N, "kill_on_disconnect":false,
+ *    "disconnect_grace_ms":N, "will_attach":false}
  *        → {"ok":true,"created":true|false,"command":<status>}   (existing id: created=false, the rest
  *          of the request is ignored). argv[0] without '/' is looked up in env's PATH. env is complete
  *          (nothing inherited). stdin_b64 is written first; stdin is then closed unless stdin_open.
  *          An argv[0] that cannot be executed still creates the command: state "exited",
  *          exit_code 127, error {"code":"command_not_found"}.
  *          Limits: ≤4096 argv entries, ≤4096 env entries, ≤2 MiB of argv+env strings, ≤256 running
- *          commands (resource_exhausted), ≤4096 kept in memory (the oldest finished are forgotten;
- *          their files stay).
+ *          commands (resource_exhausted), ≤4096 kept in memory (beyond that the oldest finished ones
+ *          nobody streams expire early, as below). The lifecycle fields are described under "Lifecycle
+ *          timers"; absent or null fields take the defaults.
  *   {"op":"status","id":".."}        → {"ok":true,"command":<status>}
  *   {"op":"list"}                    → {"ok":true,"commands":[<status>..]}   (oldest first)
  *   {"op":"stdin","id":"..","data_b64":"..","close":false} → {"ok":true}
@@ -50,21 +52,62 @@
  *   {"op":"signal","id":"..","signal":N} → {"ok":true}   (to the command's leader process only)
  *   {"op":"kill","id":".."}          → {"ok":true}   (SIGKILL to the command's session, error "killed")
  *   {"op":"attach","id":"..","stdout_offset":N,"stderr_offset":M} → stream as described above
+ *   {"op":"logs","id":"..","cursor":N,"limit":B}   (cursor default 0, limit 1..1 MiB, default 64 KiB)
+ *        → {"ok":true,"cursor":N,"next_cursor":M,"log_bytes":T,"data_b64":"..",
+ *           "chunks":[{"stream":1|2,"offset":O,"cursor":C,"len":L}..],"command":<status>}
+ *        The combined log: stdout and stderr bytes in the order the shim read them from the pipes; a
+ *        cursor counts bytes of both streams together (T = stdout_bytes + stderr_bytes). data_b64 is the
+ *        bytes [N, M): at most B of them and at most 1024 chunks (one per run of one stream; offset is
+ *        the chunk's first byte's offset within its own stream). M == N when nothing new is there yet.
+ *        A cursor past T is invalid_argument. A logs read restarts a running command's idle clock.
  *   {"op":"shutdown"} → the shim destroys the sandbox, answers {"ok":true} and exits
  * signal/kill on a command that has exited are no-ops answering ok.
+ * status/logs/attach/signal/kill/stdin of an expired command answer the error code "expired" (errno ENOENT),
+ * for the last 1024 expired ids; other unknown ids answer "not_found". exec with an expired id starts
+ * a new command.
+ *
+ * Lifecycle timers (enforced in the shim's loop, so they hold while sbxd is down). Durations in ms,
+ * at most 366 days; "attached" means an attach connection is open (sbxd holds one per SSE/WebSocket
+ * stream and per wait:true request).
+ *   ttl_ms (default 600000; -1 forever; 0 allowed): a finished command is forgotten ttl_ms after it
+ *     finished: removed from memory and its files in logs/ deleted. Not while a stream is attached
+ *     (a slow reader still gets every byte and the EXIT): then as soon as the last one detaches.
+ *   idle_timeout_ms (default 300000; -1 never; 0 invalid): a running command is killed with error
+ *     "idle_timeout" once nothing has been attached to it for that long. The clock runs from the start
+ *     (nothing is attached yet), stops while anything is attached, restarts from zero at the last
+ *     detach and at every logs request.
+ *   kill_on_disconnect (default false) with disconnect_grace_ms (default 10000; 0 = at once): when the
+ *     last attached client detaches, the command is killed with error "disconnected" after the grace
+ *     period unless something attaches again before. A command nobody ever attached to is not killed by
+ *     this (idle_timeout covers it). sbxd being killed closes all its attach connections, which looks
+ *     the same as every client disconnecting: the grace period is what lets clients re-attach through a
+ *     restarted sbxd.
+ *   will_attach (default false): the caller attaches right after the answer (sbxd's wait:true). Until
+ *     the first attach, but at most 30 s, the idle clock and the ttl wait for it, so a short ttl or idle
+ *     timeout cannot beat the caller's attach.
  *
  * <status> = {"id","argv":[..],"state":"running"|"exited","pid":N|null,"exit_code":N|null,"signal":N|null,
- *             "error":null|{"code":"timeout"|"killed"|"command_not_found","message":".."},
- *             "stdout_bytes":N,"stderr_bytes":N,"started_at_ms":N,"finished_at_ms":N|null}
+ *             "error":null|{"code":"timeout"|"killed"|"command_not_found"|"idle_timeout"|"disconnected",
+ *                           "message":".."},
+ *             "stdout_bytes":N,"stderr_bytes":N,"started_at_ms":N,"finished_at_ms":N|null,
+ *             "ttl_ms":N,"idle_timeout_ms":N,"kill_on_disconnect":bool,"disconnect_grace_ms":N,
+ *             "attached":N (open attach connections),"log_bytes":N (combined log size),
+ *             "expires_at_ms":N|null (when a finished command will be forgotten, Unix ms)}
  * pid is inside the sandbox. A command killed by a signal has signal=N and exit_code=128+N. A command
  * is "exited" only once its exit is known and both output pipes reached EOF (or 2 s after the exit if
  * background processes hold them), so no DATA follows its EXIT. Timestamps are Unix ms.
  *
- * Files in <state_dir>/logs/ (kept after the shim is gone, for post-mortem): <cid>.stdout,
- * <cid>.stderr (every byte; offset = file position), <cid>.json (the last <status>, replaced
- * atomically on start and on exit; a command still "running" there when no shim is alive was lost).
+ * Files in <state_dir>/logs/ (kept after the shim is gone, for post-mortem; deleted when the command
+ * expires): <cid>.stdout, <cid>.stderr (every byte; offset = file position; created only once the
+ * stream outgrows the 256 KiB ring), <cid>.json (the last <status>, replaced atomically on start and on
+ * exit; a command still "running" there when no shim is alive was lost), <cid>.log (the combined log,
+ * every byte of both streams in arrival order; file position = cursor; created at the first output
+ * byte) and <cid>.idx (16-byte records, one at each switch of stream in <cid>.log: u64 LE cursor, then
+ * u64 LE stream offset | stream << 56). The combined log holds the same bytes as the two stream logs, so
+ * a command's output takes up to twice its size on the host disk (plus 16 bytes per switch), for as
+ * long as the command is kept; output itself is not capped.
  *
- * Error codes ("code" in errors): invalid_argument, too_large, not_found, conflict,
+ * Error codes ("code" in errors): invalid_argument, too_large, not_found, expired, conflict,
  * resource_exhausted, internal, and the runtime's kinds. "errno" is a positive errno value.
  */
 #pragma once

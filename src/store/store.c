@@ -11,6 +11,8 @@
 struct store {
     sqlite3 *db;
     sqlite3_stmt *insert, *set_state, *update, *delete_, *select_all, *used_slots;
+    sqlite3_stmt *tomb_insert, *tomb_get, *tomb_all, *tomb_prune;
+    sqlite3_stmt *key_insert, *key_delete, *key_all;
 };
 
 /* Each entry moves the schema from version i to i + 1; never edit a released entry, append. */
@@ -28,7 +30,54 @@ static const char *const migrations[] = {
     "  shim_pid INTEGER NOT NULL DEFAULT 0,"
     "  init_pid INTEGER NOT NULL DEFAULT 0"
     ");",
+    /* 2: lifecycle settings and timestamps; owners (tenants), with names unique per owner ('' = the
+     * admin), which needs the table rebuilt; "error" became "failed"; tombstones; API keys. */
+    "CREATE TABLE sandboxes2 ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  name TEXT,"
+    "  snapshot TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  env TEXT NOT NULL DEFAULT '{}',"
+    "  metadata TEXT NOT NULL DEFAULT '{}',"
+    "  resources TEXT NOT NULL DEFAULT '{}',"
+    "  uid_slot INTEGER NOT NULL UNIQUE,"
+    "  shim_pid INTEGER NOT NULL DEFAULT 0,"
+    "  init_pid INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT,"
+    "  idle_ttl_s INTEGER NOT NULL DEFAULT 0,"
+    "  delete_after_stop_s INTEGER NOT NULL DEFAULT 0,"
+    "  timeout_s INTEGER NOT NULL DEFAULT 0,"
+    "  expires_ms INTEGER NOT NULL DEFAULT 0,"
+    "  stopped_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (owner, name)"
+    ");"
+    "INSERT INTO sandboxes2 (id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot,"
+    "  shim_pid, init_pid)"
+    "  SELECT id, name, snapshot, CASE state WHEN 'error' THEN 'failed' ELSE state END, created_ms, env,"
+    "  metadata, resources, uid_slot, shim_pid, init_pid FROM sandboxes;"
+    "DROP TABLE sandboxes;"
+    "ALTER TABLE sandboxes2 RENAME TO sandboxes;"
+    "CREATE TABLE tombstones ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT,"
+    "  deleted_ms INTEGER NOT NULL,"
+    "  sandbox TEXT NOT NULL"
+    ");"
+    "CREATE INDEX tombstones_by_time ON tombstones (deleted_ms);"
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT,"
+    "  hash TEXT NOT NULL UNIQUE,"
+    "  created_ms INTEGER NOT NULL,"
+    "  quotas TEXT NOT NULL DEFAULT '{}'"
+    ");",
 };
+
+#define SANDBOX_COLUMNS                                                                                      \
+    "id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot, shim_pid, init_pid, owner,"  \
+    " reason, idle_ttl_s, delete_after_stop_s, timeout_s, expires_ms, stopped_ms"
 
 static int db_error(struct store *s, sbx_error *err, const char *what)
 {
@@ -101,22 +150,31 @@ int store_open(const char *path, struct store **ret, sbx_error *err)
     if ((r = exec_sql(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                       err)) < 0 ||
         (r = migrate(s, err)) < 0 ||
-        (r = prepare(s,
-                     "INSERT INTO sandboxes (id, name, snapshot, state, created_ms, env, metadata, resources,"
-                     " uid_slot, shim_pid, init_pid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                     &s->insert, err)) < 0 ||
         (r = prepare(
-             s,
-             "UPDATE sandboxes SET name = ?, snapshot = ?, state = ?, created_ms = ?, env = ?, metadata = ?, "
-             "resources = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
-             &s->update, err)) < 0 ||
+             s, "INSERT INTO sandboxes (" SANDBOX_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             &s->insert, err)) < 0 ||
+        (r = prepare(s,
+                     "UPDATE sandboxes SET name = ?2, snapshot = ?3, state = ?4, created_ms = ?5, env = ?6,"
+                     " metadata = ?7, resources = ?8, shim_pid = ?10, init_pid = ?11, owner = ?12,"
+                     " reason = ?13, idle_ttl_s = ?14, delete_after_stop_s = ?15, timeout_s = ?16,"
+                     " expires_ms = ?17, stopped_ms = ?18 WHERE id = ?1 AND uid_slot = ?9",
+                     &s->update, err)) < 0 ||
         (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
                      &s->set_state, err)) < 0 ||
         (r = prepare(s, "DELETE FROM sandboxes WHERE id = ?", &s->delete_, err)) < 0 ||
-        (r = prepare(s,
-                     "SELECT id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot,"
-                     " shim_pid, init_pid FROM sandboxes ORDER BY created_ms, id",
-                     &s->select_all, err)) < 0 ||
+        (r = prepare(s, "SELECT " SANDBOX_COLUMNS " FROM sandboxes ORDER BY created_ms, id", &s->select_all,
+                     err)) < 0 ||
+        (r = prepare(s, "INSERT OR REPLACE INTO tombstones (id, owner, deleted_ms, sandbox) VALUES (?,?,?,?)",
+                     &s->tomb_insert, err)) < 0 ||
+        (r = prepare(s, "SELECT sandbox, owner FROM tombstones WHERE id = ?", &s->tomb_get, err)) < 0 ||
+        (r = prepare(s, "SELECT id, owner, deleted_ms, sandbox FROM tombstones ORDER BY deleted_ms, id",
+                     &s->tomb_all, err)) < 0 ||
+        (r = prepare(s, "DELETE FROM tombstones WHERE deleted_ms < ?", &s->tomb_prune, err)) < 0 ||
+        (r = prepare(s, "INSERT INTO api_keys (id, name, hash, created_ms, quotas) VALUES (?,?,?,?,?)",
+                     &s->key_insert, err)) < 0 ||
+        (r = prepare(s, "DELETE FROM api_keys WHERE id = ?", &s->key_delete, err)) < 0 ||
+        (r = prepare(s, "SELECT id, name, hash, created_ms, quotas FROM api_keys ORDER BY created_ms, id",
+                     &s->key_all, err)) < 0 ||
         (r = prepare(s, "SELECT uid_slot FROM sandboxes ORDER BY uid_slot", &s->used_slots, err)) < 0) {
         sbx_error_wrap(err, "database `%s`", path);
         store_close(s);
@@ -136,6 +194,13 @@ void store_close(struct store *s)
     sqlite3_finalize(s->delete_);
     sqlite3_finalize(s->select_all);
     sqlite3_finalize(s->used_slots);
+    sqlite3_finalize(s->tomb_insert);
+    sqlite3_finalize(s->tomb_get);
+    sqlite3_finalize(s->tomb_all);
+    sqlite3_finalize(s->tomb_prune);
+    sqlite3_finalize(s->key_insert);
+    sqlite3_finalize(s->key_delete);
+    sqlite3_finalize(s->key_all);
     sqlite3_close(s->db);
     free(s);
 }
@@ -158,9 +223,9 @@ static int step_done(struct store *s, sqlite3_stmt *st, const char *what, sbx_er
     return r;
 }
 
-int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err)
+/* Binds every column of the row in SANDBOX_COLUMNS order (insert and update share the numbering). */
+static void bind_sandbox(sqlite3_stmt *st, const struct store_sandbox *sb)
 {
-    sqlite3_stmt *st = s->insert;
     bind_text(st, 1, sb->id);
     bind_text(st, 2, sb->name);
     bind_text(st, 3, sb->snapshot);
@@ -172,7 +237,19 @@ int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_er
     sqlite3_bind_int(st, 9, sb->uid_slot);
     sqlite3_bind_int(st, 10, sb->shim_pid);
     sqlite3_bind_int(st, 11, sb->init_pid);
-    return step_done(s, st, "insert sandbox", err);
+    bind_text(st, 12, sb->owner ? sb->owner : ""); /* '' = the admin: part of UNIQUE (owner, name) */
+    bind_text(st, 13, sb->reason);
+    sqlite3_bind_int64(st, 14, sb->idle_ttl_s);
+    sqlite3_bind_int64(st, 15, sb->delete_after_stop_s);
+    sqlite3_bind_int64(st, 16, sb->timeout_s);
+    sqlite3_bind_int64(st, 17, sb->expires_ms);
+    sqlite3_bind_int64(st, 18, sb->stopped_ms);
+}
+
+int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err)
+{
+    bind_sandbox(s->insert, sb);
+    return step_done(s, s->insert, "insert sandbox", err);
 }
 
 int store_sandbox_set_state(struct store *s, const char *id, const char *state, int shim_pid, int init_pid,
@@ -188,18 +265,8 @@ int store_sandbox_set_state(struct store *s, const char *id, const char *state, 
 
 int store_sandbox_update(struct store *s, const struct store_sandbox *sb, sbx_error *err)
 {
-    sqlite3_stmt *st = s->update;
-    bind_text(st, 1, sb->name);
-    bind_text(st, 2, sb->snapshot);
-    bind_text(st, 3, sb->state);
-    sqlite3_bind_int64(st, 4, sb->created_ms);
-    bind_text(st, 5, sb->env_json ? sb->env_json : "{}");
-    bind_text(st, 6, sb->metadata_json ? sb->metadata_json : "{}");
-    bind_text(st, 7, sb->resources_json ? sb->resources_json : "{}");
-    sqlite3_bind_int(st, 8, sb->shim_pid);
-    sqlite3_bind_int(st, 9, sb->init_pid);
-    bind_text(st, 10, sb->id);
-    return step_done(s, st, "update sandbox", err);
+    bind_sandbox(s->update, sb);
+    return step_done(s, s->update, "update sandbox", err);
 }
 
 int store_sandbox_delete(struct store *s, const char *id, sbx_error *err)
@@ -231,6 +298,13 @@ int store_sandbox_foreach(struct store *s, int (*cb)(const struct store_sandbox 
             .uid_slot = sqlite3_column_int(st, 8),
             .shim_pid = sqlite3_column_int(st, 9),
             .init_pid = sqlite3_column_int(st, 10),
+            .owner = *col_text(st, 11) ? col_text(st, 11) : NULL,
+            .reason = col_text(st, 12),
+            .idle_ttl_s = sqlite3_column_int64(st, 13),
+            .delete_after_stop_s = sqlite3_column_int64(st, 14),
+            .timeout_s = sqlite3_column_int64(st, 15),
+            .expires_ms = sqlite3_column_int64(st, 16),
+            .stopped_ms = sqlite3_column_int64(st, 17),
         };
         if ((r = cb(&sb, userdata)) < 0)
             break;
@@ -256,5 +330,104 @@ int store_sandbox_free_uid_slot(struct store *s, int *ret_slot, sbx_error *err)
     sqlite3_reset(st);
     if (r == 0)
         *ret_slot = want;
+    return r;
+}
+
+int store_tombstone_insert(struct store *s, const struct store_tombstone *t, sbx_error *err)
+{
+    sqlite3_stmt *st = s->tomb_insert;
+    bind_text(st, 1, t->id);
+    bind_text(st, 2, t->owner);
+    sqlite3_bind_int64(st, 3, t->deleted_ms);
+    bind_text(st, 4, t->sandbox_json);
+    return step_done(s, st, "insert tombstone", err);
+}
+
+int store_tombstone_get(struct store *s, const char *id, char **ret_json, char **ret_owner, sbx_error *err)
+{
+    sqlite3_stmt *st = s->tomb_get;
+    bind_text(st, 1, id);
+    int rc = sqlite3_step(st), r;
+    if (rc == SQLITE_ROW) {
+        const char *owner = col_text(st, 1);
+        *ret_json = xstrdup(col_text(st, 0));
+        *ret_owner = owner ? xstrdup(owner) : NULL;
+        r = 0;
+    } else if (rc == SQLITE_DONE) {
+        r = -ENOENT;
+    } else {
+        r = db_error(s, err, "read tombstone");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+int store_tombstone_foreach(struct store *s, int (*cb)(const struct store_tombstone *t, void *userdata),
+                            void *userdata, sbx_error *err)
+{
+    sqlite3_stmt *st = s->tomb_all;
+    int rc, r = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_tombstone t = {
+            .id = col_text(st, 0),
+            .owner = col_text(st, 1),
+            .deleted_ms = sqlite3_column_int64(st, 2),
+            .sandbox_json = col_text(st, 3),
+        };
+        if ((r = cb(&t, userdata)) < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = db_error(s, err, "list tombstones");
+    sqlite3_reset(st);
+    return r;
+}
+
+int store_tombstone_prune(struct store *s, int64_t before_ms, sbx_error *err)
+{
+    sqlite3_bind_int64(s->tomb_prune, 1, before_ms);
+    return step_done(s, s->tomb_prune, "prune tombstones", err);
+}
+
+int store_key_insert(struct store *s, const struct store_key *k, sbx_error *err)
+{
+    sqlite3_stmt *st = s->key_insert;
+    bind_text(st, 1, k->id);
+    bind_text(st, 2, k->name);
+    bind_text(st, 3, k->hash);
+    sqlite3_bind_int64(st, 4, k->created_ms);
+    bind_text(st, 5, k->quotas_json ? k->quotas_json : "{}");
+    return step_done(s, st, "insert API key", err);
+}
+
+int store_key_delete(struct store *s, const char *id, sbx_error *err)
+{
+    bind_text(s->key_delete, 1, id);
+    int r = step_done(s, s->key_delete, "delete API key", err);
+    if (r == 0 && sqlite3_changes(s->db) == 0)
+        return sbx_error_setk(err, -ENOENT, "not_found", 404, "API key `%s` not found", id);
+    return r;
+}
+
+int store_key_foreach(struct store *s, int (*cb)(const struct store_key *k, void *userdata), void *userdata,
+                      sbx_error *err)
+{
+    sqlite3_stmt *st = s->key_all;
+    int rc, r = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_key k = {
+            .id = col_text(st, 0),
+            .name = col_text(st, 1),
+            .hash = col_text(st, 2),
+            .created_ms = sqlite3_column_int64(st, 3),
+            .quotas_json = col_text(st, 4),
+        };
+        if ((r = cb(&k, userdata)) < 0)
+            break;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = db_error(s, err, "list API keys");
+    sqlite3_reset(st);
     return r;
 }

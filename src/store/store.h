@@ -12,7 +12,8 @@ struct store_sandbox {
     char *id;
     char *name; /* may be NULL */
     char *snapshot;
-    char *state;         /* "running", "stopped", "error", "warm" (pre-created, not yet handed out) */
+    char *state; /* "creating", "running", "paused", "stopped", "failed", "warm" (pre-created, not yet handed
+                    out) */
     int64_t created_ms;  /* Unix epoch milliseconds */
     char *env_json;      /* JSON object text */
     char *metadata_json; /* JSON object text */
@@ -20,6 +21,27 @@ struct store_sandbox {
     int uid_slot; /* index of the sandbox's 65536-id range */
     int shim_pid;
     int init_pid;
+    char *owner;  /* id of the API key that created it; NULL = the admin key */
+    char *reason; /* why it is in its state (stopped or failed); may be NULL */
+    int64_t idle_ttl_s, delete_after_stop_s, timeout_s; /* lifecycle settings, 0 = never */
+    int64_t expires_ms, stopped_ms;                     /* Unix ms, 0 = none */
+};
+
+/* A deleted sandbox, kept for a while so that GET can say what happened to it. */
+struct store_tombstone {
+    char *id;
+    char *owner;
+    int64_t deleted_ms;
+    char *sandbox_json; /* its last sandbox object, with state "deleted" */
+};
+
+/* An API key: a tenant. The secret is never stored, only its SHA-256 (hex). */
+struct store_key {
+    char *id;
+    char *name;
+    char *hash;
+    int64_t created_ms;
+    char *quotas_json; /* JSON object text */
 };
 
 /* Opens (creating and migrating) <path>. Returns 0 and *ret, or a negative errno with err filled. */
@@ -37,6 +59,20 @@ int store_sandbox_delete(struct store *s, const char *id, sbx_error *err);
 /* Calls cb for every row, in creation order. The row is borrowed for the call only. */
 int store_sandbox_foreach(struct store *s, int (*cb)(const struct store_sandbox *sb, void *userdata),
                           void *userdata, sbx_error *err);
+
+/* Tombstones: insert (replacing one with the same id), look up one (0 and *ret_json malloc'd, or
+ * -ENOENT), list them oldest first, and forget those deleted before a time. */
+int store_tombstone_insert(struct store *s, const struct store_tombstone *t, sbx_error *err);
+int store_tombstone_get(struct store *s, const char *id, char **ret_json, char **ret_owner, sbx_error *err);
+int store_tombstone_foreach(struct store *s, int (*cb)(const struct store_tombstone *t, void *userdata),
+                            void *userdata, sbx_error *err);
+int store_tombstone_prune(struct store *s, int64_t before_ms, sbx_error *err);
+
+/* API keys: insert (-EEXIST on a duplicate id or hash), delete (-ENOENT when there is none), list. */
+int store_key_insert(struct store *s, const struct store_key *k, sbx_error *err);
+int store_key_delete(struct store *s, const char *id, sbx_error *err);
+int store_key_foreach(struct store *s, int (*cb)(const struct store_key *k, void *userdata), void *userdata,
+                      sbx_error *err);
 
 /* Lowest uid slot not used by any row (slots start at 1). */
 int store_sandbox_free_uid_slot(struct store *s, int *ret_slot, sbx_error *err);

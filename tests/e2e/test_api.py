@@ -84,7 +84,7 @@ def test_sandbox_lifecycle(daemon):
     assert r.status == 201, r
     sb = r.json()
     assert sb["id"].startswith("sbx_") and sb["state"] == "running" and sb["name"] == "life-1"
-    assert sb["resources"] == {"cpus": 0.5, "memory_mb": 256, "pids": 128}
+    assert sb["resources"] == {"cpus": 0.5, "memory_mb": 256, "pids": 128, "disk_mb": 10240}
     assert sb["metadata"] == {"owner": "t"}
     got = daemon.request("GET", f"/v1/sandboxes/{sb['id']}").json()
     assert got["id"] == sb["id"]
@@ -96,7 +96,12 @@ def test_sandbox_lifecycle(daemon):
     out = daemon.run(sb["id"], "echo $FOO")
     assert out["stdout"] == "bar\n"
     daemon.delete(sb["id"])
-    assert daemon.request("GET", f"/v1/sandboxes/{sb['id']}").status == 404
+    # Gone from the list; by id, its tombstone says so; every other route is 404.
+    assert sb["id"] not in [s["id"] for s in daemon.request("GET", "/v1/sandboxes").json()["sandboxes"]]
+    tomb = daemon.request("GET", f"/v1/sandboxes/{sb['id']}").json()
+    assert tomb["state"] == "deleted" and tomb["state_reason"] == "deleted by request" and tomb["deleted_at"]
+    assert daemon.request("GET", "/v1/sandboxes/life-1").status == 404, "a deleted sandbox's name is free"
+    assert daemon.request("GET", f"/v1/sandboxes/{sb['id']}/commands").status == 404
     assert not os.path.exists(os.path.join(daemon.data_dir, "sandboxes", sb["id"]))
 
 

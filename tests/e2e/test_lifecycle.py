@@ -80,16 +80,16 @@ def test_delete_kills_a_shim_that_does_not_answer():
         assert "does not answer, killing it" in d.read_log()
 
 
-def test_shim_death_marks_sandbox_error_and_cleans_up():
+def test_shim_death_marks_sandbox_failed_and_cleans_up():
     """A shim killed from outside takes its sandbox down; sbxd notices at once, cleans up what is left
-    (mounts, cgroups) and reports the sandbox as `error`; calls answer not_running; delete works."""
+    (mounts, cgroups) and reports the sandbox as `failed` with a reason; calls answer not_running; delete works."""
     with Daemon(extra_args=["--warm", "0"]) as d:
         sid = d.create()
         state_dir = os.path.join(d.data_dir, "sandboxes", sid)
         shim = [p for p in processes_with_cmdline(state_dir) if b"sbx-shim" in open(f"/proc/{p}/cmdline", "rb").read()]
         assert shim and host_mounts_under(state_dir), "positive control"
         os.kill(shim[0], signal.SIGKILL)
-        wait_for(lambda: d.request("GET", f"/v1/sandboxes/{sid}").json()["state"] == "error",
+        wait_for(lambda: d.request("GET", f"/v1/sandboxes/{sid}").json()["state"] == "failed",
                  what="sbxd to notice the dead shim")
         assert host_mounts_under(state_dir) == []
         assert cgroup_dirs(sid) == []

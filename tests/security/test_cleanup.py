@@ -88,7 +88,8 @@ def test_delete_leaves_nothing(daemon, th, token):
     assert [c for c in cgroups if os.path.exists(c)] == [], f"cgroups left: {cgroups}"
     assert cgroup_dirs_of(sid) == [], cgroup_dirs_of(sid)
     assert not os.path.exists(state), f"state dir left: {os.listdir(state)}"
-    assert daemon.request("GET", f"/v1/sandboxes/{sid}").status == 404
+    assert daemon.request("GET", f"/v1/sandboxes/{sid}").json()["state"] == "deleted"
+    assert daemon.request("GET", f"/v1/sandboxes/{sid}/commands").status == 404
 
 
 def test_delete_during_fork_bomb(daemon, token):

@@ -156,3 +156,93 @@ print(t.children_user + t.children_system)
     assert res["exit_code"] == 0, res
     cpu = float(res["stdout"])
     assert 0.3 < cpu < 1.6, f"2 busy loops for 2 s used {cpu:.2f} s of CPU with cpus=0.5"
+
+
+def _shim_and_init(daemon, sid):
+    """(shim pid, sbx-init pid) of a sandbox, from the host's /proc."""
+    from sbxtest import sandbox_state_dir
+    state_dir = sandbox_state_dir(daemon, sid)
+    shims = [p for p in processes_with_cmdline(state_dir)
+             if open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].endswith(b"sbx-shim")]
+    assert len(shims) == 1, shims
+    with open(f"/proc/{shims[0]}/task/{shims[0]}/children") as f:
+        kids = [int(p) for p in f.read().split()]
+    inits = [p for p in kids if open(f"/proc/{p}/comm").read().strip() == "sbx-init"]
+    assert len(inits) == 1, kids
+    return shims[0], inits[0]
+
+
+def _oom_kills(memory_dir):
+    """The kernel's count of OOM kills in a memory cgroup (v1 memory.oom_control, v2 memory.events)."""
+    for name in ("memory.oom_control", "memory.events"):
+        p = os.path.join(memory_dir, name)
+        if os.path.exists(p):
+            for line in read(p).splitlines():
+                k, _, v = line.partition(" ")
+                if k == "oom_kill":
+                    return int(v)
+    return None
+
+
+def test_oom_kill_contained(daemon, new_sandbox, th, token):
+    """memory_mb=64 and a process that allocates and touches 1 GiB: the kernel's OOM killer kills that
+    process (the command reports signal 9, exit code 137; the sandbox's memory cgroup counts one OOM
+    kill), the sandbox's shim and init live on (same pids, a later command works, files kept), and a
+    neighbour sandbox with memory of its own in use is untouched (its command still runs, no OOM kill)."""
+    victim = new_sandbox(resources={"memory_mb": 64})
+    neighbour = new_sandbox(resources={"memory_mb": 64})
+    vdirs = cgroup_dirs(daemon, victim, th, token)
+    ndirs = cgroup_dirs(daemon, neighbour, th, token + "n")
+    vmem = vdirs.get("memory", vdirs.get("unified"))
+    nmem = ndirs.get("memory", ndirs.get("unified"))
+    assert _oom_kills(vmem) == 0 and _oom_kills(nmem) == 0, (vmem, nmem)
+    assert daemon.request("PUT", f"/v1/sandboxes/{victim}/files?path=/root/keep.txt", body=b"kept").status == 200
+    # The neighbour holds 32 MiB (half its limit) in a command that keeps running.
+    r = daemon.request("POST", f"/v1/sandboxes/{neighbour}/commands",
+                       {"id": "holder", "command": [th.path(neighbour), "memhog", "32", "hold"]})
+    assert r.status == 201, r
+    wait_for(lambda: int(read(os.path.join(nmem, "memory.usage_in_bytes" if "memory" in ndirs else
+                                           "memory.current"))) >= 32 << 20, what="the neighbour's 32 MiB")
+    before = {sid: _shim_and_init(daemon, sid) for sid in (victim, neighbour)}
+
+    ok = th(victim, "memhog", 16, timeout=20)
+    assert kv(ok["stdout"])["status"] == "ok", ok  # positive control: allocating under the limit works
+    with HealthProbe(daemon) as probe:
+        res = th(victim, "memhog", 1024, timeout=30)
+    assert (res["exit_code"], res["signal"]) == (137, 9), f"not killed by SIGKILL: {res}"
+    assert "memhog ok" not in res["stdout"], res
+    assert _oom_kills(vmem) >= 1, "the kernel's OOM killer did not act in the sandbox's memory cgroup"
+    assert res.get("error") in (None, {}) or res["error"].get("code") in ("oom_killed", "killed"), res
+    assert not probe.failures, probe.failures
+
+    after = {sid: _shim_and_init(daemon, sid) for sid in (victim, neighbour)}
+    assert after == before, f"a shim or init was replaced: {before} -> {after}"
+    assert sh(daemon, victim, "cat /root/keep.txt")["stdout"] == "kept"
+    assert daemon.request("GET", f"/v1/sandboxes/{victim}").json()["state"] == "running"
+
+    assert _oom_kills(nmem) == 0, "the neighbour saw an OOM kill"
+    holder = daemon.request("GET", f"/v1/sandboxes/{neighbour}/commands/holder").json()
+    assert holder["state"] == "running", holder
+    assert sh(daemon, neighbour, "echo ok")["stdout"] == "ok\n"
+    assert daemon.request("POST", f"/v1/sandboxes/{neighbour}/commands/holder/kill").status == 204
+    assert daemon.proc.poll() is None
+
+
+def test_oom_kill_has_a_clear_record(daemon, new_sandbox, th):
+    """An OOM-killed command says so: error.code "oom_killed", and the sandbox's metrics count it
+    (`oom_kills`, from memory.oom_control / memory.events oom_kill)."""
+    sid = new_sandbox(resources={"memory_mb": 64})
+    res = th(sid, "memhog", 1024, timeout=30)
+    assert res["signal"] == 9, res
+    m = daemon.request("GET", f"/v1/sandboxes/{sid}/metrics").json()
+    assert m.get("oom_kills") == 1, m
+    assert (res.get("error") or {}).get("code") == "oom_killed", res
+    # Through a shell (exit 137, no signal) the record is the same; a plain SIGKILL is not an OOM kill.
+    res = th(sid, "memhog", 1024, timeout=30)
+    assert res["error"]["code"] == "oom_killed", res
+    r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands", {"command": "kill -9 $$", "wait": True}).json()
+    assert r["signal"] == 9 and r["error"] is None, r
+    sh = daemon.request("POST", f"/v1/sandboxes/{sid}/commands",
+                        {"command": "python3 -c 'b = bytearray(1 << 30); b[::4096] = b\"x\" * (1 << 18)'; exit $?",
+                         "wait": True}).json()
+    assert sh["exit_code"] == 137 and sh["error"]["code"] == "oom_killed", sh

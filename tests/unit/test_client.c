@@ -1,16 +1,19 @@
 /* libsbx and sbx CLI internals that need no daemon: URL escaping, base64, UTF-8 checks, the incremental
- * SSE parser (every split point, CR/LF variants, multi-line data), size/duration parsing, `sbx exec`/`run`
- * argument parsing, and transport errors against a closed port. The library and CLI sources are included
+ * SSE parser (every split point, CR/LF variants, multi-line data), request bodies and paths (lifecycle,
+ * PATCH, list filters, keys), size/duration parsing, `sbx exec`/`run`/`update`/`renew` argument parsing,
+ * and transport errors against a closed port. The library and CLI sources are included
  * directly (STYLE.md I: the include trick), so their static helpers are reachable. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "../../cli/args.c"
+#include "../../cli/cli.h"
 #include "../../lib/client.c"
 #include "../../lib/commands.c"
 #include "../../lib/encode.c"
 #include "../../lib/files.c"
+#include "../../lib/keys.c"
 #include "../../lib/sandboxes.c"
 #include "../../lib/sse.c"
 #include "harness.h"
@@ -300,6 +303,158 @@ static int test_exec_body(void)
     return 0;
 }
 
+/* ---- sandboxes.c and keys.c: bodies, paths, parsing ---- */
+
+static char *dump_sorted(json_t *j)
+{
+    return json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+}
+
+static int test_lifecycle_fields(void)
+{
+    json_t *b = json_object();
+    ASSERT_OK(set_lifecycle_fields(b, 0, SBX_NEVER, 30)); /* 0: left out; SBX_NEVER: sent as 0 */
+    char *s = dump_sorted(b);
+    ASSERT_STREQ(s, "{\"delete_after_stop_seconds\":0,\"timeout_seconds\":30}");
+    free(s);
+    ASSERT_ERRNO(set_lifecycle_fields(b, -5, 0, 0), EINVAL);
+    json_decref(b);
+
+    /* A create body carries them next to the rest. */
+    struct sbx_create_opts o = {.idle_ttl_s = SBX_NEVER, .timeout_s = 3600};
+    b = json_object();
+    ASSERT_OK(set_lifecycle_fields(b, o.idle_ttl_s, o.delete_after_stop_s, o.timeout_s));
+    s = dump_sorted(b);
+    ASSERT_STREQ(s, "{\"idle_ttl_seconds\":0,\"timeout_seconds\":3600}");
+    free(s);
+    json_decref(b);
+    return 0;
+}
+
+static int test_update_body(void)
+{
+    struct sbx_err err = {0};
+    json_t *b = NULL;
+    const char *meta[] = {"a=1", "b=x=y", NULL};
+    struct sbx_update_opts o = {.idle_ttl_s = 60, .delete_after_stop_s = SBX_NEVER, .metadata = meta};
+    ASSERT_OK(update_body(&o, &b, &err));
+    char *s = dump_sorted(b);
+    ASSERT_STREQ(s, "{\"delete_after_stop_seconds\":0,\"idle_ttl_seconds\":60,\"metadata\":{\"a\":\"1\","
+                    "\"b\":\"x=y\"}}");
+    free(s);
+    json_decref(b);
+    /* An empty metadata array clears it; a zeroed struct changes nothing. */
+    const char *empty[] = {NULL};
+    struct sbx_update_opts clear = {.metadata = empty}, none = {0};
+    ASSERT_OK(update_body(&clear, &b, &err));
+    s = dump_sorted(b);
+    ASSERT_STREQ(s, "{\"metadata\":{}}");
+    free(s);
+    json_decref(b);
+    ASSERT_OK(update_body(&none, &b, &err));
+    s = dump_sorted(b);
+    ASSERT_STREQ(s, "{}");
+    free(s);
+    json_decref(b);
+    const char *bad[] = {"novalue", NULL};
+    struct sbx_update_opts be = {.metadata = bad};
+    ASSERT_ERRNO(update_body(&be, &b, &err), EINVAL);
+    ASSERT_STREQ(err.code, "invalid_argument");
+    struct sbx_update_opts neg = {.timeout_s = -7};
+    ASSERT_ERRNO(update_body(&neg, &b, &err), EINVAL);
+    return 0;
+}
+
+static int test_list_path(void)
+{
+    struct lbuf b = LBUF_INIT;
+    ASSERT_OK(list_path(&b, NULL));
+    ASSERT_STREQ(b.base, "/v1/sandboxes");
+    lbuf_reset(&b);
+    const char *meta[] = {"team=a b", "k&=v=w", NULL};
+    struct sbx_list_opts o = {.state = "deleted", .metadata = meta};
+    ASSERT_OK(list_path(&b, &o));
+    ASSERT_STREQ(b.base, "/v1/sandboxes?state=deleted&metadata.team=a%20b&metadata.k%26=v%3Dw");
+    lbuf_reset(&b);
+    struct sbx_list_opts only_meta = {.metadata = meta + 1};
+    ASSERT_OK(list_path(&b, &only_meta));
+    ASSERT_STREQ(b.base, "/v1/sandboxes?metadata.k%26=v%3Dw");
+    lbuf_reset(&b);
+    const char *bad[] = {"=v", NULL};
+    struct sbx_list_opts be = {.metadata = bad};
+    ASSERT_ERRNO(list_path(&b, &be), EINVAL);
+    lbuf_done(&b);
+    return 0;
+}
+
+static int test_sandbox_from_json(void)
+{
+    json_t *o = json_loads("{\"id\":\"sbx_a\",\"state\":\"deleted\",\"idle_ttl_seconds\":600,"
+                           "\"delete_after_stop_seconds\":0,\"timeout_seconds\":60,"
+                           "\"last_active_at\":\"2026-12-04T16:00:00.000Z\",\"stopped_at\":null,"
+                           "\"expires_at\":\"2026-12-04T16:01:00.000Z\",\"state_reason\":\"deleted by x\"}",
+                           0, NULL);
+    ASSERT_TRUE(o != NULL);
+    struct sbx_sandbox s = {0};
+    struct sbx_err err = {0};
+    ASSERT_OK(sandbox_from_json(o, &s, &err));
+    ASSERT_STREQ(s.state, "deleted");
+    ASSERT_EQ(s.idle_ttl_s, 600);
+    ASSERT_EQ(s.delete_after_stop_s, 0);
+    ASSERT_EQ(s.timeout_s, 60);
+    ASSERT_STREQ(s.expires_at, "2026-12-04T16:01:00.000Z");
+    ASSERT_TRUE(s.stopped_at == NULL);
+    ASSERT_STREQ(s.state_reason, "deleted by x");
+    sbx_sandbox_done(&s);
+    json_decref(o);
+    /* An older daemon without the fields: -1 and NULL. */
+    o = json_loads("{\"id\":\"sbx_b\",\"state\":\"running\"}", 0, NULL);
+    ASSERT_OK(sandbox_from_json(o, &s, &err));
+    ASSERT_EQ(s.idle_ttl_s, -1);
+    ASSERT_TRUE(s.last_active_at == NULL && s.expires_at == NULL);
+    sbx_sandbox_done(&s);
+    json_decref(o);
+    return 0;
+}
+
+static int test_keys_json(void)
+{
+    struct sbx_err err = {0};
+    json_t *b = NULL;
+    struct sbx_key_opts o = {.name = "fleet", .max_sandboxes = 20, .max_memory_mb = 16384};
+    ASSERT_OK(key_body(&o, &b, &err));
+    char *s = dump_sorted(b);
+    ASSERT_STREQ(s, "{\"name\":\"fleet\",\"quotas\":{\"max_memory_mb\":16384,\"max_sandboxes\":20}}");
+    free(s);
+    json_decref(b);
+    struct sbx_key_opts none = {0};
+    ASSERT_OK(key_body(&none, &b, &err));
+    s = dump_sorted(b);
+    ASSERT_STREQ(s, "{}");
+    free(s);
+    json_decref(b);
+    struct sbx_key_opts neg = {.max_sandboxes = -1};
+    ASSERT_ERRNO(key_body(&neg, &b, &err), EINVAL);
+
+    json_t *k = json_loads("{\"id\":\"key_1\",\"name\":null,\"created_at\":\"2026-12-04T16:00:00.000Z\","
+                           "\"quotas\":{\"max_sandboxes\":2,\"max_memory_mb\":0},\"key\":\"sbxk_s\"}",
+                           0, NULL);
+    struct sbx_key key = {0};
+    ASSERT_OK(key_from_json(k, &key, &err));
+    ASSERT_STREQ(key.id, "key_1");
+    ASSERT_TRUE(key.name == NULL);
+    ASSERT_EQ(key.max_sandboxes, 2);
+    ASSERT_EQ(key.max_memory_mb, 0);
+    ASSERT_STREQ(key.secret, "sbxk_s");
+    sbx_key_done(&key);
+    ASSERT_TRUE(key.secret == NULL && key.json == NULL);
+    json_decref(k);
+    k = json_loads("{\"name\":\"x\"}", 0, NULL);
+    ASSERT_ERRNO(key_from_json(k, &key, &err), EPROTO);
+    json_decref(k);
+    return 0;
+}
+
 /* ---- client.c against a port nobody listens on ---- */
 
 static int closed_port(void)
@@ -351,6 +506,12 @@ static int test_client_refused(void)
     ASSERT_ERRNO(sbx_exec_stream(c, "sbx_a", "cmd_b", 0, 0, NULL, &err), ECONNREFUSED);
     ASSERT_STREQ(err.code, "unavailable");
     ASSERT_ERRNO(sbx_file_download(c, "sbx_a", "/x", 1, NULL), ECONNREFUSED); /* err may be NULL */
+    ASSERT_ERRNO(sbx_sandbox_renew(c, "sbx_a", 60, NULL, NULL), ECONNREFUSED);
+    ASSERT_ERRNO(sbx_sandbox_update(c, "sbx_a", NULL, NULL, NULL), ECONNREFUSED);
+    ASSERT_ERRNO(sbx_sandbox_renew(c, "sbx_a", -1, NULL, &err), EINVAL); /* refused before sending */
+    struct sbx_key *keys = NULL;
+    ASSERT_ERRNO(sbx_key_list(c, &keys, &n, &err), ECONNREFUSED);
+    ASSERT_ERRNO(sbx_key_delete(c, "key_a", &err), ECONNREFUSED);
     sbx_client_free(c);
     return 0;
 }
@@ -522,6 +683,84 @@ static int test_create_and_run_args(void)
     return 0;
 }
 
+static int test_lifetimes(void)
+{
+    int64_t v;
+    ASSERT_OK(cli_parse_lifetime("0", &v));
+    ASSERT_EQ(v, 0);
+    ASSERT_OK(cli_parse_lifetime("600", &v));
+    ASSERT_EQ(v, 600);
+    ASSERT_OK(cli_parse_lifetime("90s", &v));
+    ASSERT_EQ(v, 90);
+    ASSERT_OK(cli_parse_lifetime("10m", &v));
+    ASSERT_EQ(v, 600);
+    ASSERT_OK(cli_parse_lifetime("1.5h", &v));
+    ASSERT_EQ(v, 5400);
+    ASSERT_OK(cli_parse_lifetime("0m", &v));
+    ASSERT_EQ(v, 0);
+    ASSERT_OK(cli_parse_lifetime("0.7m", &v));
+    ASSERT_EQ(v, 42);
+    ASSERT_OK(cli_parse_lifetime("0.1h", &v));
+    ASSERT_EQ(v, 360);
+    const char *bad[] = {"", "-1", "1.5", "0.5", "2d", "m", "abc", "1e30", "nan", "10 m"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (cli_parse_lifetime(bad[i], &v) != -EINVAL)
+            FAILF("`%s` accepted", bad[i]);
+    return 0;
+}
+
+static int test_lifecycle_args(void)
+{
+    struct cli_args a;
+    char e[256];
+    char *create[] = {"create", "--idle-ttl", "0", "--lifetime=1h", "--delete-after-stop", "90", NULL};
+    ASSERT_OK(parse(ARGS_CREATE, &a, e, create));
+    ASSERT_EQ(a.idle_ttl_s, 0);
+    ASSERT_EQ(a.lifetime_s, 3600);
+    ASSERT_EQ(a.delete_after_stop_s, 90);
+    cli_args_done(&a);
+    char *plain[] = {"create", NULL};
+    ASSERT_OK(parse(ARGS_CREATE, &a, e, plain));
+    ASSERT_TRUE(a.idle_ttl_s == -1 && a.lifetime_s == -1 && a.delete_after_stop_s == -1);
+    cli_args_done(&a);
+
+    char *update[] = {"update", "--metadata", "k=v", "box", "--idle-ttl", "5m", "--json", NULL};
+    ASSERT_OK(parse(ARGS_UPDATE | ARGS_SANDBOX, &a, e, update));
+    ASSERT_STREQ(a.sandbox, "box");
+    ASSERT_EQ(a.idle_ttl_s, 300);
+    ASSERT_EQ(a.lifetime_s, -1);
+    ASSERT_STREQ(a.metadata[0], "k=v");
+    ASSERT_TRUE(a.json);
+    cli_args_done(&a);
+    char *nothing[] = {"update", "box", "--json", NULL};
+    ASSERT_ERRNO(parse(ARGS_UPDATE | ARGS_SANDBOX, &a, e, nothing), EINVAL);
+    ASSERT_TRUE(strstr(e, "nothing to update") != NULL);
+    char *env[] = {"update", "box", "--env", "A=B", NULL};
+    ASSERT_ERRNO(parse(ARGS_UPDATE | ARGS_SANDBOX, &a, e, env), EINVAL);
+    ASSERT_STREQ(e, "option `--env` is not valid here");
+    char *extra[] = {"update", "box", "more", "--idle-ttl", "1", NULL};
+    ASSERT_ERRNO(parse(ARGS_UPDATE | ARGS_SANDBOX, &a, e, extra), EINVAL);
+
+    char *renew[] = {"renew", "box", NULL};
+    ASSERT_OK(parse(ARGS_RENEW | ARGS_SANDBOX, &a, e, renew));
+    ASSERT_EQ(a.lifetime_s, -1);
+    cli_args_done(&a);
+    char *renew0[] = {"renew", "box", "--lifetime", "0", NULL};
+    ASSERT_ERRNO(parse(ARGS_RENEW | ARGS_SANDBOX, &a, e, renew0), EINVAL);
+    char *renew_idle[] = {"renew", "box", "--idle-ttl", "1", NULL};
+    ASSERT_ERRNO(parse(ARGS_RENEW | ARGS_SANDBOX, &a, e, renew_idle), EINVAL);
+    /* exec keeps its own --timeout; the sandbox's lifetime is not an exec option. */
+    char *exec_life[] = {"exec", "box", "--lifetime", "1", "--", "true", NULL};
+    ASSERT_ERRNO(parse(EXEC, &a, e, exec_life), EINVAL);
+    char *json_create[] = {"create", "--json", NULL};
+    ASSERT_ERRNO(parse(ARGS_CREATE, &a, e, json_create), EINVAL);
+
+    ASSERT_EQ(cli_lib_seconds(-1), 0);
+    ASSERT_EQ(cli_lib_seconds(0), SBX_NEVER);
+    ASSERT_EQ(cli_lib_seconds(30), 30);
+    return 0;
+}
+
 static int test_split_remote(void)
 {
     char *id = NULL;
@@ -543,6 +782,9 @@ static int test_split_remote(void)
 TESTS(TEST(test_url_escape) TEST(test_paths) TEST(test_base64) TEST(test_utf8) TEST(test_sse_whole)
           TEST(test_sse_byte_by_byte) TEST(test_sse_every_split) TEST(test_sse_crlf_split)
               TEST(test_sse_empty_data_and_error) TEST(test_stream_events) TEST(test_exec_body)
-                  TEST(test_client_new) TEST(test_client_refused) TEST(test_memory) TEST(test_durations)
-                      TEST(test_exec_args) TEST(test_exec_args_errors) TEST(test_create_and_run_args)
-                          TEST(test_split_remote))
+                  TEST(test_lifecycle_fields) TEST(test_update_body) TEST(test_list_path)
+                      TEST(test_sandbox_from_json) TEST(test_keys_json) TEST(test_client_new)
+                          TEST(test_client_refused) TEST(test_memory) TEST(test_durations)
+                              TEST(test_lifetimes) TEST(test_exec_args) TEST(test_exec_args_errors)
+                                  TEST(test_create_and_run_args) TEST(test_lifecycle_args)
+                                      TEST(test_split_remote))

@@ -461,6 +461,146 @@ static int test_timeout(void)
     return 0;
 }
 
+/* Polls status until the command has exited (or is gone); returns the status (caller frees) or NULL. */
+static json_t *wait_exited(struct fixture *fx, const char *id, int timeout_ms)
+{
+    int64_t deadline = ms_now() + timeout_ms;
+    while (ms_now() < deadline) {
+        sbx_error err = {0};
+        json_t *resp = call(fx, json_pack("{s:s, s:s}", "op", "status", "id", id), &err);
+        json_t *st = resp ? json_incref(json_object_get(resp, "command")) : NULL;
+        json_decref(resp);
+        if (st && strcmp(json_string_value(json_object_get(st, "state")), "exited") == 0)
+            return st;
+        json_decref(st);
+        usleep(20000);
+    }
+    return NULL;
+}
+
+static json_t *exec_life(struct fixture *fx, const char *id, const char *script, const char *k1,
+                         json_int_t v1, const char *k2, json_int_t v2, sbx_error *err)
+{
+    json_t *req = json_pack("{s:s, s:s, s:[s,s,s], s:[s], s:s}", "op", "exec", "id", id, "argv", "/bin/sh",
+                            "-c", script, "env", "PATH=/usr/bin:/bin", "cwd", "/");
+    if (k1)
+        json_object_set_new(req, k1,
+                            strcmp(k1, "kill_on_disconnect") == 0 ? json_boolean(v1) : json_integer(v1));
+    if (k2)
+        json_object_set_new(req, k2, json_integer(v2));
+    return call(fx, req, err);
+}
+
+/* The combined log: arrival order, stream offsets, paging, bounds; then ttl expiry removes it all. */
+static int test_logs_and_expiry(void)
+{
+    struct fixture fx = {0};
+    int r = fixture_start(&fx);
+    if (r)
+        return r;
+    sbx_error err = {0};
+    json_t *resp = exec_life(&fx, "lg", "printf ab; sleep 0.1; printf CD >&2; sleep 0.1; printf e", "ttl_ms",
+                             400, NULL, 0, &err);
+    ASSERT_TRUE(resp);
+    json_decref(resp);
+    json_t *st = wait_exited(&fx, "lg", 5000);
+    ASSERT_TRUE(st);
+    ASSERT_EQ(jint(st, "log_bytes"), 5);
+    json_decref(st);
+
+    resp =
+        call(&fx, json_pack("{s:s, s:s, s:i, s:i}", "op", "logs", "id", "lg", "cursor", 1, "limit", 2), &err);
+    if (!resp)
+        FAILF("logs: %s", err.msg);
+    ASSERT_STREQ(json_string_value(json_object_get(resp, "data_b64")), "YkM="); /* "bC" */
+    ASSERT_EQ(jint(resp, "next_cursor"), 3);
+    json_t *chunks = json_object_get(resp, "chunks");
+    ASSERT_EQ(json_array_size(chunks), 2);
+    json_t *c0 = json_array_get(chunks, 0), *c1 = json_array_get(chunks, 1);
+    ASSERT_EQ(jint(c0, "stream"), 1);
+    ASSERT_EQ(jint(c0, "offset"), 1);
+    ASSERT_EQ(jint(c0, "len"), 1);
+    ASSERT_EQ(jint(c1, "stream"), 2);
+    ASSERT_EQ(jint(c1, "offset"), 0);
+    ASSERT_EQ(jint(c1, "cursor"), 2);
+    json_decref(resp);
+    resp = call(&fx, json_pack("{s:s, s:s, s:i}", "op", "logs", "id", "lg", "cursor", 3), &err);
+    ASSERT_TRUE(resp);
+    ASSERT_STREQ(json_string_value(json_object_get(resp, "data_b64")), "RGU="); /* "De" */
+    ASSERT_EQ(json_array_size(json_object_get(resp, "chunks")), 2);
+    json_decref(resp);
+    resp = call(&fx, json_pack("{s:s, s:s, s:i}", "op", "logs", "id", "lg", "cursor", 6), &err);
+    ASSERT_TRUE(!resp);
+    ASSERT_STREQ(err.kind, "invalid_argument");
+
+    char path[512];
+    snprintf(path, sizeof(path), "%s/logs/lg.log", fx.dir);
+    ASSERT_OK(access(path, F_OK));
+    int64_t deadline = ms_now() + 5000;
+    for (;;) {
+        sbx_error e2 = {0};
+        resp = call(&fx, json_pack("{s:s, s:s}", "op", "status", "id", "lg"), &e2);
+        json_decref(resp);
+        if (!resp && strcmp(e2.kind, "expired") == 0)
+            break;
+        if (ms_now() > deadline)
+            FAILF("not expired: %s", resp ? "still there" : e2.kind);
+        usleep(20000);
+    }
+    ASSERT_TRUE(access(path, F_OK) < 0 && errno == ENOENT);
+    snprintf(path, sizeof(path), "%s/logs/lg.json", fx.dir);
+    ASSERT_TRUE(access(path, F_OK) < 0 && errno == ENOENT);
+    resp = call(&fx, json_pack("{s:s, s:s}", "op", "status", "id", "never"), &err);
+    ASSERT_TRUE(!resp);
+    ASSERT_STREQ(err.kind, "not_found");
+
+    /* Durations out of range are refused before anything starts. */
+    ASSERT_TRUE(!exec_life(&fx, "bad", "true", "idle_timeout_ms", 0, NULL, 0, &err));
+    ASSERT_STREQ(err.kind, "invalid_argument");
+    ASSERT_TRUE(!exec_life(&fx, "bad", "true", "ttl_ms", -2, NULL, 0, &err));
+    ASSERT_TRUE(!exec_life(&fx, "bad", "true", "disconnect_grace_ms", -1, NULL, 0, &err));
+    fixture_stop(&fx);
+    return 0;
+}
+
+/* idle_timeout with nobody attached, and kill_on_disconnect once the last attacher leaves. */
+static int test_idle_and_disconnect(void)
+{
+    struct fixture fx = {0};
+    int r = fixture_start(&fx);
+    if (r)
+        return r;
+    sbx_error err = {0};
+    int64_t t0 = ms_now();
+    json_t *resp = exec_life(&fx, "idle", "exec sleep 100", "idle_timeout_ms", 300, NULL, 0, &err);
+    ASSERT_TRUE(resp);
+    json_decref(resp);
+    resp = exec_life(&fx, "kod", "exec sleep 100", "kill_on_disconnect", 1, "disconnect_grace_ms", 100, &err);
+    ASSERT_TRUE(resp);
+    json_decref(resp);
+    json_t *st = wait_exited(&fx, "idle", 5000);
+    ASSERT_TRUE(st);
+    ASSERT_STREQ(jerrcode(st), "idle_timeout");
+    ASSERT_TRUE(ms_now() - t0 >= 300);
+    json_decref(st);
+
+    int fd;
+    ASSERT_OK(shim_attach(fx.dir, "kod", 0, 0, &fd, &err));
+    usleep(300000); /* longer than the grace: attached, nothing happens */
+    resp = call(&fx, json_pack("{s:s, s:s}", "op", "status", "id", "kod"), &err);
+    ASSERT_TRUE(resp);
+    ASSERT_STREQ(json_string_value(json_object_get(json_object_get(resp, "command"), "state")), "running");
+    ASSERT_EQ(jint(json_object_get(resp, "command"), "attached"), 1);
+    json_decref(resp);
+    close(fd);
+    st = wait_exited(&fx, "kod", 5000);
+    ASSERT_TRUE(st);
+    ASSERT_STREQ(jerrcode(st), "disconnected");
+    json_decref(st);
+    fixture_stop(&fx);
+    return 0;
+}
+
 static int test_kill_and_background(void)
 {
     struct fixture fx = {0};
@@ -898,4 +1038,5 @@ static int test_spawn_failure(void)
 TESTS(TEST(test_spawn_ping) TEST(test_exec_attach_exit) TEST(test_get_or_create) TEST(test_attach_offsets)
           TEST(test_large_output) TEST(test_timeout) TEST(test_kill_and_background) TEST(test_stdin)
               TEST(test_reattach_nothing_lost) TEST(test_command_not_found) TEST(test_malformed_frames)
-                  TEST(test_shutdown_cleans_up) TEST(test_sigterm_and_init_death) TEST(test_spawn_failure))
+                  TEST(test_shutdown_cleans_up) TEST(test_sigterm_and_init_death) TEST(test_spawn_failure)
+                      TEST(test_logs_and_expiry) TEST(test_idle_and_disconnect))

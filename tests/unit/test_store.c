@@ -1,5 +1,6 @@
 #include "harness.h"
 
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include "base/util.h"
@@ -85,6 +86,187 @@ static int test_insert_list_delete(void)
     return 0;
 }
 
+struct row_seen {
+    char owner[32], reason[64];
+    int64_t idle, das, timeout, expires, stopped;
+};
+
+static int remember_row(const struct store_sandbox *sb, void *userdata)
+{
+    struct row_seen *r = userdata;
+    snprintf(r->owner, sizeof(r->owner), "%s", sb->owner ? sb->owner : "(admin)");
+    snprintf(r->reason, sizeof(r->reason), "%s", sb->reason ? sb->reason : "(none)");
+    r->idle = sb->idle_ttl_s;
+    r->das = sb->delete_after_stop_s;
+    r->timeout = sb->timeout_s;
+    r->expires = sb->expires_ms;
+    r->stopped = sb->stopped_ms;
+    return 0;
+}
+
+/* Lifecycle columns round-trip; names are unique per owner (the admin is an owner too). */
+static int test_lifecycle_columns_and_owners(void)
+{
+    struct store *s;
+    dbdir[strlen(dbdir) - 6] = '\0';
+    strcat(dbdir, "XXXXXX");
+    ASSERT_OK(open_fresh(&s));
+    sbx_error err = {0};
+    struct store_sandbox a = {.id = "sbx_a",
+                              .name = "web",
+                              .snapshot = "host",
+                              .state = "stopped",
+                              .created_ms = 1,
+                              .uid_slot = 1,
+                              .owner = "key_x",
+                              .reason = "idle",
+                              .idle_ttl_s = 600,
+                              .delete_after_stop_s = 60,
+                              .timeout_s = 3600,
+                              .expires_ms = 12345,
+                              .stopped_ms = 678};
+    ASSERT_OK(store_sandbox_insert(s, &a, &err));
+    struct store_sandbox b = {.id = "sbx_b",
+                              .name = "web",
+                              .snapshot = "host",
+                              .state = "running",
+                              .created_ms = 2,
+                              .uid_slot = 2,
+                              .owner = "key_y"};
+    ASSERT_OK(store_sandbox_insert(s, &b, &err));
+    struct store_sandbox c = {
+        .id = "sbx_c", .name = "web", .snapshot = "host", .state = "running", .created_ms = 3, .uid_slot = 3};
+    ASSERT_OK(store_sandbox_insert(s, &c, &err));
+    struct store_sandbox c2 = {.id = "sbx_c2",
+                               .name = "web",
+                               .snapshot = "host",
+                               .state = "running",
+                               .created_ms = 4,
+                               .uid_slot = 4};
+    ASSERT_ERRNO(store_sandbox_insert(s, &c2, &err), EEXIST);
+    struct store_sandbox a2 = {.id = "sbx_a2",
+                               .name = "web",
+                               .snapshot = "host",
+                               .state = "running",
+                               .created_ms = 4,
+                               .uid_slot = 4,
+                               .owner = "key_x"};
+    ASSERT_ERRNO(store_sandbox_insert(s, &a2, &err), EEXIST);
+    ASSERT_OK(store_sandbox_delete(s, "sbx_b", &err));
+    ASSERT_OK(store_sandbox_delete(s, "sbx_c", &err));
+    struct row_seen r = {0};
+    ASSERT_OK(store_sandbox_foreach(s, remember_row, &r, &err));
+    ASSERT_STREQ(r.owner, "key_x");
+    ASSERT_STREQ(r.reason, "idle");
+    ASSERT_EQ(r.idle, 600);
+    ASSERT_EQ(r.das, 60);
+    ASSERT_EQ(r.timeout, 3600);
+    ASSERT_EQ(r.expires, 12345);
+    ASSERT_EQ(r.stopped, 678);
+    /* Update rewrites them; the admin's rows read back with no owner. */
+    a.owner = NULL;
+    a.reason = NULL;
+    a.expires_ms = 0;
+    ASSERT_OK(store_sandbox_update(s, &a, &err));
+    ASSERT_OK(store_sandbox_foreach(s, remember_row, &r, &err));
+    ASSERT_STREQ(r.owner, "(admin)");
+    ASSERT_STREQ(r.reason, "(none)");
+    ASSERT_EQ(r.expires, 0);
+    store_close(s);
+    rm_rf(dbdir);
+    return 0;
+}
+
+static int count_tomb(const struct store_tombstone *t, void *userdata)
+{
+    (*(int *)userdata)++;
+    return 0;
+}
+
+static int count_key(const struct store_key *k, void *userdata)
+{
+    (*(int *)userdata)++;
+    return 0;
+}
+
+static int test_tombstones_and_keys(void)
+{
+    struct store *s;
+    dbdir[strlen(dbdir) - 6] = '\0';
+    strcat(dbdir, "XXXXXX");
+    ASSERT_OK(open_fresh(&s));
+    sbx_error err = {0};
+    struct store_tombstone t1 = {
+        .id = "sbx_1", .owner = "key_x", .deleted_ms = 100, .sandbox_json = "{\"a\":1}"};
+    struct store_tombstone t2 = {.id = "sbx_2", .deleted_ms = 200, .sandbox_json = "{}"};
+    ASSERT_OK(store_tombstone_insert(s, &t1, &err));
+    ASSERT_OK(store_tombstone_insert(s, &t2, &err));
+    char *json = NULL, *owner = NULL;
+    ASSERT_OK(store_tombstone_get(s, "sbx_1", &json, &owner, &err));
+    ASSERT_STREQ(json, "{\"a\":1}");
+    ASSERT_STREQ(owner, "key_x");
+    free(json);
+    free(owner);
+    ASSERT_ERRNO(store_tombstone_get(s, "sbx_none", &json, &owner, &err), ENOENT);
+    ASSERT_OK(store_tombstone_prune(s, 150, &err));
+    int n = 0;
+    ASSERT_OK(store_tombstone_foreach(s, count_tomb, &n, &err));
+    ASSERT_EQ(n, 1);
+
+    struct store_key k = {.id = "key_1", .name = "n", .hash = "ab", .created_ms = 1, .quotas_json = "{}"};
+    ASSERT_OK(store_key_insert(s, &k, &err));
+    struct store_key dup = {.id = "key_2", .hash = "ab", .created_ms = 2};
+    ASSERT_ERRNO(store_key_insert(s, &dup, &err), EEXIST);
+    n = 0;
+    ASSERT_OK(store_key_foreach(s, count_key, &n, &err));
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(store_key_delete(s, "key_1", &err));
+    ASSERT_ERRNO(store_key_delete(s, "key_1", &err), ENOENT);
+    store_close(s);
+    rm_rf(dbdir);
+    return 0;
+}
+
+static int remember_state(const struct store_sandbox *sb, void *userdata)
+{
+    snprintf(userdata, 32, "%s/%s", sb->state, sb->owner ? sb->owner : "(admin)");
+    return 0;
+}
+
+/* A database written by the first schema is migrated in place: rows kept, "error" becomes "failed". */
+static int test_migrates_schema_1(void)
+{
+    dbdir[strlen(dbdir) - 6] = '\0';
+    strcat(dbdir, "XXXXXX");
+    ASSERT_TRUE(mkdtemp(dbdir) != NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/sbx.db", dbdir);
+    sqlite3 *db;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TABLE sandboxes (id TEXT PRIMARY KEY, name TEXT UNIQUE, snapshot TEXT NOT NULL,"
+                     " state TEXT NOT NULL, created_ms INTEGER NOT NULL, env TEXT NOT NULL DEFAULT '{}',"
+                     " metadata TEXT NOT NULL DEFAULT '{}', resources TEXT NOT NULL DEFAULT '{}',"
+                     " uid_slot INTEGER NOT NULL UNIQUE, shim_pid INTEGER NOT NULL DEFAULT 0,"
+                     " init_pid INTEGER NOT NULL DEFAULT 0);"
+                     "INSERT INTO sandboxes (id, name, snapshot, state, created_ms, uid_slot)"
+                     " VALUES ('sbx_old', 'old', 'host', 'error', 5, 1);"
+                     "PRAGMA user_version = 1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    struct store *s;
+    sbx_error err = {0};
+    ASSERT_OK(store_open(path, &s, &err));
+    char seen[32] = "";
+    ASSERT_OK(store_sandbox_foreach(s, remember_state, seen, &err));
+    ASSERT_STREQ(seen, "failed/(admin)");
+    store_close(s);
+    rm_rf(dbdir);
+    return 0;
+}
+
 static int test_open_bad_path(void)
 {
     struct store *s = NULL;
@@ -94,4 +276,5 @@ static int test_open_bad_path(void)
     return 0;
 }
 
-TESTS(TEST(test_insert_list_delete) TEST(test_open_bad_path))
+TESTS(TEST(test_insert_list_delete) TEST(test_lifecycle_columns_and_owners) TEST(test_tombstones_and_keys)
+          TEST(test_migrates_schema_1) TEST(test_open_bad_path))
