@@ -18,11 +18,11 @@ struct daemon {
     struct store *store;
     struct http_server *http;
     char *data_dir;
-    char *sandboxes_dir; /* <data_dir>/sandboxes */
-    char *shim_path;     /* sbx-shim next to sbxd */
-    char *init_path;     /* sbx-init next to sbxd */
-    char *seccomp_path;  /* <data_dir>/seccomp.bpf, written at start */
-    char *api_key;       /* the admin's; NULL = no auth (loopback only) */
+    char *sandboxes_dir;    /* <data_dir>/sandboxes */
+    char *shim_path;        /* sbx-shim next to sbxd */
+    char *init_path;        /* sbx-init next to sbxd */
+    char *seccomp_path;     /* <data_dir>/seccomp.bpf, written at start */
+    char *api_key;          /* the admin's; NULL = no auth (loopback only) */
     struct key_table *keys; /* tenants' API keys (api/keys.h) */
     bool ephemeral;
     size_t max_sandboxes;

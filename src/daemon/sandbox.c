@@ -886,8 +886,9 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
     sb->init_pid = row->init_pid;
     sb->owner = row->owner ? xstrdup(row->owner) : NULL;
     sb->reason = row->reason ? xstrdup(row->reason) : NULL;
-    sb->life = (struct sandbox_lifecycle){
-        .idle_ttl_s = row->idle_ttl_s, .delete_after_stop_s = row->delete_after_stop_s, .timeout_s = row->timeout_s};
+    sb->life = (struct sandbox_lifecycle){.idle_ttl_s = row->idle_ttl_s,
+                                          .delete_after_stop_s = row->delete_after_stop_s,
+                                          .timeout_s = row->timeout_s};
     sb->expires_ms = row->expires_ms;
     sb->stopped_ms = row->stopped_ms;
     /* Idleness is not persisted: a restart gives every sandbox a full idle period rather than stopping

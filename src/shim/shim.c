@@ -153,7 +153,7 @@ struct command {
     int pidfd;
     bool have_status; /* sbx-init reported the exit */
     int wstatus;
-    char err_code[32]; /* "" = no error */
+    char err_code[32];           /* "" = no error */
     uint64_t oom_kills_at_start; /* the sandbox's OOM kill count when it started */
     char err_msg[256];
     int64_t started_ms, finished_ms;
