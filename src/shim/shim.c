@@ -226,9 +226,15 @@ static struct {
     int64_t next_expire; /* earliest expire_at of a finished command (monotonic ms), 0 = none */
     char expired[EXPIRED_KEPT][SBX_ID_MAX + 1]; /* ring of forgotten ids */
     unsigned expired_next;
+    /* Output kept on the host (logs/) is bounded by the sandbox's disk size (0 = unbounded): past it the
+     * shim stops reading output pipes, so writers block and nothing is lost, until commands expire. */
+    uint64_t log_quota, log_bytes;
+    bool output_throttled;
 } S = {.logs_fd = -1};
 
 static void command_maybe_finish(struct command *c);
+static void output_resume(void);
+static uint64_t command_log_bytes(const struct command *c);
 static void client_pump(struct client *cl);
 static void client_update(struct client *cl);
 
@@ -368,12 +374,14 @@ static void command_forget(struct command *c)
 {
     assert(c->state == CMD_EXITED && !c->attachers);
     log_debug("command %s expired", c->id);
+    S.log_bytes -= command_log_bytes(c);
     for (size_t i = 0; i < ELEMENTSOF(log_suffixes); i++) {
         char name[SBX_ID_MAX + 16];
         snprintf(name, sizeof(name), "%s.%s", c->id, log_suffixes[i]);
         if (unlinkat(S.logs_fd, name, 0) < 0 && errno != ENOENT)
             log_warning_errno(-errno, "remove `%s`: %m, ignoring", name);
     }
+    output_resume();
     snprintf(S.expired[S.expired_next], sizeof(S.expired[0]), "%s", c->id);
     S.expired_next = (S.expired_next + 1) % EXPIRED_KEPT;
     if (c->prev)
@@ -471,9 +479,24 @@ static void clog_append(struct command *c, int idx, uint64_t stream_off, const u
     c->clog_bytes += len;
 }
 
+/* The bytes a command's files hold in logs/ (its .json aside), as counted into S.log_bytes. */
+static uint64_t command_log_bytes(const struct command *c)
+{
+    uint64_t n = c->clog_bytes + (uint64_t)c->clog_recs * CLOG_REC;
+    for (int i = 0; i < 2; i++)
+        if (c->out[i].log_fd >= 0)
+            n += c->out[i].bytes;
+    return n;
+}
+
+static bool logs_full(void)
+{
+    return S.log_quota && S.log_bytes >= S.log_quota;
+}
+
 /* Appends output to the ring, and to the log file once the stream is bigger than the ring: then the
  * file is created holding everything from offset 0, so reads older than the ring come from it. */
-static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
+static void stream_append_data(struct ostream *s, const uint8_t *data, size_t len)
 {
     clog_append(s->cmd, s->idx, s->bytes, data, len);
     if (s->log_fd < 0 && !s->log_failed && s->bytes + len > RING_SIZE) {
@@ -501,6 +524,13 @@ static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
     memcpy(s->ring + pos, data, first);
     memcpy(s->ring, data + first, len - first);
     s->bytes += len;
+}
+
+static void stream_append(struct ostream *s, const uint8_t *data, size_t len)
+{
+    uint64_t before = command_log_bytes(s->cmd);
+    stream_append_data(s, data, len);
+    S.log_bytes += command_log_bytes(s->cmd) - before;
 }
 
 /* Copies up to max bytes of the stream from offset off into dst (from the ring, or the log file when
@@ -534,12 +564,39 @@ static void stream_eof(struct ostream *s)
     command_maybe_finish(s->cmd);
 }
 
+/* Stops reading this stream while the logs are at their quota (output_resume restarts every one). */
+static bool output_throttle(struct ostream *s)
+{
+    if (!logs_full())
+        return false;
+    if (!S.output_throttled)
+        log_warning("command output on the host reached %llu bytes (the sandbox's disk size): commands' "
+                    "writes block until finished commands expire",
+                    (unsigned long long)S.log_quota);
+    S.output_throttled = true;
+    io_watch(&s->io, 0);
+    return true;
+}
+
+static void output_resume(void)
+{
+    if (!S.output_throttled || logs_full())
+        return;
+    S.output_throttled = false;
+    for (struct command *c = S.running; c; c = c->run_next)
+        for (int i = 0; i < 2; i++)
+            if (c->out[i].io.fd >= 0)
+                io_watch(&c->out[i].io, EPOLLIN);
+}
+
 static void on_output(struct io *io, uint32_t revents)
 {
     struct ostream *s = container_of(io, struct ostream, io);
     static uint8_t buf[READ_CHUNK];
     bool got = false;
     for (int i = 0; i < 16; i++) {
+        if (output_throttle(s))
+            break;
         ssize_t n = read(io->fd, buf, sizeof(buf));
         if (n > 0) {
             stream_append(s, buf, (size_t)n);
@@ -1955,6 +2012,7 @@ int main(int argc, char **argv)
     struct runtime_config cfg;
     if (load_config(S.state_dir, &config_json, &cfg, &lowers, &err) < 0)
         fail_startup(ready_fd, &err);
+    S.log_quota = cfg.disk_bytes;
 
     /* Signals go through a signalfd; block them before the sandbox exists so none is lost. */
     sigset_t mask;

@@ -158,3 +158,34 @@ def test_crashed_shim_and_killed_sbxd_leave_no_disk_behind(token):
         assert not os.path.exists(state)
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=False)
+
+
+def test_command_output_on_the_host_is_bounded(daemon, new_sandbox):
+    """Output a sandbox prints is kept on the host (logs/) for reconnects: it cannot grow past the
+    sandbox's disk size. Past it the shim stops reading, the writer blocks and no byte is lost; once the
+    command is gone (killed, then expired) output flows again."""
+    sid = new_sandbox(resources={"disk_mb": 64})
+    state = sandbox_state_dir(daemon, sid)
+    r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands",
+                       {"id": "flood", "command": "head -c 200000000 /dev/zero; echo finished", "ttl_seconds": 0.2})
+    assert r.status == 201, r
+
+    def stalled():
+        a = daemon.request("GET", f"/v1/sandboxes/{sid}/commands/flood").json()["stdout_bytes"]
+        import time
+        time.sleep(0.5)
+        b = daemon.request("GET", f"/v1/sandboxes/{sid}/commands/flood").json()
+        return b["stdout_bytes"] == a and b["state"] == "running" and b
+
+    got = wait_for(stalled, timeout=60, what="the flood to be held back")
+    assert 16 * MiB < got["stdout_bytes"] <= 64 * MiB, got
+    assert host_usage_outside_disk(state) <= 70 * MiB
+    # Nothing was dropped: every byte up to where it stopped is readable, in order.
+    data = daemon.request("GET", f"/v1/sandboxes/{sid}/commands/flood/logs?cursor={got['stdout_bytes'] - 10}&format=raw").body
+    assert data == b"\0" * 10
+    assert daemon.request("POST", f"/v1/sandboxes/{sid}/commands/flood/kill").status == 204
+    wait_for(lambda: daemon.request("GET", f"/v1/sandboxes/{sid}/commands/flood").status == 404,
+             what="the killed flood to expire")
+    # Output flows again.
+    assert daemon.run(sid, "head -c 3000000 /dev/zero | wc -c")["stdout"].strip() == "3000000"
+    assert daemon.run(sid, "echo ok")["stdout"] == "ok\n"
