@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "args.h"
 #include "sbx.h"
@@ -39,13 +40,16 @@ int cli_help(const struct cli_command *cmd);
 int cli_client(struct sbx_client **ret);
 /* Pretty-prints JSON text (falls back to the raw text). */
 void cli_print_json(const char *text);
+/* Prints a JSON array of the objects whose compact text is the `char *` at json_offset of each of the n
+ * elements of list (stride bytes apart): `sbx ls --json` and friends. */
+void cli_print_json_array(const void *list, size_t n, size_t stride, size_t json_offset);
 /* Parses argv for a subcommand that takes only --help (and optionally --json) and positional arguments:
  * on success *ret_first is the index of the first positional one. Returns 0, 1 if help was printed, or
  * -EINVAL after printing a usage error. */
 int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *ret_json, int *ret_first);
 /* `sbx VERB ID...`: runs action on each id with one client; prints each failure and exits 1 if any
  * failed, 2 on a usage error. */
-int cli_for_each_id(const struct cli_command *cmd, int argc, char **argv,
+int cli_for_each_id(const struct cli_command *cmd, const char *what, int argc, char **argv,
                     int (*action)(struct sbx_client *, const char *, struct sbx_err *));
 
 /* Run-time state shared with the signal thread (stream.c). */

@@ -37,6 +37,19 @@ int cli_client(struct sbx_client **ret)
     return r;
 }
 
+void cli_print_json_array(const void *list, size_t n, size_t stride, size_t json_offset)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        const char *text = *(char *const *)((const char *)list + i * stride + json_offset);
+        json_array_append_new(arr, text ? json_loads(text, 0, NULL) : json_null());
+    }
+    char *out = arr ? json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    puts(out ? out : "[]");
+    free(out);
+    json_decref(arr);
+}
+
 void cli_print_json(const char *text)
 {
     json_t *doc = json_loads(text, 0, NULL);
@@ -95,15 +108,18 @@ int cli_simple_args(const struct cli_command *cmd, int argc, char **argv, bool *
     return 0;
 }
 
-int cli_for_each_id(const struct cli_command *cmd, int argc, char **argv,
+int cli_for_each_id(const struct cli_command *cmd, const char *what, int argc, char **argv,
                     int (*action)(struct sbx_client *, const char *, struct sbx_err *))
 {
     int first;
     int r = cli_simple_args(cmd, argc, argv, NULL, &first);
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (first == argc)
-        return cli_usage_error(cmd, "missing sandbox id", 2);
+    if (first == argc) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "missing %s id", what);
+        return cli_usage_error(cmd, msg, 2);
+    }
     struct sbx_client *c = NULL;
     if (cli_client(&c) < 0)
         return 1;

@@ -1,6 +1,7 @@
 /* sbx keys create|ls|rm: the tenant API keys of /v1/keys (admin only). */
 #include <errno.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,13 +126,7 @@ static int keys_ls(int argc, char **argv)
         return 1;
     }
     if (json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-            json_array_append_new(arr, json_loads(list[i].json, 0, NULL));
-        char *text = arr ? json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-        puts(text ? text : "[]");
-        free(text);
-        json_decref(arr);
+        cli_print_json_array(list, n, sizeof(*list), offsetof(struct sbx_key, json));
     } else {
         int w[3] = {(int)strlen("ID"), (int)strlen("NAME"), (int)strlen("CREATED")};
         for (size_t i = 0; i < n; i++) {
@@ -155,25 +150,7 @@ static int keys_ls(int argc, char **argv)
 
 static int keys_rm(int argc, char **argv)
 {
-    int first;
-    int r = cli_simple_args(&cli_cmd_keys, argc, argv, NULL, &first);
-    if (r != 0)
-        return r > 0 ? 0 : 2;
-    if (first == argc)
-        return cli_usage_error(&cli_cmd_keys, "missing key id", 2);
-    struct sbx_client *c = NULL;
-    if (cli_client(&c) < 0)
-        return 1;
-    int status = 0;
-    for (int i = first; i < argc; i++) {
-        struct sbx_err err = {0};
-        if ((r = sbx_key_delete(c, argv[i], &err)) < 0) {
-            cli_print_err(&err, r);
-            status = 1;
-        }
-    }
-    sbx_client_free(c);
-    return status;
+    return cli_for_each_id(&cli_cmd_keys, "key", argc, argv, sbx_key_delete);
 }
 
 static int keys_main(int argc, char **argv)

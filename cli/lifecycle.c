@@ -3,22 +3,22 @@
 
 static int pause_main(int argc, char **argv)
 {
-    return cli_for_each_id(&cli_cmd_pause, argc, argv, sbx_sandbox_pause);
+    return cli_for_each_id(&cli_cmd_pause, "sandbox", argc, argv, sbx_sandbox_pause);
 }
 
 static int resume_main(int argc, char **argv)
 {
-    return cli_for_each_id(&cli_cmd_resume, argc, argv, sbx_sandbox_resume);
+    return cli_for_each_id(&cli_cmd_resume, "sandbox", argc, argv, sbx_sandbox_resume);
 }
 
 static int stop_main(int argc, char **argv)
 {
-    return cli_for_each_id(&cli_cmd_stop, argc, argv, sbx_sandbox_stop);
+    return cli_for_each_id(&cli_cmd_stop, "sandbox", argc, argv, sbx_sandbox_stop);
 }
 
 static int start_main(int argc, char **argv)
 {
-    return cli_for_each_id(&cli_cmd_start, argc, argv, sbx_sandbox_start);
+    return cli_for_each_id(&cli_cmd_start, "sandbox", argc, argv, sbx_sandbox_start);
 }
 
 const struct cli_command cli_cmd_pause = {

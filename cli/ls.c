@@ -1,6 +1,7 @@
 /* sbx ls: GET /v1/sandboxes as a table or JSON. */
 #include <errno.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,13 +114,7 @@ static int ls_main(int argc, char **argv)
         return 1;
     }
     if (json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-            json_array_append_new(arr, json_loads(list[i].json, 0, NULL));
-        char *text = arr ? json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-        puts(text ? text : "[]");
-        free(text);
-        json_decref(arr);
+        cli_print_json_array(list, n, sizeof(*list), offsetof(struct sbx_sandbox, json));
     } else {
         int w[4] = {(int)strlen("ID"), (int)strlen("NAME"), (int)strlen("STATE"), (int)strlen("SNAPSHOT")};
         for (size_t i = 0; i < n; i++) {

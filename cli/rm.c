@@ -3,7 +3,7 @@
 
 static int rm_main(int argc, char **argv)
 {
-    return cli_for_each_id(&cli_cmd_rm, argc, argv, sbx_sandbox_delete);
+    return cli_for_each_id(&cli_cmd_rm, "sandbox", argc, argv, sbx_sandbox_delete);
 }
 
 const struct cli_command cli_cmd_rm = {

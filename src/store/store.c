@@ -73,6 +73,29 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  quotas TEXT NOT NULL DEFAULT '{}'"
     ");",
+    /* 3: snapshots from images and the content-addressed layer store they share (docs/design/snapshots.md).
+     * A layer's reference count is the number of snapshot_layers rows naming it. */
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  status TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  size_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  config TEXT NOT NULL DEFAULT '{}'"
+    ");"
+    "CREATE TABLE layers ("
+    "  digest TEXT PRIMARY KEY,"
+    "  size_bytes INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE snapshot_layers ("
+    "  snapshot_id TEXT NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,"
+    "  position INTEGER NOT NULL,"
+    "  digest TEXT NOT NULL REFERENCES layers (digest),"
+    "  PRIMARY KEY (snapshot_id, position)"
+    ");"
+    "CREATE INDEX snapshot_layers_by_digest ON snapshot_layers (digest);",
 };
 
 #define SANDBOX_COLUMNS                                                                                      \
@@ -280,39 +303,57 @@ static char *col_text(sqlite3_stmt *st, int i)
     return (char *)sqlite3_column_text(st, i);
 }
 
+/* Steps a SELECT to its end, handing each row to row() (which stops the walk by returning < 0), and
+ * resets it. */
+static int each_row(struct store *s, sqlite3_stmt *st, const char *what,
+                    int (*row)(sqlite3_stmt *st, void *ctx), void *ctx, sbx_error *err)
+{
+    int rc, r = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if ((r = row(st, ctx)) < 0)
+            break;
+    if (r == 0 && rc != SQLITE_DONE)
+        r = db_error(s, err, what);
+    sqlite3_reset(st);
+    return r;
+}
+
+struct sandbox_walk {
+    int (*cb)(const struct store_sandbox *sb, void *userdata);
+    void *userdata;
+};
+
+static int sandbox_row(sqlite3_stmt *st, void *ctx)
+{
+    struct sandbox_walk *w = ctx;
+    struct store_sandbox sb = {
+        .id = col_text(st, 0),
+        .name = col_text(st, 1),
+        .snapshot = col_text(st, 2),
+        .state = col_text(st, 3),
+        .created_ms = sqlite3_column_int64(st, 4),
+        .env_json = col_text(st, 5),
+        .metadata_json = col_text(st, 6),
+        .resources_json = col_text(st, 7),
+        .uid_slot = sqlite3_column_int(st, 8),
+        .shim_pid = sqlite3_column_int(st, 9),
+        .init_pid = sqlite3_column_int(st, 10),
+        .owner = *col_text(st, 11) ? col_text(st, 11) : NULL,
+        .reason = col_text(st, 12),
+        .idle_ttl_s = sqlite3_column_int64(st, 13),
+        .delete_after_stop_s = sqlite3_column_int64(st, 14),
+        .timeout_s = sqlite3_column_int64(st, 15),
+        .expires_ms = sqlite3_column_int64(st, 16),
+        .stopped_ms = sqlite3_column_int64(st, 17),
+    };
+    return w->cb(&sb, w->userdata);
+}
+
 int store_sandbox_foreach(struct store *s, int (*cb)(const struct store_sandbox *sb, void *userdata),
                           void *userdata, sbx_error *err)
 {
-    sqlite3_stmt *st = s->select_all;
-    int rc, r = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct store_sandbox sb = {
-            .id = col_text(st, 0),
-            .name = col_text(st, 1),
-            .snapshot = col_text(st, 2),
-            .state = col_text(st, 3),
-            .created_ms = sqlite3_column_int64(st, 4),
-            .env_json = col_text(st, 5),
-            .metadata_json = col_text(st, 6),
-            .resources_json = col_text(st, 7),
-            .uid_slot = sqlite3_column_int(st, 8),
-            .shim_pid = sqlite3_column_int(st, 9),
-            .init_pid = sqlite3_column_int(st, 10),
-            .owner = *col_text(st, 11) ? col_text(st, 11) : NULL,
-            .reason = col_text(st, 12),
-            .idle_ttl_s = sqlite3_column_int64(st, 13),
-            .delete_after_stop_s = sqlite3_column_int64(st, 14),
-            .timeout_s = sqlite3_column_int64(st, 15),
-            .expires_ms = sqlite3_column_int64(st, 16),
-            .stopped_ms = sqlite3_column_int64(st, 17),
-        };
-        if ((r = cb(&sb, userdata)) < 0)
-            break;
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, err, "list sandboxes");
-    sqlite3_reset(st);
-    return r;
+    struct sandbox_walk w = {cb, userdata};
+    return each_row(s, s->select_all, "list sandboxes", sandbox_row, &w, err);
 }
 
 int store_sandbox_free_uid_slot(struct store *s, int *ret_slot, sbx_error *err)
@@ -363,25 +404,28 @@ int store_tombstone_get(struct store *s, const char *id, char **ret_json, char *
     return r;
 }
 
+struct tombstone_walk {
+    int (*cb)(const struct store_tombstone *t, void *userdata);
+    void *userdata;
+};
+
+static int tombstone_row(sqlite3_stmt *st, void *ctx)
+{
+    struct tombstone_walk *w = ctx;
+    struct store_tombstone t = {
+        .id = col_text(st, 0),
+        .owner = col_text(st, 1),
+        .deleted_ms = sqlite3_column_int64(st, 2),
+        .sandbox_json = col_text(st, 3),
+    };
+    return w->cb(&t, w->userdata);
+}
+
 int store_tombstone_foreach(struct store *s, int (*cb)(const struct store_tombstone *t, void *userdata),
                             void *userdata, sbx_error *err)
 {
-    sqlite3_stmt *st = s->tomb_all;
-    int rc, r = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct store_tombstone t = {
-            .id = col_text(st, 0),
-            .owner = col_text(st, 1),
-            .deleted_ms = sqlite3_column_int64(st, 2),
-            .sandbox_json = col_text(st, 3),
-        };
-        if ((r = cb(&t, userdata)) < 0)
-            break;
-    }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, err, "list tombstones");
-    sqlite3_reset(st);
-    return r;
+    struct tombstone_walk w = {cb, userdata};
+    return each_row(s, s->tomb_all, "list tombstones", tombstone_row, &w, err);
 }
 
 int store_tombstone_prune(struct store *s, int64_t before_ms, sbx_error *err)
@@ -410,24 +454,206 @@ int store_key_delete(struct store *s, const char *id, sbx_error *err)
     return r;
 }
 
+struct key_walk {
+    int (*cb)(const struct store_key *k, void *userdata);
+    void *userdata;
+};
+
+static int key_row(sqlite3_stmt *st, void *ctx)
+{
+    struct key_walk *w = ctx;
+    struct store_key k = {
+        .id = col_text(st, 0),
+        .name = col_text(st, 1),
+        .hash = col_text(st, 2),
+        .created_ms = sqlite3_column_int64(st, 3),
+        .quotas_json = col_text(st, 4),
+    };
+    return w->cb(&k, w->userdata);
+}
+
 int store_key_foreach(struct store *s, int (*cb)(const struct store_key *k, void *userdata), void *userdata,
                       sbx_error *err)
 {
-    sqlite3_stmt *st = s->key_all;
-    int rc, r = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct store_key k = {
-            .id = col_text(st, 0),
-            .name = col_text(st, 1),
-            .hash = col_text(st, 2),
-            .created_ms = sqlite3_column_int64(st, 3),
-            .quotas_json = col_text(st, 4),
-        };
-        if ((r = cb(&k, userdata)) < 0)
-            break;
+    struct key_walk w = {cb, userdata};
+    return each_row(s, s->key_all, "list API keys", key_row, &w, err);
+}
+
+/* --- snapshots and layers ------------------------------------------------------------------------- */
+
+/* Rare operations: their statements are prepared per call rather than kept. */
+static int prepare_once(struct store *s, const char *sql, sqlite3_stmt **ret, sbx_error *err)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, ret, NULL) != SQLITE_OK)
+        return db_error(s, err, "prepare");
+    return 0;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
+
+int store_snapshot_insert(struct store *s, const struct store_snapshot *sn, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "INSERT INTO snapshots (id, name, status, reason, created_ms, size_bytes, config)"
+                         " VALUES (?,?,?,?,?,?,?)",
+                         &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, sn->id);
+    bind_text(st, 2, sn->name);
+    bind_text(st, 3, sn->status);
+    bind_text(st, 4, sn->reason);
+    sqlite3_bind_int64(st, 5, sn->created_ms);
+    sqlite3_bind_int64(st, 6, sn->size_bytes);
+    bind_text(st, 7, sn->config_json ? sn->config_json : "{}");
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "insert snapshot");
+}
+
+int store_snapshot_finish(struct store *s, const char *id, const struct store_layer *layers, size_t n,
+                          int64_t size_bytes, const char *config_json, int64_t now_ms, sbx_error *err)
+{
+    int r = exec_sql(s, "BEGIN IMMEDIATE;", err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *ins_layer = NULL, *ins_ref = NULL, *upd = NULL;
+    if ((r = prepare_once(s, "INSERT OR IGNORE INTO layers (digest, size_bytes, created_ms) VALUES (?,?,?)",
+                          &ins_layer, err)) < 0 ||
+        (r = prepare_once(s, "INSERT INTO snapshot_layers (snapshot_id, position, digest) VALUES (?,?,?)",
+                          &ins_ref, err)) < 0 ||
+        (r = prepare_once(s,
+                          "UPDATE snapshots SET status = 'ready', reason = NULL, size_bytes = ?, config = ?"
+                          " WHERE id = ?",
+                          &upd, err)) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        bind_text(ins_layer, 1, layers[i].digest);
+        sqlite3_bind_int64(ins_layer, 2, layers[i].size_bytes);
+        sqlite3_bind_int64(ins_layer, 3, now_ms);
+        if ((r = step_done(s, ins_layer, "insert layer", err)) < 0)
+            goto out;
+        bind_text(ins_ref, 1, id);
+        sqlite3_bind_int64(ins_ref, 2, (int64_t)i);
+        bind_text(ins_ref, 3, layers[i].digest);
+        if ((r = step_done(s, ins_ref, "reference layer", err)) < 0)
+            goto out;
     }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, err, "list API keys");
-    sqlite3_reset(st);
-    return r;
+    sqlite3_bind_int64(upd, 1, size_bytes);
+    bind_text(upd, 2, config_json ? config_json : "{}");
+    bind_text(upd, 3, id);
+    r = step_done(s, upd, "mark snapshot ready", err);
+out:
+    sqlite3_finalize(ins_layer);
+    sqlite3_finalize(ins_ref);
+    sqlite3_finalize(upd);
+    if (r < 0) {
+        exec_sql(s, "ROLLBACK;", NULL);
+        return r;
+    }
+    return exec_sql(s, "COMMIT;", err);
+}
+
+int store_snapshot_fail(struct store *s, const char *id, const char *reason, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "UPDATE snapshots SET status = 'failed', reason = ? WHERE id = ?", &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, reason);
+    bind_text(st, 2, id);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "mark snapshot failed");
+}
+
+int store_snapshot_delete(struct store *s, const char *id, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "DELETE FROM snapshots WHERE id = ?", &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "delete snapshot");
+}
+
+struct snapshot_walk {
+    int (*cb)(const struct store_snapshot *sn, void *userdata);
+    void *userdata;
+};
+
+static int snapshot_row(sqlite3_stmt *st, void *ctx)
+{
+    struct snapshot_walk *w = ctx;
+    struct store_snapshot sn = {
+        .id = col_text(st, 0),
+        .name = col_text(st, 1),
+        .status = col_text(st, 2),
+        .reason = col_text(st, 3),
+        .created_ms = sqlite3_column_int64(st, 4),
+        .size_bytes = sqlite3_column_int64(st, 5),
+        .config_json = col_text(st, 6),
+        .layers = col_text(st, 7),
+    };
+    return w->cb(&sn, w->userdata);
+}
+
+int store_snapshot_foreach(struct store *s, int (*cb)(const struct store_snapshot *sn, void *userdata),
+                           void *userdata, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "SELECT id, name, status, reason, created_ms, size_bytes, config,"
+                         " (SELECT group_concat(digest, ',') FROM (SELECT digest FROM snapshot_layers"
+                         "   WHERE snapshot_id = snapshots.id ORDER BY position))"
+                         " FROM snapshots ORDER BY created_ms, id",
+                         &st, err);
+    if (r < 0)
+        return r;
+    struct snapshot_walk w = {cb, userdata};
+    return each_row(s, st, "list snapshots", snapshot_row, &w, err);
+}
+
+struct layer_walk {
+    int (*cb)(const struct store_layer *l, void *userdata);
+    void *userdata;
+};
+
+static int layer_row(sqlite3_stmt *st, void *ctx)
+{
+    struct layer_walk *w = ctx;
+    struct store_layer l = {
+        .digest = col_text(st, 0),
+        .size_bytes = sqlite3_column_int64(st, 1),
+        .created_ms = sqlite3_column_int64(st, 2),
+        .refs = sqlite3_column_int64(st, 3),
+    };
+    return w->cb(&l, w->userdata);
+}
+
+int store_layer_foreach(struct store *s, int (*cb)(const struct store_layer *l, void *userdata),
+                        void *userdata, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "SELECT digest, size_bytes, created_ms,"
+                         " (SELECT count(*) FROM snapshot_layers WHERE snapshot_layers.digest = layers.digest)"
+                         " FROM layers ORDER BY created_ms, digest",
+                         &st, err);
+    if (r < 0)
+        return r;
+    struct layer_walk w = {cb, userdata};
+    return each_row(s, st, "list layers", layer_row, &w, err);
+}
+
+int store_layer_delete_unreferenced(struct store *s, const char *digest, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "DELETE FROM layers WHERE digest = ?1 AND NOT EXISTS"
+                         " (SELECT 1 FROM snapshot_layers WHERE snapshot_layers.digest = ?1)",
+                         &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, digest);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return db_error(s, err, "delete layer");
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
 }

@@ -76,3 +76,42 @@ int store_key_foreach(struct store *s, int (*cb)(const struct store_key *k, void
 
 /* Lowest uid slot not used by any row (slots start at 1). */
 int store_sandbox_free_uid_slot(struct store *s, int *ret_slot, sbx_error *err);
+
+/* A snapshot from an image (the built-in `host` one is not stored). status: "building", "ready" or
+ * "failed" (with reason). layers: its layers' digests ("sha256:<hex>"), bottom first, comma separated;
+ * NULL when it has none (building or failed). */
+struct store_snapshot {
+    char *id;
+    char *name;
+    char *status;
+    char *reason;
+    int64_t created_ms;
+    int64_t size_bytes;
+    char *config_json; /* the image config's `config` object (Env, WorkingDir, User, Entrypoint, Cmd) */
+    char *layers;
+};
+
+/* An unpacked layer in <data-dir>/layers/<hex>/; refs = the snapshots that use it. */
+struct store_layer {
+    char *digest; /* "sha256:<hex>" of the uncompressed layer tar (the OCI diff_id) */
+    int64_t size_bytes;
+    int64_t created_ms;
+    int64_t refs;
+};
+
+/* Snapshots: insert (building; -EEXIST when the name is taken); finish (one transaction: records the
+ * layers not known yet, references each of layers[0..n) in order, bottom first, and marks it ready);
+ * fail (marks it failed with a reason); delete (its layer references go with it); list. */
+int store_snapshot_insert(struct store *s, const struct store_snapshot *sn, sbx_error *err);
+int store_snapshot_finish(struct store *s, const char *id, const struct store_layer *layers, size_t n,
+                          int64_t size_bytes, const char *config_json, int64_t now_ms, sbx_error *err);
+int store_snapshot_fail(struct store *s, const char *id, const char *reason, sbx_error *err);
+int store_snapshot_delete(struct store *s, const char *id, sbx_error *err);
+int store_snapshot_foreach(struct store *s, int (*cb)(const struct store_snapshot *sn, void *userdata),
+                           void *userdata, sbx_error *err);
+
+/* Layers with their reference counts, oldest first; and the removal of one row when no snapshot
+ * references it (returns 1 when removed, 0 when still referenced or unknown). */
+int store_layer_foreach(struct store *s, int (*cb)(const struct store_layer *l, void *userdata),
+                        void *userdata, sbx_error *err);
+int store_layer_delete_unreferenced(struct store *s, const char *digest, sbx_error *err);
