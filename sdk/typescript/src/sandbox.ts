@@ -1,0 +1,316 @@
+/** A sandbox: commands, files and lifecycle. */
+import { randomBytes } from "node:crypto";
+import type { Readable } from "node:stream";
+import { CommandHandle, fetchLogs } from "./command.js";
+import type { CommandContext, HandleOptions } from "./command.js";
+import { NotFoundError } from "./errors.js";
+import type { Transport } from "./http.js";
+import type { StreamTransport } from "./stream.js";
+import { lifecycleBody, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo } from "./types.js";
+import type {
+  CommandInfo,
+  ExecutionResult,
+  FileEntry,
+  LogPage,
+  SandboxInfo,
+  SandboxMetrics,
+  SandboxState,
+  UpdateSandboxOptions,
+} from "./types.js";
+
+// Node 20 has Symbol.asyncDispose; this keeps `await using` working on runtimes that lack it, the way
+// TypeScript's own downlevel helpers look the symbol up.
+const asyncDispose: typeof Symbol.asyncDispose =
+  (Symbol as { asyncDispose?: typeof Symbol.asyncDispose }).asyncDispose ??
+  (Symbol.for("Symbol.asyncDispose") as typeof Symbol.asyncDispose);
+
+export interface RunOptions extends HandleOptions {
+  /** `true` (default): resolve with the {@link ExecutionResult} once it exits. `false`: resolve with a {@link CommandHandle} at once. */
+  wait?: boolean;
+  /**
+   * The command's id, `[A-Za-z0-9_.-]{1,64}`. Generated when absent. The server treats it as
+   * get-or-create, which is what lets the SDK retry a start whose answer was lost without ever running
+   * the command twice.
+   */
+  id?: string;
+  /** Merged over the sandbox's env. */
+  env?: Record<string, string>;
+  /** Working directory (absolute), default `/root`. */
+  cwd?: string;
+  /** Seconds (fractions allowed) after which sbxd kills the command; `run` then throws {@link CommandTimeoutError}. */
+  timeout?: number;
+  /** Bytes written to stdin at start (UTF-8 string, ≤ 1 MiB). */
+  stdin?: string;
+  /**
+   * Keep stdin open for `sendInput` / `closeStdin`. Default: `true` with `wait: false`, `false` otherwise
+   * (stdin then reads end of file after `stdin`, if given).
+   */
+  stdinOpen?: boolean;
+  /** Seconds a finished command stays reconnectable (default 600; -1 = forever). */
+  ttlSeconds?: number;
+  /** Seconds a running command may have no client attached before sbxd kills it (default 300; -1 = never). */
+  idleTimeout?: number;
+  /** Kill the command `disconnectGrace` seconds after its last attached client leaves (default false). */
+  killOnDisconnect?: boolean;
+  /** Seconds (0–300, default 10). */
+  disconnectGrace?: number;
+}
+
+export type FileData = string | Uint8Array | ArrayBuffer | Blob | Readable | AsyncIterable<Uint8Array>;
+
+/** @internal What a Sandbox needs from its client. */
+export interface SandboxContext {
+  transport: Transport;
+  streamTransport: StreamTransport;
+}
+
+/**
+ * A sandbox on the daemon. Made by `client.createSandbox()`, `client.getSandbox()` or
+ * `client.listSandboxes()`. `await using sb = await client.createSandbox()` deletes it at scope end.
+ */
+export class Sandbox implements AsyncDisposable {
+  /** The sandbox as last seen; lifecycle calls and `refresh()` update it. */
+  info: SandboxInfo;
+  readonly #ctx: SandboxContext;
+
+  /** @internal */
+  constructor(ctx: SandboxContext, info: SandboxInfo) {
+    this.#ctx = ctx;
+    this.info = info;
+  }
+
+  get id(): string {
+    return this.info.id;
+  }
+  get name(): string | null {
+    return this.info.name;
+  }
+  /** The state as last seen (call `refresh()` for the current one). */
+  get state(): SandboxState {
+    return this.info.state;
+  }
+
+  #p(suffix = ""): string {
+    return `/v1/sandboxes/${encodeURIComponent(this.info.id)}${suffix}`;
+  }
+
+  #cmdCtx(): CommandContext {
+    return { transport: this.#ctx.transport, streamTransport: this.#ctx.streamTransport, sandboxId: this.info.id };
+  }
+
+  async #update(method: string, suffix: string, json?: unknown): Promise<SandboxInfo> {
+    const t = this.#ctx.transport;
+    // stop/start/pause/resume are idempotent on the server: safe to retry after a network failure.
+    const o = json === undefined ? { retry: "always" as const } : { json, retry: "always" as const };
+    this.info = toSandboxInfo(await t.json(method, this.#p(suffix), o));
+    return this.info;
+  }
+
+  /* ------------------------------------------------------------ lifecycle */
+
+  /** Fetches the sandbox again. */
+  async refresh(): Promise<SandboxInfo> {
+    this.info = toSandboxInfo(await this.#ctx.transport.json("GET", this.#p()));
+    return this.info;
+  }
+
+  /** Kills every process and unmounts; files are kept. Idempotent. */
+  stop(): Promise<SandboxInfo> {
+    return this.#update("POST", "/stop");
+  }
+  /** Starts a stopped (or failed) sandbox again with the same files; resumes a paused one. Idempotent. */
+  start(): Promise<SandboxInfo> {
+    return this.#update("POST", "/start");
+  }
+  /** Freezes every process (no CPU, memory kept). Idempotent. */
+  pause(): Promise<SandboxInfo> {
+    return this.#update("POST", "/pause");
+  }
+  /** Thaws a paused sandbox. Idempotent. */
+  resume(): Promise<SandboxInfo> {
+    return this.#update("POST", "/resume");
+  }
+  /** Restarts the lifetime: `expiresAt` = now + `timeoutSeconds` (which also becomes the sandbox's). */
+  renew(options: { timeoutSeconds?: number } = {}): Promise<SandboxInfo> {
+    const body = options.timeoutSeconds === undefined ? {} : { timeout_seconds: options.timeoutSeconds };
+    return this.#update("POST", "/renew", body);
+  }
+  /** Changes lifecycle settings and/or replaces metadata. */
+  update(options: UpdateSandboxOptions): Promise<SandboxInfo> {
+    return this.#update("PATCH", "", lifecycleBody(options));
+  }
+  /** CPU, memory, pids and disk usage now. */
+  async metrics(): Promise<SandboxMetrics> {
+    return toMetrics(await this.#ctx.transport.json("GET", this.#p("/metrics")));
+  }
+  /** Deletes the sandbox and its files. */
+  async delete(): Promise<void> {
+    await this.#ctx.transport.request("DELETE", this.#p());
+    this.info = { ...this.info, state: "deleted" };
+  }
+
+  /** `await using sb = ...`: deletes the sandbox at scope end (an already deleted one is fine). */
+  async [asyncDispose](): Promise<void> {
+    try {
+      await this.delete();
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
+  }
+
+  /* ------------------------------------------------------------ commands */
+
+  /**
+   * Runs a command: a string runs as `/bin/sh -c STRING`, an array is argv (resolved with `PATH`).
+   * By default waits and resolves with its {@link ExecutionResult} (a non-zero exit is not an error);
+   * with `{wait: false}` resolves at once with a {@link CommandHandle}. Output reaches `onStdout` /
+   * `onStderr` live. A dropped connection is re-attached from the byte offsets already received.
+   */
+  run(command: string | string[], options?: RunOptions & { wait?: true }): Promise<ExecutionResult>;
+  run(command: string | string[], options: RunOptions & { wait: false }): Promise<CommandHandle>;
+  run(command: string | string[], options?: RunOptions): Promise<ExecutionResult | CommandHandle>;
+  async run(command: string | string[], options: RunOptions = {}): Promise<ExecutionResult | CommandHandle> {
+    const wait = options.wait ?? true;
+    const body: Record<string, unknown> = {
+      id: options.id ?? `cmd_${randomBytes(12).toString("hex")}`,
+      command,
+      stdin_open: options.stdinOpen ?? !wait,
+    };
+    if (options.env !== undefined) body.env = options.env;
+    if (options.cwd !== undefined) body.cwd = options.cwd;
+    if (options.timeout !== undefined) body.timeout = options.timeout;
+    if (options.stdin !== undefined) body.stdin = options.stdin;
+    if (options.ttlSeconds !== undefined) body.ttl_seconds = options.ttlSeconds;
+    if (options.idleTimeout !== undefined) body.idle_timeout = options.idleTimeout;
+    if (options.killOnDisconnect !== undefined) body.kill_on_disconnect = options.killOnDisconnect;
+    if (options.disconnectGrace !== undefined) body.disconnect_grace = options.disconnectGrace;
+    // The id makes the start get-or-create: retrying after any network failure never runs it twice.
+    const info = toCommandInfo(
+      await this.#ctx.transport.json("POST", this.#p("/commands"), { json: body, retry: "always" }),
+    );
+    const h = new CommandHandle(this.#cmdCtx(), info, handleOptions(options));
+    return wait ? h.result : h;
+  }
+
+  /**
+   * Attaches to an existing command by id: the handle replays its output from the start (or from the
+   * given offsets) and then follows it live. Throws {@link NotFoundError} for an unknown id and
+   * {@link ExpiredError} for one whose `ttlSeconds` ran out.
+   */
+  async reconnect(commandId: string, options: HandleOptions = {}): Promise<CommandHandle> {
+    const info = await this.getCommand(commandId);
+    return new CommandHandle(this.#cmdCtx(), info, handleOptions(options));
+  }
+
+  /** The command object. */
+  async getCommand(commandId: string): Promise<CommandInfo> {
+    return toCommandInfo(
+      await this.#ctx.transport.json("GET", this.#p(`/commands/${encodeURIComponent(commandId)}`)),
+    );
+  }
+
+  /** Every command the sandbox keeps (running, and finished ones not yet expired), oldest first. */
+  async listCommands(): Promise<CommandInfo[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/commands"));
+    return (j.commands ?? []).map(toCommandInfo);
+  }
+
+  /**
+   * One page of a command's combined log (stdout and stderr interleaved), for polling a background
+   * command without holding a stream open: ask again with `cursor = page.nextCursor` until `page.eof`.
+   */
+  logs(commandId: string, options: { cursor?: number; limit?: number } = {}): Promise<LogPage> {
+    return fetchLogs(this.#ctx.transport, this.info.id, commandId, options);
+  }
+
+  /* ------------------------------------------------------------ files */
+
+  /**
+   * Writes a file (missing parent directories are made; readers never see it half-written).
+   * `data` may be a string (UTF-8), bytes, a Blob, a Node Readable or an async iterable of bytes (streamed).
+   */
+  async write(path: string, data: FileData, options: { mode?: number | string } = {}): Promise<FileEntry> {
+    const mode = typeof options.mode === "number" ? options.mode.toString(8).padStart(4, "0") : options.mode;
+    const body = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+    const res = await this.#ctx.transport.request("PUT", this.#p("/files"), {
+      query: { path, mode },
+      body: body as never,
+      headers: { "Content-Type": "application/octet-stream" },
+      retry: "always", // a PUT replaces the whole file: idempotent
+    });
+    return toFileEntry((await res.json()) as Record<string, unknown>);
+  }
+
+  /** Reads a file's bytes; `offset`/`length` read a range. */
+  async read(path: string, options: { offset?: number; length?: number } = {}): Promise<Buffer> {
+    const headers: Record<string, string> = {};
+    if (options.offset !== undefined || options.length !== undefined) {
+      const start = options.offset ?? 0;
+      headers.Range =
+        options.length !== undefined ? `bytes=${start}-${start + options.length - 1}` : `bytes=${start}-`;
+    }
+    const res = await this.#ctx.transport.request("GET", this.#p("/files"), { query: { path }, headers });
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** Reads a file as UTF-8 text. */
+  async readText(path: string): Promise<string> {
+    return (await this.read(path)).toString("utf8");
+  }
+
+  /** The entries of a directory. */
+  async ls(path: string): Promise<FileEntry[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/files/list"), { query: { path } });
+    return (j.entries ?? []).map(toFileEntry);
+  }
+
+  /** One entry (a symlink itself, not its target). Throws {@link NotFoundError} when absent. */
+  async stat(path: string): Promise<FileEntry> {
+    return toFileEntry(await this.#ctx.transport.json("GET", this.#p("/files/stat"), { query: { path } }));
+  }
+
+  /** Whether a path exists. */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.stat(path);
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
+  }
+
+  /** Makes a directory and its missing parents (like `mkdir -p`). */
+  async mkdir(path: string, options: { mode?: number | string } = {}): Promise<FileEntry> {
+    const mode = typeof options.mode === "number" ? options.mode.toString(8).padStart(4, "0") : options.mode;
+    const json = mode === undefined ? { path } : { path, mode };
+    return toFileEntry(await this.#ctx.transport.json("POST", this.#p("/files/mkdir"), { json, retry: "always" }));
+  }
+
+  /** Removes a file or an empty directory; `recursive: true` removes a tree ({@link ConflictError} without it). */
+  async remove(path: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.#ctx.transport.request("DELETE", this.#p("/files"), {
+      query: { path, recursive: options.recursive ? "true" : undefined },
+    });
+  }
+
+  /** Renames `from` to `to`; `overwrite: true` replaces an existing `to`. */
+  async move(from: string, to: string, options: { overwrite?: boolean } = {}): Promise<FileEntry> {
+    const json: Record<string, unknown> = { from, to };
+    if (options.overwrite !== undefined) json.overwrite = options.overwrite;
+    return toFileEntry(await this.#ctx.transport.json("POST", this.#p("/files/move"), { json }));
+  }
+
+  toJSON(): SandboxInfo {
+    return this.info;
+  }
+}
+
+function handleOptions(o: HandleOptions): HandleOptions {
+  const h: HandleOptions = {};
+  if (o.onStdout) h.onStdout = o.onStdout;
+  if (o.onStderr) h.onStderr = o.onStderr;
+  if (o.stdoutOffset !== undefined) h.stdoutOffset = o.stdoutOffset;
+  if (o.stderrOffset !== undefined) h.stderrOffset = o.stderrOffset;
+  return h;
+}

@@ -1,0 +1,295 @@
+/** Public data types and the converters from the server's snake_case JSON. */
+
+/** A sandbox's state (docs/api.md, "Sandbox object"). */
+export type SandboxState = "creating" | "running" | "paused" | "stopped" | "failed" | "deleted";
+
+export interface Resources {
+  /** CPUs (0.01–64, default 1). */
+  cpus?: number;
+  /** Memory limit in MiB (16–1048576, default 512). */
+  memoryMb?: number;
+  /** Process limit (16–65536, default 512). */
+  pids?: number;
+  /** Size of the sandbox's own disk in MiB (64–1048576, default 10240). */
+  diskMb?: number;
+}
+
+/** Lifecycle settings, in seconds; `0` means never (docs/api.md, "Lifecycle settings and timers"). */
+export interface LifecycleSettings {
+  /** Stops (files kept) a sandbox idle for that long. Default 600. */
+  idleTtlSeconds?: number;
+  /** Deletes a sandbox that has been stopped or failed for that long. Default 0. */
+  deleteAfterStopSeconds?: number;
+  /** Lifetime: the sandbox is deleted at `expiresAt` (create or last renew + timeout). Default 0. */
+  timeoutSeconds?: number;
+}
+
+export interface CreateSandboxOptions extends LifecycleSettings {
+  /** Root filesystem to start from; `"host"` (the default) is the only one sbxd has today. */
+  snapshot?: string;
+  /** Unique name, `[A-Za-z0-9_.-]{1,64}`; usable instead of the id. A named sandbox is built, not taken from the warm pool. */
+  name?: string;
+  /** Environment every command gets (merged under the command's own `env`). */
+  env?: Record<string, string>;
+  /** String key/values, filterable with `listSandboxes({metadata})`. */
+  metadata?: Record<string, string>;
+  resources?: Resources;
+}
+
+export interface UpdateSandboxOptions extends LifecycleSettings {
+  /** Replaces the whole metadata map. */
+  metadata?: Record<string, string>;
+}
+
+export interface ListSandboxesOptions {
+  state?: SandboxState;
+  /** Keeps sandboxes whose metadata has every one of these string values. */
+  metadata?: Record<string, string>;
+}
+
+/** What the server says about a sandbox. */
+export interface SandboxInfo {
+  id: string;
+  name: string | null;
+  snapshot: string;
+  state: SandboxState;
+  createdAt: string;
+  env: Record<string, string>;
+  metadata: Record<string, string>;
+  resources: Required<Resources>;
+  idleTtlSeconds: number;
+  deleteAfterStopSeconds: number;
+  timeoutSeconds: number;
+  lastActiveAt: string | null;
+  stoppedAt: string | null;
+  expiresAt: string | null;
+  deletedAt: string | null;
+  /** Why it is stopped, failed or deleted ("stopped by request", "idle for 600 s (idle_ttl_seconds)", ...). */
+  stateReason: string | null;
+}
+
+export interface SandboxMetrics {
+  state: SandboxState;
+  cpuUsageSeconds: number;
+  memoryBytes: number;
+  memoryPeakBytes: number;
+  pids: number;
+  diskUsedBytes: number | null;
+  diskFreeBytes: number | null;
+  ioReadBytes: number | null;
+  ioWriteBytes: number | null;
+  limits: { cpus: number; memoryBytes: number; pids: number; diskBytes: number | null };
+}
+
+export type StreamName = "stdout" | "stderr";
+
+/** One piece of a command's output. */
+export interface OutputChunk {
+  stream: StreamName;
+  /** The text (UTF-8 decoded; a multi-byte character split between chunks is joined, invalid bytes become U+FFFD). */
+  data: string;
+  /** The raw bytes of this chunk. */
+  bytes: Uint8Array;
+  /** Byte offset of the chunk's first byte within its stream. */
+  offset: number;
+}
+
+export interface CommandError {
+  /** `timeout`, `killed`, `idle_timeout`, `disconnected` or `command_not_found`. */
+  code: string;
+  message: string;
+}
+
+/** What the server says about a command (docs/api.md, "Command object"). */
+export interface CommandInfo {
+  id: string;
+  sandboxId: string;
+  command: string[];
+  state: "running" | "exited";
+  pid: number | null;
+  exitCode: number | null;
+  signal: number | null;
+  error: CommandError | null;
+  stdoutBytes: number;
+  stderrBytes: number;
+  logBytes: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+  ttlSeconds: number;
+  idleTimeout: number;
+  killOnDisconnect: boolean;
+  disconnectGrace: number;
+  attached: number;
+  expiresAt: string | null;
+}
+
+/** The outcome of a finished command. A non-zero `exitCode` is not an exception. */
+export interface ExecutionResult {
+  commandId: string;
+  /** Exit status; `128 + signal` when a signal ended it. */
+  exitCode: number;
+  /** The signal number that ended it, or null. */
+  signal: number | null;
+  /** Why sbxd ended it (`timeout`, `killed`, ...), or null when it exited by itself. */
+  error: CommandError | null;
+  stdout: string;
+  stderr: string;
+  /** `exitCode === 0`. */
+  success: boolean;
+  /** The final command object. */
+  info: CommandInfo;
+}
+
+/** A file or directory entry. */
+export interface FileEntry {
+  name: string;
+  path: string;
+  type: "file" | "dir" | "symlink" | "other";
+  size: number;
+  /** Octal string, e.g. `"0644"`. */
+  mode: string;
+  mtime: string;
+  linkTarget: string | null;
+}
+
+/** One page of a command's combined log (`logs` route). */
+export interface LogPage {
+  cursor: number;
+  nextCursor: number;
+  logBytes: number;
+  finished: boolean;
+  /** The command has exited and nothing follows `nextCursor`: polling can stop. */
+  eof: boolean;
+  chunks: Array<{ stream: StreamName; offset: number; cursor: number; data: string; bytes: Uint8Array }>;
+  command: CommandInfo;
+}
+
+export interface KeyQuotas {
+  /** Sandboxes not deleted; 0 = unlimited. */
+  maxSandboxes?: number;
+  /** Sum of `memoryMb` over creating, running and paused sandboxes; 0 = unlimited. */
+  maxMemoryMb?: number;
+}
+
+export interface ApiKeyInfo {
+  id: string;
+  name: string | null;
+  createdAt: string;
+  quotas: Required<KeyQuotas>;
+  /** The secret, only in the answer to `createKey`. */
+  key?: string;
+}
+
+/* ---------------------------------------------------------------- converters (internal) */
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const num = (v: unknown, d = 0): number => (typeof v === "number" ? v : d);
+const numOrNull = (v: unknown): number | null => (typeof v === "number" ? v : null);
+const strOrNull = (v: unknown): string | null => (typeof v === "string" ? v : null);
+
+/** @internal */
+export function toSandboxInfo(j: Json): SandboxInfo {
+  const r = (j.resources ?? {}) as Json;
+  return {
+    id: j.id,
+    name: strOrNull(j.name),
+    snapshot: j.snapshot ?? "host",
+    state: j.state,
+    createdAt: j.created_at,
+    env: j.env ?? {},
+    metadata: j.metadata ?? {},
+    resources: { cpus: num(r.cpus), memoryMb: num(r.memory_mb), pids: num(r.pids), diskMb: num(r.disk_mb) },
+    idleTtlSeconds: num(j.idle_ttl_seconds),
+    deleteAfterStopSeconds: num(j.delete_after_stop_seconds),
+    timeoutSeconds: num(j.timeout_seconds),
+    lastActiveAt: strOrNull(j.last_active_at),
+    stoppedAt: strOrNull(j.stopped_at),
+    expiresAt: strOrNull(j.expires_at),
+    deletedAt: strOrNull(j.deleted_at),
+    stateReason: strOrNull(j.state_reason),
+  };
+}
+
+/** @internal */
+export function toMetrics(j: Json): SandboxMetrics {
+  const l = (j.limits ?? {}) as Json;
+  return {
+    state: j.state,
+    cpuUsageSeconds: num(j.cpu_usage_seconds),
+    memoryBytes: num(j.memory_bytes),
+    memoryPeakBytes: num(j.memory_peak_bytes),
+    pids: num(j.pids),
+    diskUsedBytes: numOrNull(j.disk_used_bytes),
+    diskFreeBytes: numOrNull(j.disk_free_bytes),
+    ioReadBytes: numOrNull(j.io_read_bytes),
+    ioWriteBytes: numOrNull(j.io_write_bytes),
+    limits: { cpus: num(l.cpus), memoryBytes: num(l.memory_bytes), pids: num(l.pids), diskBytes: numOrNull(l.disk_bytes) },
+  };
+}
+
+/** @internal */
+export function toCommandInfo(j: Json): CommandInfo {
+  return {
+    id: j.id,
+    sandboxId: j.sandbox_id,
+    command: j.command ?? [],
+    state: j.state,
+    pid: numOrNull(j.pid),
+    exitCode: numOrNull(j.exit_code),
+    signal: numOrNull(j.signal),
+    error: j.error ? { code: String(j.error.code), message: String(j.error.message ?? "") } : null,
+    stdoutBytes: num(j.stdout_bytes),
+    stderrBytes: num(j.stderr_bytes),
+    logBytes: num(j.log_bytes),
+    startedAt: strOrNull(j.started_at),
+    finishedAt: strOrNull(j.finished_at),
+    ttlSeconds: num(j.ttl_seconds),
+    idleTimeout: num(j.idle_timeout),
+    killOnDisconnect: !!j.kill_on_disconnect,
+    disconnectGrace: num(j.disconnect_grace),
+    attached: num(j.attached),
+    expiresAt: strOrNull(j.expires_at),
+  };
+}
+
+/** @internal */
+export function toFileEntry(j: Json): FileEntry {
+  return {
+    name: j.name,
+    path: j.path,
+    type: j.type,
+    size: num(j.size),
+    mode: j.mode,
+    mtime: j.mtime,
+    linkTarget: strOrNull(j.link_target),
+  };
+}
+
+/** @internal */
+export function toKeyInfo(j: Json): ApiKeyInfo {
+  const q = (j.quotas ?? {}) as Json;
+  const k: ApiKeyInfo = {
+    id: j.id,
+    name: strOrNull(j.name),
+    createdAt: j.created_at,
+    quotas: { maxSandboxes: num(q.max_sandboxes), maxMemoryMb: num(q.max_memory_mb) },
+  };
+  if (typeof j.key === "string") k.key = j.key;
+  return k;
+}
+
+/** @internal Decodes a chunk's `data` (text, or base64 with `encoding: "base64"`). */
+export function chunkBytes(j: Json): Uint8Array {
+  return j.encoding === "base64" ? Buffer.from(String(j.data), "base64") : Buffer.from(String(j.data), "utf8");
+}
+
+/** @internal */
+export function lifecycleBody(o: LifecycleSettings & { metadata?: Record<string, string> }): Json {
+  const b: Json = {};
+  if (o.idleTtlSeconds !== undefined) b.idle_ttl_seconds = o.idleTtlSeconds;
+  if (o.deleteAfterStopSeconds !== undefined) b.delete_after_stop_seconds = o.deleteAfterStopSeconds;
+  if (o.timeoutSeconds !== undefined) b.timeout_seconds = o.timeoutSeconds;
+  if (o.metadata !== undefined) b.metadata = o.metadata;
+  return b;
+}

@@ -1,0 +1,191 @@
+/** Test helpers: a real `sbxd --ephemeral` on a temporary data dir, and a TCP proxy that can cut connections. */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from "node:fs";
+import net from "node:net";
+import { join, resolve } from "node:path";
+
+const SOURCE_DIR = process.env.SBX_SOURCE_DIR ?? resolve(import.meta.dirname ?? ".", "../../..");
+export const BUILD_DIR = process.env.SBX_BUILD_DIR ?? join(SOURCE_DIR, "build");
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(cond: () => Promise<T> | T, timeoutMs = 10_000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+/** A real sbxd. `stop()` sends SIGTERM and answers its exit code. */
+export class Daemon {
+  port = 0;
+  proc: ChildProcess | null = null;
+  readonly dataDir: string;
+  readonly logPath: string;
+  #exit: Promise<number | null> | null = null;
+
+  constructor(readonly apiKey?: string) {
+    this.dataDir = mkdtempSync("/var/tmp/sbx-ts-");
+    this.logPath = join(this.dataDir, "sbxd.log");
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  log(): string {
+    try {
+      return readFileSync(this.logPath, "utf8").slice(-4000);
+    } catch {
+      return "";
+    }
+  }
+
+  async start(): Promise<this> {
+    if (!this.port) this.port = await freePort();
+    const env = { ...process.env };
+    delete env.SBX_API_KEY;
+    delete env.SBX_URL;
+    if (this.apiKey) env.SBX_API_KEY = this.apiKey;
+    const fd = openSync(this.logPath, "a");
+    const bin = join(BUILD_DIR, "bin", "sbxd");
+    this.proc = spawn(bin, ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, "--ephemeral"], {
+      env,
+      stdio: ["ignore", fd, fd],
+    });
+    closeSync(fd);
+    const proc = this.proc;
+    this.#exit = new Promise((res) => proc.once("exit", (code, sig) => res(code ?? (sig ? -1 : null))));
+    let exited = false;
+    this.#exit.then(() => (exited = true));
+    await waitFor(
+      async () => {
+        if (exited) throw new Error(`sbxd (${bin}) exited early: ${this.log()}`);
+        try {
+          return (await fetch(`${this.url}/healthz`)).status === 200;
+        } catch {
+          return false;
+        }
+      },
+      15_000,
+      "sbxd /healthz",
+    );
+    return this;
+  }
+
+  /** `kill -9` sbxd (its sandboxes' shims live on), then start it again on the same port and data dir. */
+  async crashAndRestart(): Promise<void> {
+    this.proc?.kill("SIGKILL");
+    await this.#exit;
+    await this.start();
+  }
+
+  /** SIGTERM, then the exit code (sbxd --ephemeral deletes its sandboxes and exits 0). */
+  async stop(timeoutMs = 30_000): Promise<number | null> {
+    if (!this.proc || !this.#exit) return null;
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGTERM");
+    const t = setTimeout(() => this.proc?.kill("SIGKILL"), timeoutMs);
+    const code = await this.#exit;
+    clearTimeout(t);
+    rmSync(this.dataDir, { recursive: true, force: true });
+    return code;
+  }
+}
+
+/**
+ * A TCP proxy in front of sbxd. `dropAll()` cuts every connection at once (both ends reset);
+ * `dropNextResponse()` forwards the next request but cuts its connection instead of passing the first
+ * bytes of the answer back; `pause()`/`unpause()` stop and restart listening (connections refused).
+ */
+export class Proxy {
+  port = 0;
+  #server: net.Server | null = null;
+  readonly #pairs = new Set<[net.Socket, net.Socket]>();
+  #dropNext = false;
+  connections = 0;
+
+  constructor(readonly upstreamPort: number) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(port = 0): Promise<this> {
+    this.#server = net.createServer((client) => {
+      this.connections++;
+      const up = net.connect(this.upstreamPort, "127.0.0.1");
+      const pair: [net.Socket, net.Socket] = [client, up];
+      this.#pairs.add(pair);
+      const end = () => {
+        client.destroy();
+        up.destroy();
+        this.#pairs.delete(pair);
+      };
+      client.on("data", (d) => up.write(d));
+      up.on("data", (d) => {
+        if (this.#dropNext) {
+          this.#dropNext = false;
+          end();
+          return;
+        }
+        client.write(d);
+      });
+      client.on("end", () => up.end());
+      up.on("end", () => client.end());
+      client.on("error", end);
+      up.on("error", end);
+      client.on("close", end);
+      up.on("close", end);
+    });
+    await new Promise<void>((r) => this.#server!.listen(port, "127.0.0.1", r));
+    this.port = (this.#server.address() as net.AddressInfo).port;
+    return this;
+  }
+
+  get open(): number {
+    return this.#pairs.size;
+  }
+
+  dropAll(): void {
+    for (const [a, b] of this.#pairs) {
+      a.resetAndDestroy();
+      b.destroy();
+    }
+    this.#pairs.clear();
+  }
+
+  dropNextResponse(): void {
+    this.#dropNext = true;
+  }
+
+  /** Stops listening and cuts every connection: the daemon looks unreachable. */
+  async pause(): Promise<void> {
+    const s = this.#server;
+    this.#server = null;
+    this.dropAll();
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  async unpause(): Promise<void> {
+    await this.start(this.port);
+  }
+
+  async stop(): Promise<void> {
+    await this.pause();
+  }
+}
