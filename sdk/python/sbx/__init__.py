@@ -1,0 +1,27 @@
+"""Python SDK for sbx, the self-hosted sandbox daemon.
+
+>>> from sbx import SandboxClient
+>>> with SandboxClient() as client, client.sandbox() as sb:   # doctest: +SKIP
+...     print(sb.run("echo hi").stdout)
+
+``SandboxClient`` is blocking; ``AsyncSandboxClient`` mirrors it for asyncio. Errors are in
+:mod:`sbx.errors`, result and info types in :mod:`sbx.models`.
+"""
+from . import errors
+from .aio import AsyncCommandHandle, AsyncSandbox, AsyncSandboxClient
+from .client import CommandHandle, Sandbox, SandboxClient
+from .errors import (AuthenticationError, CommandTimeoutError, ConflictError, ConnectionError, CreationError,
+                     ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
+                     QuotaExceededError, SandboxError, TimeoutError)
+from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, LogChunk, LogPage, OutputChunk,
+                     Resources, SandboxMetrics)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SandboxClient", "Sandbox", "CommandHandle", "AsyncSandboxClient", "AsyncSandbox", "AsyncCommandHandle",
+    "ExecutionResult", "OutputChunk", "CommandInfo", "LogPage", "LogChunk", "FileInfo", "SandboxMetrics",
+    "ApiKey", "Health", "Resources", "errors", "SandboxError", "NotFoundError", "ExpiredError", "ConflictError",
+    "NotReadyError", "NotRunningError", "PermissionDeniedError", "AuthenticationError", "QuotaExceededError",
+    "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError", "__version__",
+]

@@ -1,0 +1,426 @@
+"""Pieces shared by the sync and async clients: configuration, request bodies, the SSE parser, the
+per-command stream state (offsets, decoding, exactly-once bookkeeping) and the sandbox's data view."""
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote, urlencode, urlsplit
+
+from .errors import CommandTimeoutError, StreamError
+from .models import CommandInfo, ExecutionResult, OutputChunk, Resources
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+USER_AGENT = "sbx-python/0.1.0"
+
+Command = Union[str, Sequence[str]]
+OutputCallback = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the daemon is and how to talk to it (resolved once per client)."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+    api_key: Optional[str]
+    timeout: float
+    retry_timeout: float
+    headers: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.prefix}"
+
+    def base_headers(self) -> Dict[str, str]:
+        h = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        h.update(self.headers)
+        return h
+
+
+def make_config(url: Optional[str], api_key: Optional[str], timeout: float, retry_timeout: float,
+                headers: Optional[Mapping[str, str]]) -> Config:
+    url = url or os.environ.get("SBX_URL") or DEFAULT_URL
+    if "://" not in url:
+        url = "http://" + url
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme in {url!r} (http or https)")
+    if not u.hostname:
+        raise ValueError(f"no host in {url!r}")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    key = api_key if api_key is not None else os.environ.get("SBX_API_KEY") or None
+    return Config(u.scheme, u.hostname, port, u.path.rstrip("/"), key, timeout, retry_timeout, dict(headers or {}))
+
+
+def seg(s: str) -> str:
+    """A path segment (sandbox id or name, command id), percent-encoded."""
+    return quote(str(s), safe="")
+
+
+def with_query(path: str, query: Optional[Mapping[str, Any]]) -> str:
+    if not query:
+        return path
+    items = [(k, _qv(v)) for k, v in query.items() if v is not None]
+    return f"{path}?{urlencode(items)}" if items else path
+
+
+def _qv(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def new_command_id() -> str:
+    """A client-chosen command id: the daemon treats it as get-or-create, so a retried create never
+    starts the command twice."""
+    return "py-" + uuid.uuid4().hex
+
+
+def drop_none(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapping[str, str]],
+                metadata: Optional[Mapping[str, str]], cpus: Optional[float], memory_mb: Optional[int],
+                pids: Optional[int], disk_mb: Optional[int], idle_ttl_seconds: Optional[int],
+                delete_after_stop_seconds: Optional[int], timeout_seconds: Optional[int],
+                extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    resources = drop_none({"cpus": cpus, "memory_mb": memory_mb, "pids": pids, "disk_mb": disk_mb})
+    body = drop_none({
+        "snapshot": snapshot, "name": name, "env": dict(env) if env is not None else None,
+        "metadata": dict(metadata) if metadata is not None else None, "resources": resources or None,
+        "idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
+        "timeout_seconds": timeout_seconds,
+    })
+    if extra:
+        body.update(extra)
+    return body
+
+
+def update_body(idle_ttl_seconds: Optional[int], delete_after_stop_seconds: Optional[int],
+                timeout_seconds: Optional[int], metadata: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+    body = drop_none({"idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
+                      "timeout_seconds": timeout_seconds, "metadata": dict(metadata) if metadata is not None else None})
+    if not body:
+        raise ValueError("update: give at least one field")
+    return body
+
+
+def list_query(state: Optional[str], metadata: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
+    q: List[Tuple[str, str]] = []
+    if state:
+        q.append(("state", state))
+    for k, v in (metadata or {}).items():
+        q.append((f"metadata.{k}", str(v)))
+    return q
+
+
+@dataclass
+class CommandSpec:
+    """A command to start: the request body, and whether stdin must be sent after the start."""
+
+    id: str
+    body: Dict[str, Any]
+    stdin_after: Optional[bytes]
+
+
+def command_spec(command: Command, *, command_id: Optional[str], env: Optional[Mapping[str, str]],
+                 cwd: Optional[str], timeout: Optional[float], stdin: Union[str, bytes, None],
+                 stdin_open: bool, ttl_seconds: Optional[float], idle_timeout: Optional[float],
+                 kill_on_disconnect: Optional[bool], disconnect_grace: Optional[float]) -> CommandSpec:
+    if isinstance(command, str):
+        cmd: Any = command
+    else:
+        cmd = [str(a) for a in command]
+        if not cmd:
+            raise ValueError("empty command")
+    cid = command_id or new_command_id()
+    body = drop_none({
+        "id": cid, "command": cmd, "env": dict(env) if env is not None else None, "cwd": cwd,
+        "timeout": timeout if timeout else None, "ttl_seconds": ttl_seconds, "idle_timeout": idle_timeout,
+        "kill_on_disconnect": kill_on_disconnect, "disconnect_grace": disconnect_grace,
+    })
+    after: Optional[bytes] = None
+    if stdin is not None:
+        if isinstance(stdin, bytes):
+            try:
+                stdin = stdin.decode("utf-8")
+            except UnicodeDecodeError:
+                after = stdin  # not text: sent raw through the stdin route right after the start
+        if after is None and "\0" not in stdin:
+            body["stdin"] = stdin
+        elif after is None:
+            after = stdin.encode("utf-8")
+    if stdin_open or after is not None:
+        body["stdin_open"] = True
+    return CommandSpec(cid, body, after)
+
+
+class SSEParser:
+    """Incremental ``text/event-stream`` parser: feed bytes, get complete ``(event, data)`` pairs.
+    An event cut off by a dropped connection is never returned."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event = "message"
+        self._data: List[str] = []
+
+    def feed(self, chunk: bytes) -> List[Tuple[str, str]]:
+        self._buf += chunk
+        out: List[Tuple[str, str]] = []
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                return out
+            line, self._buf = self._buf[:i], self._buf[i + 1:]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    out.append((self._event, "\n".join(self._data)))
+                self._event, self._data = "message", []
+                continue
+            text = line.decode("utf-8", "replace")
+            if text.startswith(":"):
+                continue
+            k, _, v = text.partition(":")
+            if v.startswith(" "):
+                v = v[1:]
+            if k == "event":
+                self._event = v
+            elif k == "data":
+                self._data.append(v)
+
+
+def chunk_raw(ev: Mapping[str, Any]) -> bytes:
+    data = ev.get("data") or ""
+    if ev.get("encoding") == "base64":
+        return base64.b64decode(data)
+    return str(data).encode("utf-8")
+
+
+class StreamState:
+    """What a command handle knows about its command's output: per-stream offsets (where the next
+    connection resumes), the bytes received, incremental UTF-8 decoders, and the exit object.
+
+    Every byte is delivered once: a chunk that starts before the current offset (a server resending
+    after a reconnect) is trimmed, and a gap is a protocol error.
+    """
+
+    def __init__(self, command_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> None:
+        self.command_id = command_id
+        self.start = {"stdout": stdout_offset, "stderr": stderr_offset}
+        self.offsets = dict(self.start)
+        self.data = {"stdout": bytearray(), "stderr": bytearray()}
+        self._dec = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+        self.exit: Optional[Dict[str, Any]] = None
+        self.pid: Optional[int] = None
+
+    @property
+    def done(self) -> bool:
+        return self.exit is not None
+
+    def query(self) -> Dict[str, int]:
+        return {"stdout_offset": self.offsets["stdout"], "stderr_offset": self.offsets["stderr"]}
+
+    def on_output(self, ev: Mapping[str, Any]) -> Optional[OutputChunk]:
+        stream = ev.get("stream")
+        if stream not in ("stdout", "stderr"):
+            raise StreamError(f"output event for an unknown stream {stream!r}")
+        raw = chunk_raw(ev)
+        off = int(ev.get("offset") or 0)
+        cur = self.offsets[stream]
+        if off > cur:
+            raise StreamError(f"{stream} of command {self.command_id}: the stream jumped from byte {cur} to {off}")
+        if off < cur:
+            raw = raw[cur - off:]
+            off = cur
+        if not raw:
+            return None
+        self.offsets[stream] = off + len(raw)
+        self.data[stream] += raw
+        return OutputChunk(stream, self._dec[stream].decode(raw), off, raw)
+
+    def on_exit(self, ev: Dict[str, Any]) -> None:
+        self.exit = ev
+
+    def on_event(self, name: str, data: str) -> Optional[OutputChunk]:
+        """Handles one SSE event (or WebSocket message: ``name`` is its ``type``)."""
+        if name not in ("output", "exit"):
+            return None
+        try:
+            ev = json.loads(data)
+        except ValueError as e:
+            raise StreamError(f"undecodable {name} event: {e}") from None
+        if name == "output":
+            return self.on_output(ev)
+        self.on_exit(ev)
+        return None
+
+    def result(self) -> ExecutionResult:
+        assert self.exit is not None
+        return result_from(self.exit, bytes(self.data["stdout"]), bytes(self.data["stderr"]))
+
+
+def result_from(cmd: Dict[str, Any], out: bytes, err: bytes) -> ExecutionResult:
+    info = CommandInfo.from_json(cmd)
+    code = info.exit_code if info.exit_code is not None else -1
+    return ExecutionResult(info.id, code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), out, err,
+                           info.signal, info.error, info)
+
+
+def result_from_wait(cmd: Dict[str, Any]) -> Tuple[ExecutionResult, bool]:
+    """The result of a ``wait: true`` answer, and whether its inline output was truncated (over 16 MiB:
+    the full output must then be read through the stream)."""
+    out = _inline(cmd, "stdout")
+    err = _inline(cmd, "stderr")
+    truncated = bool(cmd.get("stdout_truncated") or cmd.get("stderr_truncated"))
+    return result_from(cmd, out, err), truncated
+
+
+def _inline(cmd: Mapping[str, Any], s: str) -> bytes:
+    v = cmd.get(s) or ""
+    return base64.b64decode(v) if cmd.get(f"{s}_encoding") == "base64" else str(v).encode("utf-8")
+
+
+def check_timeout(result: ExecutionResult) -> ExecutionResult:
+    """Raises CommandTimeoutError for a command the daemon killed at its ``timeout``."""
+    if result.timed_out:
+        raise CommandTimeoutError(f"command {result.command_id} timed out: "
+                                  f"{result.error.message if result.error else ''}".rstrip(": "), result=result)
+    return result
+
+
+def emit(cb: Optional[OutputCallback], chunk: Optional[OutputChunk]) -> None:
+    if cb is not None and chunk is not None and chunk.data:
+        cb(chunk.data)
+
+
+class Backoff:
+    """Reconnect pacing: 50 ms doubling to 2 s, with jitter, until ``budget`` seconds pass without
+    progress (``reset()`` on progress)."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.reset()
+
+    def reset(self) -> None:
+        self.attempt = 0
+        self.since = time.monotonic()
+
+    def next_delay(self) -> Optional[float]:
+        """Seconds to sleep before the next attempt, or None when the budget is spent."""
+        if time.monotonic() - self.since > self.budget:
+            return None
+        d = min(2.0, 0.05 * (2 ** self.attempt)) * (0.75 + random.random() / 2)
+        self.attempt += 1
+        return d
+
+
+SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15, "CONT": 18,
+           "STOP": 19}
+
+
+def signal_name(sig: Union[int, str]) -> Union[int, str]:
+    """Accepts 15, "TERM", "SIGTERM" or a signal.Signals member; the daemon takes names and numbers."""
+    if isinstance(sig, int):
+        return int(sig)
+    s = str(sig).upper()
+    return s if s.startswith("SIG") else "SIG" + s
+
+
+class SandboxData:
+    """Read-only view of a sandbox object; the sync and async ``Sandbox`` classes extend it."""
+
+    _data: Dict[str, Any]
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        """The sandbox object as the daemon last sent it."""
+        return self._data
+
+    @property
+    def id(self) -> str:
+        return str(self._data.get("id", ""))
+
+    @property
+    def name(self) -> Optional[str]:
+        return self._data.get("name")
+
+    @property
+    def state(self) -> str:
+        """``creating``, ``running``, ``paused``, ``stopped``, ``failed`` or ``deleted`` (as last seen;
+        ``refresh()`` asks again)."""
+        return str(self._data.get("state", ""))
+
+    @property
+    def state_reason(self) -> Optional[str]:
+        return self._data.get("state_reason")
+
+    @property
+    def snapshot(self) -> Optional[str]:
+        return self._data.get("snapshot")
+
+    @property
+    def created_at(self) -> Optional[str]:
+        return self._data.get("created_at")
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return dict(self._data.get("env") or {})
+
+    @property
+    def metadata(self) -> Dict[str, str]:
+        return dict(self._data.get("metadata") or {})
+
+    @property
+    def resources(self) -> Resources:
+        return Resources.from_json(self._data.get("resources"))
+
+    @property
+    def idle_ttl_seconds(self) -> int:
+        return int(self._data.get("idle_ttl_seconds") or 0)
+
+    @property
+    def delete_after_stop_seconds(self) -> int:
+        return int(self._data.get("delete_after_stop_seconds") or 0)
+
+    @property
+    def timeout_seconds(self) -> int:
+        return int(self._data.get("timeout_seconds") or 0)
+
+    @property
+    def expires_at(self) -> Optional[str]:
+        return self._data.get("expires_at")
+
+    @property
+    def stopped_at(self) -> Optional[str]:
+        return self._data.get("stopped_at")
+
+    @property
+    def last_active_at(self) -> Optional[str]:
+        return self._data.get("last_active_at")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} name={self.name!r} state={self.state}>"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.id == self.id  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+def iter_sandboxes(doc: Dict[str, Any]) -> Iterable[Dict[str, Any]]:
+    return list(doc.get("sandboxes") or [])

@@ -1,0 +1,577 @@
+"""The blocking client: :class:`SandboxClient`, :class:`Sandbox` and :class:`CommandHandle`."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Union, overload
+
+from . import errors
+from ._common import (Backoff, Command, CommandSpec, OutputCallback, SandboxData, SSEParser, StreamState,
+                      check_timeout, command_spec, create_body, emit, iter_sandboxes, list_query, make_config,
+                      result_from_wait, seg, signal_name, update_body, with_query)
+from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
+from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, LogPage, OutputChunk,
+                     SandboxMetrics)
+
+__all__ = ["SandboxClient", "Sandbox", "CommandHandle"]
+
+FileData = Union[bytes, bytearray, memoryview, str, BinaryIO]
+
+
+class SandboxClient:
+    """A connection to one sbx daemon.
+
+    Args:
+        url: the daemon's address; default ``$SBX_URL``, else ``http://127.0.0.1:7070``.
+        api_key: sent as ``Authorization: Bearer``; default ``$SBX_API_KEY`` (none when unset).
+        timeout: seconds to wait for an ordinary answer (long waits and streams have none).
+        retry_timeout: how long to keep retrying when the daemon cannot be reached (e.g. while it
+            restarts) before raising :class:`~sbx.errors.ConnectionError`; also the reconnect budget of
+            command streams (counted from the last byte received).
+        headers: extra headers sent with every request.
+
+    The client is thread-safe and keeps a small pool of keep-alive connections; ``close()`` (or using
+    it as a context manager) closes them.
+    """
+
+    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, *, timeout: float = 60.0,
+                 retry_timeout: float = 30.0, headers: Optional[Mapping[str, str]] = None) -> None:
+        self._cfg = make_config(url, api_key, timeout, retry_timeout, headers)
+        self._http = SyncTransport(self._cfg)
+
+    @property
+    def url(self) -> str:
+        """The daemon's base URL."""
+        return self._cfg.url
+
+    def close(self) -> None:
+        """Closes pooled connections. The client stays usable (new connections are opened)."""
+        self._http.close()
+        self._http = SyncTransport(self._cfg)
+
+    def __enter__(self) -> "SandboxClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"<SandboxClient {self.url}>"
+
+    # --- daemon -------------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """``GET /healthz``: the daemon's status and version (no key needed)."""
+        d = self._http.request("GET", "/healthz").json()
+        return Health(str(d.get("status", "")), str(d.get("version", "")))
+
+    def daemon_metrics(self) -> str:
+        """The daemon's Prometheus metrics (text exposition format; admin only)."""
+        return self._http.request("GET", "/metrics", headers={"Accept": "text/plain"}).body.decode("utf-8", "replace")
+
+    # --- sandboxes ----------------------------------------------------------------------------------
+
+    def create_sandbox(self, *, snapshot: Optional[str] = None, name: Optional[str] = None,
+                       env: Optional[Mapping[str, str]] = None, metadata: Optional[Mapping[str, str]] = None,
+                       cpus: Optional[float] = None, memory_mb: Optional[int] = None, pids: Optional[int] = None,
+                       disk_mb: Optional[int] = None, idle_ttl_seconds: Optional[int] = None,
+                       delete_after_stop_seconds: Optional[int] = None, timeout_seconds: Optional[int] = None,
+                       extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
+        """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
+
+        Args:
+            snapshot: root file system to start from (``"host"``, the default, is the only one today).
+            name: unique name (``[A-Za-z0-9_.-]{1,64}``) usable instead of the id.
+            env: environment of every command in the sandbox.
+            metadata: string labels, filterable with ``list_sandboxes(metadata=...)``.
+            cpus, memory_mb, pids, disk_mb: resource limits (defaults 1 CPU, 512 MiB, 512, 10 GiB).
+            idle_ttl_seconds: stop (not delete) after this long without activity (default 600; 0 never).
+            delete_after_stop_seconds: delete after being stopped this long (default 0: never).
+            timeout_seconds: lifetime: deleted this long after creation or the last ``renew()``.
+            extra: more top-level fields, passed as they are (for API fields newer than this SDK).
+
+        Raises:
+            QuotaExceededError: the API key's quota would be exceeded.
+            ResourceExhaustedError: the daemon's sandbox limit is reached.
+            CreationError: the daemon failed to build the sandbox.
+        """
+        body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
+                           delete_after_stop_seconds, timeout_seconds, extra)
+        try:
+            d = self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False).json()
+        except errors.APIError as e:
+            if e.status is not None and e.status >= 500:
+                raise errors.CreationError(e.message, code=e.code, status=e.status) from e
+            raise
+        return Sandbox(self, d)
+
+    def sandbox(self, **kwargs: Any) -> "Sandbox":
+        """Like :meth:`create_sandbox`; meant for ``with client.sandbox(...) as sb:``, which deletes the
+        sandbox when the block ends (any :class:`Sandbox` does that in a ``with``)."""
+        return self.create_sandbox(**kwargs)
+
+    def get_sandbox(self, sandbox_id: str) -> "Sandbox":
+        """The sandbox with this id or name (a deleted one is still found by id for 24 h)."""
+        return Sandbox(self, self._http.request("GET", f"/v1/sandboxes/{seg(sandbox_id)}").json())
+
+    def list_sandboxes(self, *, state: Optional[str] = None,
+                       metadata: Optional[Mapping[str, str]] = None) -> List["Sandbox"]:
+        """Sandboxes visible to the key, oldest first; ``state`` keeps one state (``"deleted"`` lists the
+        tombstones of the last 24 h), ``metadata`` keeps those with all the given entries."""
+        path = with_query("/v1/sandboxes", dict(list_query(state, metadata)))
+        return [Sandbox(self, d) for d in iter_sandboxes(self._http.request("GET", path).json())]
+
+    def update_sandbox(self, sandbox_id: str, *, idle_ttl_seconds: Optional[int] = None,
+                       delete_after_stop_seconds: Optional[int] = None, timeout_seconds: Optional[int] = None,
+                       metadata: Optional[Mapping[str, str]] = None) -> "Sandbox":
+        """Changes lifecycle settings or replaces the metadata (``PATCH``); only given fields change. A
+        changed ``timeout_seconds`` restarts the lifetime from now."""
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+        return Sandbox(self, self._http.request("PATCH", f"/v1/sandboxes/{seg(sandbox_id)}", json_body=body).json())
+
+    def delete_sandbox(self, sandbox_id: str, *, missing_ok: bool = False) -> None:
+        """Deletes a sandbox with its files. ``missing_ok`` ignores an unknown id."""
+        try:
+            self._http.request("DELETE", f"/v1/sandboxes/{seg(sandbox_id)}")
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    # --- keys (admin) -------------------------------------------------------------------------------
+
+    def create_key(self, name: Optional[str] = None, *, max_sandboxes: Optional[int] = None,
+                   max_memory_mb: Optional[int] = None) -> ApiKey:
+        """Creates a tenant API key (admin only). The secret is in ``.key`` of the answer, only there.
+        A quota of 0 or None is unlimited."""
+        body: Dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        quotas = {k: v for k, v in (("max_sandboxes", max_sandboxes), ("max_memory_mb", max_memory_mb)) if v is not None}
+        if quotas:
+            body["quotas"] = quotas
+        return ApiKey.from_json(self._http.request("POST", "/v1/keys", json_body=body, idempotent=False).json())
+
+    def list_keys(self) -> List[ApiKey]:
+        """Every tenant key (admin only), without secrets."""
+        return [ApiKey.from_json(k) for k in self._http.request("GET", "/v1/keys").json().get("keys") or []]
+
+    def delete_key(self, key_id: str) -> None:
+        """Revokes a key at once; its sandboxes stay (admin only)."""
+        self._http.request("DELETE", f"/v1/keys/{seg(key_id)}")
+
+
+class Sandbox(SandboxData):
+    """A sandbox: its last-seen state (``id``, ``name``, ``state``, ``metadata``, ... see
+    :class:`~sbx._common.SandboxData`) and everything you can do with it. Used in a ``with`` block it is
+    deleted when the block ends."""
+
+    def __init__(self, client: SandboxClient, data: Dict[str, Any]) -> None:
+        self._client = client
+        self._data = data
+
+    @property
+    def _http(self) -> SyncTransport:
+        return self._client._http
+
+    @property
+    def _path(self) -> str:
+        return f"/v1/sandboxes/{seg(self.id)}"
+
+    @property
+    def client(self) -> SandboxClient:
+        return self._client
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.delete(missing_ok=True)
+
+    def _set(self, d: Any) -> "Sandbox":
+        if isinstance(d, dict) and d.get("id"):
+            self._data = d
+        return self
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def refresh(self) -> "Sandbox":
+        """Reads the sandbox again; returns self."""
+        return self._set(self._http.request("GET", self._path).json())
+
+    def update(self, *, idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
+               timeout_seconds: Optional[int] = None, metadata: Optional[Mapping[str, str]] = None) -> "Sandbox":
+        """See :meth:`SandboxClient.update_sandbox`; returns self, updated."""
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+        return self._set(self._http.request("PATCH", self._path, json_body=body).json())
+
+    def stop(self) -> "Sandbox":
+        """Ends every process; files stay. Idempotent."""
+        return self._set(self._http.request("POST", self._path + "/stop").json())
+
+    def start(self) -> "Sandbox":
+        """Starts a stopped or failed sandbox (resumes a paused one). Idempotent.
+
+        Raises:
+            QuotaExceededError: restarting would exceed the key's memory quota.
+        """
+        try:
+            return self._set(self._http.request("POST", self._path + "/start").json())
+        except errors.APIError as e:
+            if e.status is not None and e.status >= 500:
+                raise errors.CreationError(e.message, code=e.code, status=e.status) from e
+            raise
+
+    def pause(self) -> "Sandbox":
+        """Freezes every process (no CPU, memory kept). Idempotent."""
+        return self._set(self._http.request("POST", self._path + "/pause").json())
+
+    def resume(self) -> "Sandbox":
+        """Thaws a paused sandbox. Idempotent."""
+        return self._set(self._http.request("POST", self._path + "/resume").json())
+
+    def renew(self, timeout_seconds: Optional[int] = None) -> "Sandbox":
+        """Restarts the lifetime: ``expires_at`` becomes now + ``timeout_seconds`` (which also replaces
+        the sandbox's ``timeout_seconds``), or now + its current one."""
+        body = {"timeout_seconds": timeout_seconds} if timeout_seconds is not None else {}
+        return self._set(self._http.request("POST", self._path + "/renew", json_body=body).json())
+
+    def metrics(self) -> SandboxMetrics:
+        """CPU, memory, pids, disk and I/O usage now."""
+        return SandboxMetrics.from_json(self._http.request("GET", self._path + "/metrics").json())
+
+    def delete(self, *, missing_ok: bool = False) -> None:
+        """Deletes the sandbox and its files."""
+        self._client.delete_sandbox(self.id, missing_ok=missing_ok)
+        self._data = dict(self._data, state="deleted")
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    @overload
+    def run(self, command: Command, *, wait: Literal[True] = ..., timeout: Optional[float] = ...,
+            env: Optional[Mapping[str, str]] = ..., cwd: Optional[str] = ..., stdin: Union[str, bytes, None] = ...,
+            on_stdout: Optional[OutputCallback] = ..., on_stderr: Optional[OutputCallback] = ...,
+            stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
+            idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
+            disconnect_grace: Optional[float] = ...) -> ExecutionResult: ...
+
+    @overload
+    def run(self, command: Command, *, wait: Literal[False], timeout: Optional[float] = ...,
+            env: Optional[Mapping[str, str]] = ..., cwd: Optional[str] = ..., stdin: Union[str, bytes, None] = ...,
+            on_stdout: Optional[OutputCallback] = ..., on_stderr: Optional[OutputCallback] = ...,
+            stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
+            idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
+            disconnect_grace: Optional[float] = ...) -> "CommandHandle": ...
+
+    def run(self, command: Command, *, wait: bool = True, timeout: Optional[float] = None,
+            env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+            on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None,
+            stdin_open: Optional[bool] = None, command_id: Optional[str] = None, ttl_seconds: Optional[float] = None,
+            idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
+            disconnect_grace: Optional[float] = None) -> Union[ExecutionResult, "CommandHandle"]:
+        """Runs a command in the sandbox.
+
+        Args:
+            command: a string (run by ``/bin/sh -c``) or an argv list (resolved with ``PATH``).
+            wait: True (default) returns the :class:`ExecutionResult` once the command exits; False
+                returns a :class:`CommandHandle` at once (iterate it for output, ``.result`` to wait).
+            timeout: seconds after which the daemon kills it; then :class:`CommandTimeoutError` is raised
+                (with the partial output in ``.result``).
+            env, cwd: merged over the sandbox's env; working directory (default ``/root``).
+            stdin: text or bytes given to the command's stdin, which is then closed.
+            on_stdout, on_stderr: called with each piece of output text as it arrives.
+            stdin_open: keep stdin open for :meth:`CommandHandle.send_input` (default: True with
+                ``wait=False``, else False).
+            command_id: your id for the command (``[A-Za-z0-9_.-]{1,64}``); default a random one. The
+                daemon treats it as get-or-create, which is what makes retries safe.
+            ttl_seconds, idle_timeout, kill_on_disconnect, disconnect_grace: the command's lifecycle
+                (docs/api.md); ``idle_timeout=-1`` for background services nobody watches.
+
+        A non-zero exit status is not an exception. Connection losses are retried transparently (the
+        command is never started twice; output resumes from the byte offsets already received).
+        """
+        if stdin_open is None:
+            stdin_open = not wait
+        spec = command_spec(command, command_id=command_id, env=env, cwd=cwd, timeout=timeout, stdin=stdin,
+                            stdin_open=stdin_open, ttl_seconds=ttl_seconds, idle_timeout=idle_timeout,
+                            kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace)
+        if wait and on_stdout is None and on_stderr is None and spec.stdin_after is None:
+            cmd = self._http.request("POST", self._path + "/commands", json_body=dict(spec.body, wait=True),
+                                     timeout=None).json()
+            result, truncated = result_from_wait(cmd)
+            if not truncated:
+                return check_timeout(result)
+            return CommandHandle(self, spec.id, info=cmd).wait()
+        handle = self._start(spec, stdin_open)
+        if not wait:
+            return handle
+        for chunk in handle:
+            emit(on_stdout if chunk.stream == "stdout" else on_stderr, chunk)
+        return handle.wait()
+
+    def _start(self, spec: CommandSpec, stdin_open: bool) -> "CommandHandle":
+        cmd = self._http.request("POST", self._path + "/commands", json_body=spec.body).json()
+        h = CommandHandle(self, spec.id, info=cmd)
+        if spec.stdin_after is not None:
+            h.send_input(spec.stdin_after)
+            if not stdin_open:
+                h.close_stdin()
+        return h
+
+    def reconnect(self, command_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> "CommandHandle":
+        """A handle on an existing command (e.g. one started by another process, or before a crash).
+        Iterating it replays the output from the given byte offsets (default: from the start).
+
+        Raises:
+            NotFoundError: no such command; ExpiredError: it finished and its ``ttl_seconds`` ran out.
+        """
+        info = self.command(command_id)
+        return CommandHandle(self, command_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset,
+                             info=info.raw)
+
+    def command(self, command_id: str) -> CommandInfo:
+        """A command's status."""
+        return CommandInfo.from_json(self._http.request("GET", f"{self._path}/commands/{seg(command_id)}").json())
+
+    def commands(self) -> List[CommandInfo]:
+        """Every command the sandbox keeps (running, and finished ones not expired), oldest first."""
+        d = self._http.request("GET", self._path + "/commands").json()
+        return [CommandInfo.from_json(c) for c in d.get("commands") or []]
+
+    def logs(self, command_id: str, *, cursor: int = 0, limit: Optional[int] = None) -> LogPage:
+        """One page of a command's combined stdout+stderr log from ``cursor`` (for polling background
+        commands without holding a stream). Continue with ``cursor=page.next_cursor`` until ``page.eof``."""
+        path = with_query(f"{self._path}/commands/{seg(command_id)}/logs", {"cursor": cursor, "limit": limit})
+        return LogPage.from_json(self._http.request("GET", path).json())
+
+    # --- files --------------------------------------------------------------------------------------
+
+    def write(self, path: str, data: FileData, *, mode: Union[int, str, None] = None) -> FileInfo:
+        """Writes a file (atomically: readers never see half of it), creating missing parent
+        directories. ``data``: text (UTF-8), bytes, or a binary file object (streamed). ``mode``:
+        permission bits, e.g. ``0o755`` or ``"0755"``."""
+        body: Any = data
+        if isinstance(data, str):
+            body = data.encode("utf-8")
+        elif isinstance(data, (bytearray, memoryview)):
+            body = bytes(data)
+        q = {"path": path, "mode": _mode(mode)}
+        d = self._http.request("PUT", with_query(self._path + "/files", q), body=body,
+                               headers={"Content-Type": "application/octet-stream"}, timeout=None).json()
+        return FileInfo.from_json(d)
+
+    def read(self, path: str, *, offset: int = 0, length: Optional[int] = None) -> bytes:
+        """A file's bytes (from ``offset``, at most ``length`` of them)."""
+        headers = {"Accept": "application/octet-stream"}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + max(length, 1) - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+            if length == 0:
+                return b""
+        r = self._http.request("GET", with_query(self._path + "/files", {"path": path}), headers=headers,
+                               timeout=None, ok=(416,))
+        return b"" if r.status == 416 else r.body
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """A file's contents as text."""
+        return self.read(path).decode(encoding, "replace")
+
+    def upload(self, local_path: Union[str, "os.PathLike[str]"], path: str, *, mode: Union[int, str, None] = None) -> FileInfo:
+        """Streams a local file into the sandbox (its permission bits unless ``mode`` is given)."""
+        if mode is None:
+            mode = os.stat(local_path).st_mode & 0o7777
+        with open(local_path, "rb") as f:
+            return self.write(path, f, mode=mode)
+
+    def download(self, path: str, local_path: Union[str, "os.PathLike[str]"]) -> int:
+        """Streams a file out of the sandbox into ``local_path`` (through a temporary file renamed into
+        place); returns its size."""
+        conn, r = self._http.stream(with_query(self._path + "/files", {"path": path}))
+        local = os.fspath(local_path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(local)), prefix=".sbx-dl-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+                n = f.tell()
+            os.replace(tmp, local)
+            return n
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        finally:
+            conn.close()
+
+    def stat(self, path: str) -> FileInfo:
+        """A file's type, size, mode and mtime (a symlink itself, not its target)."""
+        return FileInfo.from_json(self._http.request("GET", with_query(self._path + "/files/stat", {"path": path})).json())
+
+    def exists(self, path: str) -> bool:
+        """Whether the path exists."""
+        try:
+            self.stat(path)
+            return True
+        except errors.NotFoundError:
+            return False
+
+    def ls(self, path: str = "/root") -> List[FileInfo]:
+        """The entries of a directory."""
+        d = self._http.request("GET", with_query(self._path + "/files/list", {"path": path})).json()
+        return [FileInfo.from_json(e) for e in d.get("entries") or []]
+
+    def mkdir(self, path: str, *, mode: Union[int, str, None] = None) -> FileInfo:
+        """Creates a directory and missing parents (like ``mkdir -p``)."""
+        body: Dict[str, Any] = {"path": path}
+        if mode is not None:
+            body["mode"] = _mode(mode)
+        return FileInfo.from_json(self._http.request("POST", self._path + "/files/mkdir", json_body=body).json())
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Removes a file, or a directory (non-empty ones need ``recursive=True``: else ConflictError)."""
+        q = {"path": path, "recursive": True if recursive else None}
+        self._http.request("DELETE", with_query(self._path + "/files", q))
+
+    def move(self, src: str, dst: str, *, overwrite: bool = False) -> FileInfo:
+        """Renames ``src`` to ``dst``; an existing ``dst`` is replaced only with ``overwrite``."""
+        body = {"from": src, "to": dst, "overwrite": overwrite}
+        return FileInfo.from_json(self._http.request("POST", self._path + "/files/move", json_body=body,
+                                                     idempotent=False).json())
+
+
+def _mode(mode: Union[int, str, None]) -> Optional[str]:
+    if mode is None:
+        return None
+    return f"{mode:04o}" if isinstance(mode, int) else str(mode)
+
+
+class CommandHandle:
+    """A running (or finished) command.
+
+    Iterating yields :class:`OutputChunk` objects (stdout and stderr in the order the daemon read them)
+    until the command exits; a dropped connection or a daemon restart is bridged by reconnecting from
+    the byte offsets received so far, so every byte arrives exactly once. Breaking out of the loop and
+    iterating again continues where it stopped. ``result`` (or ``wait()``) waits for the exit.
+    """
+
+    def __init__(self, sandbox: Sandbox, command_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0,
+                 info: Optional[Dict[str, Any]] = None) -> None:
+        self._sb = sandbox
+        self._state = StreamState(command_id, stdout_offset, stderr_offset)
+        self._info = info or {}
+        self._path = f"{sandbox._path}/commands/{seg(command_id)}"
+
+    def __repr__(self) -> str:
+        return f"<CommandHandle {self.command_id} pid={self.pid} done={self.done}>"
+
+    @property
+    def command_id(self) -> str:
+        return self._state.command_id
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sb
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The process id inside the sandbox."""
+        pid = (self._state.exit or self._info).get("pid")
+        return int(pid) if pid is not None else None
+
+    @property
+    def done(self) -> bool:
+        """Whether this handle has seen the command's exit."""
+        return self._state.done
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The exit status once seen (None before)."""
+        return self._state.exit.get("exit_code") if self._state.exit else None
+
+    @property
+    def offsets(self) -> Dict[str, int]:
+        """``{"stdout_offset": N, "stderr_offset": M}``: where this handle would resume."""
+        return self._state.query()
+
+    def __iter__(self) -> Iterator[OutputChunk]:
+        return self._follow()
+
+    def _follow(self) -> Iterator[OutputChunk]:
+        st = self._state
+        backoff = Backoff(self._sb._client._cfg.retry_timeout)
+        while not st.done:
+            try:
+                conn, r = self._sb._http.stream(with_query(self._path + "/stream", st.query()),
+                                                headers={"Accept": "text/event-stream"})
+            except NETWORK_ERRORS as e:
+                self._pause(backoff, e)
+                continue
+            try:
+                parser = SSEParser()
+                for b in iter_body(r):
+                    for name, data in parser.feed(b):
+                        chunk = st.on_event(name, data)
+                        if chunk is not None:
+                            backoff.reset()
+                            yield chunk
+                    if st.done:
+                        break
+                if not st.done:
+                    self._pause(backoff, EOFError("stream ended before the exit event"))
+            except NETWORK_ERRORS as e:
+                self._pause(backoff, e)
+            finally:
+                conn.close()
+
+    def _pause(self, backoff: Backoff, e: BaseException) -> None:
+        delay = backoff.next_delay()
+        if delay is None:
+            raise errors.ConnectionError(f"stream of command {self.command_id}: could not reconnect within "
+                                         f"{backoff.budget} s: {type(e).__name__}: {e}") from e
+        time.sleep(delay)
+
+    def wait(self) -> ExecutionResult:
+        """Waits for the command to exit and returns its result (the output received by this handle).
+
+        Raises:
+            CommandTimeoutError: the daemon killed it at its ``timeout``.
+        """
+        for _ in self._follow():
+            pass
+        return check_timeout(self._state.result())
+
+    @property
+    def result(self) -> ExecutionResult:
+        """Same as :meth:`wait`."""
+        return self.wait()
+
+    def info(self) -> CommandInfo:
+        """The command's current status from the daemon."""
+        d = self._sb._http.request("GET", self._path).json()
+        self._info = d
+        return CommandInfo.from_json(d)
+
+    def logs(self, *, cursor: int = 0, limit: Optional[int] = None) -> LogPage:
+        """See :meth:`Sandbox.logs`."""
+        return self._sb.logs(self.command_id, cursor=cursor, limit=limit)
+
+    def send_input(self, data: Union[str, bytes]) -> None:
+        """Writes to the command's stdin (started with ``stdin_open``, the default for ``wait=False``)."""
+        body = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self._sb._http.request("POST", self._path + "/stdin", body=body, idempotent=False,
+                               headers={"Content-Type": "application/octet-stream"})
+
+    def close_stdin(self) -> None:
+        """Closes the command's stdin (it reads EOF)."""
+        self._sb._http.request("POST", with_query(self._path + "/stdin", {"close": True}), body=b"")
+
+    def signal(self, sig: Union[int, str]) -> None:
+        """Sends a signal (``"SIGINT"``, ``"TERM"``, ``15``, ``signal.SIGTERM``)."""
+        self._sb._http.request("POST", self._path + "/signal", json_body={"signal": signal_name(sig)})
+
+    def kill(self, signal: Union[int, str, None] = None) -> None:
+        """SIGKILLs the command's process group (``error.code`` becomes ``killed``), or sends
+        ``signal`` to it when given."""
+        if signal is not None:
+            self.signal(signal)
+        else:
+            self._sb._http.request("POST", self._path + "/kill")

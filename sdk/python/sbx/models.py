@@ -1,0 +1,262 @@
+"""Typed views of the daemon's JSON objects. Each keeps the full object in ``raw`` so fields added to
+the API later are reachable before the SDK names them."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+__all__ = [
+    "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
+    "FileInfo", "SandboxMetrics", "ApiKey", "Health",
+]
+
+
+def _opt_int(v: Any) -> Optional[int]:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A sandbox's resource limits."""
+
+    cpus: float
+    memory_mb: int
+    pids: int
+    disk_mb: int
+
+    @classmethod
+    def from_json(cls, d: Optional[Dict[str, Any]]) -> "Resources":
+        d = d or {}
+        return cls(float(d.get("cpus") or 0), int(d.get("memory_mb") or 0), int(d.get("pids") or 0),
+                   int(d.get("disk_mb") or 0))
+
+
+@dataclass(frozen=True)
+class CommandError:
+    """Why the daemon ended a command: ``code`` is ``timeout``, ``killed``, ``idle_timeout``,
+    ``disconnected`` or ``command_not_found``."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def from_json(cls, d: Any) -> "Optional[CommandError]":
+        if not isinstance(d, dict):
+            return None
+        return cls(str(d.get("code") or ""), str(d.get("message") or ""))
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """A command's status (docs/api.md, "Command object")."""
+
+    id: str
+    sandbox_id: str
+    command: List[str]
+    state: str
+    pid: Optional[int]
+    exit_code: Optional[int]
+    signal: Optional[int]
+    error: Optional[CommandError]
+    stdout_bytes: int
+    stderr_bytes: int
+    log_bytes: int
+    started_at: Optional[str]
+    finished_at: Optional[str]
+    expires_at: Optional[str]
+    attached: int
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the process has exited."""
+        return self.state == "exited"
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "CommandInfo":
+        return cls(
+            id=str(d.get("id", "")), sandbox_id=str(d.get("sandbox_id", "")), command=list(d.get("command") or []),
+            state=str(d.get("state", "")), pid=_opt_int(d.get("pid")), exit_code=_opt_int(d.get("exit_code")),
+            signal=_opt_int(d.get("signal")), error=CommandError.from_json(d.get("error")),
+            stdout_bytes=int(d.get("stdout_bytes") or 0), stderr_bytes=int(d.get("stderr_bytes") or 0),
+            log_bytes=int(d.get("log_bytes") or 0), started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"), expires_at=d.get("expires_at"), attached=int(d.get("attached") or 0),
+            raw=d)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The outcome of a finished command. A non-zero ``exit_code`` is not an exception.
+
+    ``stdout``/``stderr`` are the output decoded as UTF-8 (invalid bytes replaced); ``stdout_raw`` and
+    ``stderr_raw`` are the exact bytes. When the result comes from a handle that started reading at
+    an offset (``reconnect(..., stdout_offset=N)``), they hold the output from that offset on.
+    """
+
+    command_id: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    stdout_raw: bytes = field(repr=False)
+    stderr_raw: bytes = field(repr=False)
+    signal: Optional[int] = None
+    error: Optional[CommandError] = None
+    info: Optional[CommandInfo] = field(default=None, repr=False, compare=False)
+
+    @property
+    def success(self) -> bool:
+        """``exit_code == 0``."""
+        return self.exit_code == 0
+
+    @property
+    def output(self) -> str:
+        """stdout followed by stderr."""
+        return self.stdout + self.stderr
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the daemon killed the command for running past its ``timeout``."""
+        return self.error is not None and self.error.code == "timeout"
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a command's output, in the order the daemon read it.
+
+    Attributes:
+        stream: ``"stdout"`` or ``"stderr"``.
+        data: the bytes decoded as UTF-8; a multi-byte character split across chunks is completed in
+            the next chunk of the same stream, so joining ``data`` gives valid text.
+        offset: byte offset of the chunk's first byte within its stream.
+        raw: the exact bytes.
+    """
+
+    stream: str
+    data: str
+    offset: int
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """A run of one stream in a command's combined log (``logs`` route)."""
+
+    stream: str
+    offset: int
+    cursor: int
+    raw: bytes = field(repr=False)
+
+    @property
+    def data(self) -> str:
+        return self.raw.decode("utf-8", "replace")
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "LogChunk":
+        data = d.get("data") or ""
+        raw = base64.b64decode(data) if d.get("encoding") == "base64" else data.encode("utf-8")
+        return cls(str(d.get("stream", "")), int(d.get("offset") or 0), int(d.get("cursor") or 0), raw)
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """One page of a command's combined log. Ask again with ``cursor=next_cursor`` until ``eof``."""
+
+    cursor: int
+    next_cursor: int
+    log_bytes: int
+    finished: bool
+    eof: bool
+    chunks: List[LogChunk]
+    command: Optional[CommandInfo]
+
+    @property
+    def text(self) -> str:
+        """The page's bytes, both streams interleaved, decoded as UTF-8."""
+        return b"".join(c.raw for c in self.chunks).decode("utf-8", "replace")
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "LogPage":
+        cmd = d.get("command")
+        return cls(int(d.get("cursor") or 0), int(d.get("next_cursor") or 0), int(d.get("log_bytes") or 0),
+                   bool(d.get("finished")), bool(d.get("eof")), [LogChunk.from_json(c) for c in d.get("chunks") or []],
+                   CommandInfo.from_json(cmd) if isinstance(cmd, dict) else None)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file-system entry inside a sandbox. ``type`` is ``file``, ``dir``, ``symlink`` or ``other``;
+    ``mode`` is octal text (``"0644"``)."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: str
+    mtime: Optional[str]
+    link_target: Optional[str]
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == "file"
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "FileInfo":
+        return cls(str(d.get("name", "")), str(d.get("path", "")), str(d.get("type", "")), int(d.get("size") or 0),
+                   str(d.get("mode", "")), d.get("mtime"), d.get("link_target"))
+
+
+@dataclass(frozen=True)
+class SandboxMetrics:
+    """A sandbox's resource usage, read from its cgroups and disk at the time of the call."""
+
+    state: str
+    cpu_usage_seconds: float
+    memory_bytes: int
+    memory_peak_bytes: int
+    pids: int
+    disk_used_bytes: Optional[int]
+    disk_free_bytes: Optional[int]
+    io_read_bytes: Optional[int]
+    io_write_bytes: Optional[int]
+    limits: Dict[str, Any]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "SandboxMetrics":
+        return cls(str(d.get("state", "")), float(d.get("cpu_usage_seconds") or 0), int(d.get("memory_bytes") or 0),
+                   int(d.get("memory_peak_bytes") or 0), int(d.get("pids") or 0), _opt_int(d.get("disk_used_bytes")),
+                   _opt_int(d.get("disk_free_bytes")), _opt_int(d.get("io_read_bytes")),
+                   _opt_int(d.get("io_write_bytes")), dict(d.get("limits") or {}), d)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A tenant API key. ``key`` (the secret, ``sbxk_...``) is set only in the answer of
+    ``create_key``: the daemon stores its hash only."""
+
+    id: str
+    name: str
+    created_at: Optional[str]
+    max_sandboxes: int
+    max_memory_mb: int
+    key: Optional[str] = field(default=None, repr=False)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ApiKey":
+        q = d.get("quotas") or {}
+        return cls(str(d.get("id", "")), str(d.get("name") or ""), d.get("created_at"),
+                   int(q.get("max_sandboxes") or 0), int(q.get("max_memory_mb") or 0), d.get("key"), d)
+
+
+@dataclass(frozen=True)
+class Health:
+    """``GET /healthz``."""
+
+    status: str
+    version: str
