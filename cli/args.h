@@ -25,6 +25,7 @@ enum {
     OPT_STATE,
     OPT_MAX_SANDBOXES,
     OPT_MAX_MEMORY,
+    OPT_TTY,
 };
 
 struct cli_option {
@@ -89,6 +90,7 @@ struct cli_args {
     const char *cwd;
     double timeout;
     bool interactive;
+    bool tty;   /* --tty (exec): on a pseudo-terminal, our terminal in raw mode */
     char **cmd; /* NULL-terminated tail of argv (the command), NULL if none */
     bool json;  /* --json (update, renew) */
     bool help;

@@ -21,7 +21,7 @@ struct cli_command {
 
 extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
     cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start, cli_cmd_update,
-    cli_cmd_renew, cli_cmd_keys;
+    cli_cmd_renew, cli_cmd_keys, cli_cmd_snapshot, cli_cmd_shell, cli_cmd_url, cli_cmd_tunnel;
 
 /* A lifecycle value of struct cli_args (-1 not given, 0 never) as libsbx wants it (0 default/unchanged,
  * SBX_NEVER never). */
@@ -65,3 +65,8 @@ int cli_session_signal(void);
  * the stream drops), forwards our stdin when opts->stdin_open and returns the exit status to use:
  * the command's status, 124 on its timeout, 125 on sbx's own error (printed). */
 int cli_run_command(struct sbx_client *c, const char *sid, const struct sbx_exec_opts *opts);
+/* Runs cmd (NULL: a login shell) in sandbox `sid` on a pseudo-terminal sized like ours, with our terminal
+ * in raw mode (restored on every exit path), forwarding stdin and window-size changes (cli/shell.c).
+ * Handles its own signals (do not call cli_session_begin). Returns the exit status to use. */
+int cli_run_shell(struct sbx_client *c, const char *sid, const char *const *cmd, const char *const *env,
+                  const char *cwd, double timeout);

@@ -22,6 +22,12 @@ static int exec_main(int argc, char **argv)
         return EXIT_SBX;
     }
     int status = EXIT_SBX;
+    if (a.tty) {
+        status = cli_run_shell(c, a.sandbox, (const char *const *)a.cmd, a.env, a.cwd, a.timeout);
+        sbx_client_free(c);
+        cli_args_done(&a);
+        return status;
+    }
     r = cli_session_begin(sbx_client_url(c), false);
     if (r < 0) {
         fprintf(stderr, "sbx: start signal thread: %s\n", strerror(-r));
@@ -57,5 +63,6 @@ const struct cli_command cli_cmd_exec = {
         "  -e, --env K=V       environment variable (repeatable)\n"
         "  -w, --cwd DIR       working directory (default /root)\n"
         "  -t, --timeout SECS  kill the command after SECS (s/m/h suffixes allowed)\n"
-        "  -i, --stdin         forward our stdin to the command (closed at EOF)\n",
+        "  -i, --stdin         forward our stdin to the command (closed at EOF)\n"
+        "      --tty           run it on a pseudo-terminal, our terminal in raw mode (as `sbx shell`)\n",
 };

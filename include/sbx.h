@@ -62,6 +62,14 @@ SBX_PUBLIC int sbx_health(struct sbx_client *c, char **ret_version, struct sbx_e
 SBX_PUBLIC int sbx_request(struct sbx_client *c, const char *method, const char *path_and_query,
                            const char *json_body, char **ret_body, struct sbx_err *err);
 
+/* ---- Snapshots ------------------------------------------------------------------------------------- */
+
+/* POST /v1/snapshots?name=NAME with the image tarball read from fd (docker save or OCI layout). The import
+ * goes on in the daemon: *ret_json (caller frees) is the snapshot object, status "building"; poll
+ * GET /v1/snapshots/{id} (sbx_request) until it is "ready" or "failed". */
+SBX_PUBLIC int sbx_snapshot_import(struct sbx_client *c, const char *name, int fd, char **ret_json,
+                                   struct sbx_err *err);
+
 /* ---- Sandboxes ------------------------------------------------------------------------------------- */
 
 struct sbx_create_opts {
@@ -156,6 +164,23 @@ SBX_PUBLIC int sbx_sandbox_update(struct sbx_client *c, const char *id, const st
 SBX_PUBLIC int sbx_sandbox_renew(struct sbx_client *c, const char *id, int64_t timeout_s,
                                  struct sbx_sandbox *ret, struct sbx_err *err);
 
+/* ---- Service URLs ------------------------------------------------------------------------------------ */
+
+/* A signed URL through which sbxd proxies HTTP and WebSocket to a port inside a sandbox. All strings are
+ * owned by the struct. */
+struct sbx_service_url {
+    char *url;        /* "http://HOST/s/ID/PORT/" (or the host form "http://PORT-ID.DOMAIN/") */
+    char *token;      /* send as header X-Sbx-Service-Token, or once as ?sbx_token= (becomes a cookie) */
+    char *expires_at; /* RFC 3339 */
+    char *json;       /* the whole answer */
+};
+
+/* POST /v1/sandboxes/{id}/ports/{port}/url. expires_in_s 0: the daemon's default (1 hour). On success
+ * *ret is filled (sbx_service_url_done()). */
+SBX_PUBLIC int sbx_service_url(struct sbx_client *c, const char *id, int port, int64_t expires_in_s,
+                               struct sbx_service_url *ret, struct sbx_err *err);
+SBX_PUBLIC void sbx_service_url_done(struct sbx_service_url *u);
+
 /* ---- API keys (admin only: a tenant key gets -EPERM "permission_denied") ---------------------------- */
 
 struct sbx_key_opts {
@@ -200,6 +225,10 @@ struct sbx_exec_opts {
     size_t stdin_len;
     bool stdin_open; /* keep stdin open for sbx_exec_stdin() after stdin_data */
     const char *id;  /* optional client-chosen command id (get-or-create) */
+    /* Run on a pseudo-terminal of cols x rows (0: 80 x 24): one output stream (stdout), stdin kept open,
+     * TERM=xterm-256color unless env says otherwise. */
+    bool pty;
+    unsigned cols, rows;
 };
 
 enum sbx_stream {
@@ -254,6 +283,9 @@ SBX_PUBLIC int sbx_exec_stdin(struct sbx_client *c, const char *sandbox_id, cons
 /* POST …/signal with a signal number. */
 SBX_PUBLIC int sbx_exec_signal(struct sbx_client *c, const char *sandbox_id, const char *cmd_id, int signal,
                                struct sbx_err *err);
+/* POST …/resize: a pty command's new window size (1..1000 each); the command gets SIGWINCH. */
+SBX_PUBLIC int sbx_exec_resize(struct sbx_client *c, const char *sandbox_id, const char *cmd_id,
+                               unsigned cols, unsigned rows, struct sbx_err *err);
 /* POST …/kill: SIGKILL to the command's process group. */
 SBX_PUBLIC int sbx_exec_kill(struct sbx_client *c, const char *sandbox_id, const char *cmd_id,
                              struct sbx_err *err);

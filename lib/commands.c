@@ -58,6 +58,12 @@ static int exec_body(const struct sbx_exec_opts *o, bool wait, json_t **ret, str
         r = json_object_set_new(b, "stdin_open", json_true());
     if (r >= 0 && wait)
         r = json_object_set_new(b, "wait", json_true());
+    if (r >= 0 && o->pty)
+        r = json_object_set_new(b, "pty", json_true());
+    if (r >= 0 && o->pty && o->cols)
+        r = json_object_set_new(b, "cols", json_integer(o->cols));
+    if (r >= 0 && o->pty && o->rows)
+        r = json_object_set_new(b, "rows", json_integer(o->rows));
     if (r < 0) {
         json_decref(b);
         return OOM(err);
@@ -419,6 +425,15 @@ SBX_PUBLIC int sbx_exec_signal(struct sbx_client *c, const char *sandbox_id, con
     if (!body)
         return OOM(err);
     return command_post(c, sandbox_id, cmd_id, "/signal", body, err);
+}
+
+SBX_PUBLIC int sbx_exec_resize(struct sbx_client *c, const char *sandbox_id, const char *cmd_id,
+                               unsigned cols, unsigned rows, struct sbx_err *err)
+{
+    json_t *body = json_pack("{s:I, s:I}", "cols", (json_int_t)cols, "rows", (json_int_t)rows);
+    if (!body)
+        return OOM(err);
+    return command_post(c, sandbox_id, cmd_id, "/resize", body, err);
 }
 
 SBX_PUBLIC int sbx_exec_kill(struct sbx_client *c, const char *sandbox_id, const char *cmd_id,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/service.h"
 #include "api/jsonreq.h"
 #include "api/keys.h"
 #include "base/cleanup.h"
@@ -127,6 +128,9 @@ static const struct route routes[] = {
     {"POST", "v1/sandboxes/*/stop", api_sandboxes_stop},
     {"GET", "v1/sandboxes/*/metrics", api_sandboxes_metrics},
     {"POST", "v1/sandboxes/*/start", api_sandboxes_start},
+    {"GET", "v1/sandboxes/*/ports", api_ports_list},
+    {"POST", "v1/sandboxes/*/ports/*/url", api_service_url},
+    {"GET", "v1/sandboxes/*/tunnel", api_tunnel},
     {"POST", "v1/sandboxes/*/commands", api_commands_create},
     {"GET", "v1/sandboxes/*/commands", api_commands_list},
     {"GET", "v1/sandboxes/*/commands/*", api_commands_get},
@@ -135,6 +139,7 @@ static const struct route routes[] = {
     {"POST", "v1/sandboxes/*/commands/*/stdin", api_commands_stdin},
     {"POST", "v1/sandboxes/*/commands/*/signal", api_commands_signal},
     {"POST", "v1/sandboxes/*/commands/*/kill", api_commands_kill},
+    {"POST", "v1/sandboxes/*/commands/*/resize", api_commands_resize},
     {"PUT", "v1/sandboxes/*/files", api_files_put},
     {"GET", "v1/sandboxes/*/files", api_files_get},
     {"DELETE", "v1/sandboxes/*/files", api_files_delete},
@@ -142,6 +147,11 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes/*/files/list", api_files_list},
     {"POST", "v1/sandboxes/*/files/mkdir", api_files_mkdir},
     {"POST", "v1/sandboxes/*/files/move", api_files_move},
+    {"POST", "v1/snapshots", api_snapshots_create, true},
+    {"GET", "v1/snapshots", api_snapshots_list},
+    {"GET", "v1/snapshots/*", api_snapshots_get},
+    {"DELETE", "v1/snapshots/*", api_snapshots_delete, true},
+    {"GET", "v1/layers", api_layers_list, true},
     {"GET", "metrics", api_metrics_get, true},
     {"POST", "v1/keys", api_keys_create, true},
     {"GET", "v1/keys", api_keys_list, true},
@@ -225,6 +235,9 @@ static void handle(struct http_request *req, void *userdata)
     struct daemon *d = userdata;
     const char *method = http_request_method(req), *path = http_request_path(req);
 
+    /* Service URLs carry their own credential (a signed token), not an API key. */
+    if (api_service_dispatch(d, req))
+        return;
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
             return http_respond_error(req, 405, "method_not_allowed", "use GET");
@@ -274,6 +287,7 @@ int api_start(struct daemon *d, const char *host, int port, sbx_error *err)
 
 void api_stop(struct daemon *d)
 {
+    api_proxy_close_all();
     http_server_free(d->http);
     d->http = NULL;
 }

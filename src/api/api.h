@@ -9,3 +9,6 @@ struct daemon;
 int api_start(struct daemon *d, const char *host, int port, sbx_error *err);
 /* Stops listening and drops every connection (streams end; sandboxes are untouched). */
 void api_stop(struct daemon *d);
+/* Serves service URLs also in the host-header form http://{port}-{id}.<domain>/ (sbxd --service-domain);
+ * NULL turns that form off. */
+void api_service_set_domain(const char *domain);

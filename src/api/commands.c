@@ -17,6 +17,7 @@
 #include "daemon/daemon.h"
 #include "daemon/metrics.h"
 #include "daemon/sandbox.h"
+#include "daemon/snapshot.h"
 #include "loop/loop.h"
 #include "shimclient/shim_client.h"
 #include "shimclient/shim_protocol.h"
@@ -34,6 +35,7 @@
 #define LIFETIME_MAX_SEC (366.0 * 24 * 3600) /* the shim's TIMER_MAX_MS */
 #define GRACE_MAX_SEC 300.0
 #define LOGS_LIMIT_MAX (1u << 20) /* the shim's */
+#define PTY_SIZE_MAX 1000         /* the shim's: largest pty cols/rows */
 
 static const char *const default_env[] = {
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -65,6 +67,7 @@ static json_t *command_json(const char *sandbox_id, json_t *st)
     json_t *v = json_object_get(st, "attached");
     json_object_set_new(c, "attached", json_integer(json_integer_value(v)));
     json_object_set_new(c, "log_bytes", json_integer(json_integer_value(json_object_get(st, "log_bytes"))));
+    json_object_set_new(c, "pty", json_boolean(json_is_true(json_object_get(st, "pty"))));
     v = json_object_get(st, "expires_at_ms");
     if (json_is_integer(v)) {
         char buf[40];
@@ -120,8 +123,9 @@ static int build_argv(json_t *body, json_t **ret, sbx_error *err)
     return 0;
 }
 
-/* Default env, then the sandbox's, then the request's: later keys win. */
-static json_t *build_env(json_t *sandbox_env, json_t *request_env)
+/* Default env, then the sandbox's, then the request's: later keys win. A pty command's default TERM is
+ * xterm-256color (what terminals attached to it speak); the sandbox's or the request's TERM still win. */
+static json_t *build_env(json_t *sandbox_env, json_t *request_env, bool pty)
 {
     json_t *merged = json_object();
     for (size_t i = 0; i < ELEMENTSOF(default_env); i++) {
@@ -129,6 +133,8 @@ static json_t *build_env(json_t *sandbox_env, json_t *request_env)
         _cleanup_free_ char *k = xstrndup(default_env[i], (size_t)(eq - default_env[i]));
         json_object_set_new(merged, k, json_string(eq + 1));
     }
+    if (pty)
+        json_object_set_new(merged, "TERM", json_string("xterm-256color"));
     if (sandbox_env)
         json_object_update(merged, sandbox_env);
     if (request_env)
@@ -189,7 +195,7 @@ static int add_lifecycle(json_t *body, json_t *req, sbx_error *err)
 
 static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err)
 {
-    const char *id = NULL, *cwd = "/root", *stdin_data = NULL;
+    const char *id = NULL, *cwd = snapshot_default_cwd(sb->d, sb->snapshot), *stdin_data = NULL;
     json_t *env = NULL;
     double timeout = 0;
     bool wait = false, stdin_open = false;
@@ -202,6 +208,15 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         return err->code;
     if (id && !id_is_valid(id))
         return sbx_error_set(err, -EINVAL, "`id` must match [A-Za-z0-9_.-]{1,64}");
+    /* A terminal is interactive: its stdin stays open unless the request says otherwise. */
+    bool pty = false;
+    int64_t cols = 80, rows = 24;
+    if (jsonreq_bool(body, "pty", &pty, err) < 0 ||
+        jsonreq_integer(body, "cols", 1, PTY_SIZE_MAX, &cols, err) < 0 ||
+        jsonreq_integer(body, "rows", 1, PTY_SIZE_MAX, &rows, err) < 0)
+        return err->code;
+    if (pty && !json_object_get(body, "stdin_open"))
+        stdin_open = true;
     if (cwd[0] != '/')
         return sbx_error_set(err, -EINVAL, "`cwd` must be an absolute path");
     json_t *argv = NULL;
@@ -214,8 +229,13 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         id = gen;
     }
     json_t *req = json_pack("{s:s, s:s, s:o, s:o, s:s, s:I, s:b}", "op", "exec", "id", id, "argv", argv,
-                            "env", build_env(sb->env, env), "cwd", cwd, "timeout_ms",
+                            "env", build_env(sb->env, env, pty), "cwd", cwd, "timeout_ms",
                             (json_int_t)(timeout * 1000.0), "stdin_open", stdin_open);
+    if (pty) {
+        json_object_set_new(req, "pty", json_true());
+        json_object_set_new(req, "cols", json_integer(cols));
+        json_object_set_new(req, "rows", json_integer(rows));
+    }
     if (stdin_data) {
         _cleanup_free_ char *b64 = base64_encode(stdin_data, strlen(stdin_data));
         json_object_set_new(req, "stdin_b64", json_string(b64));
@@ -522,6 +542,18 @@ static void ws_on_text(struct http_ws *ws, const char *data, size_t len, void *u
     } else if (strcmp(type, "close_stdin") == 0) {
         static const char req[] = "{\"op\":\"close_stdin\"}";
         queue_to_shim(a, SHIM_FRAME_REQUEST, req, sizeof(req) - 1);
+    } else if (strcmp(type, "resize") == 0) {
+        json_t *cols = json_object_get(m, "cols"), *rows = json_object_get(m, "rows");
+        json_int_t w = json_integer_value(cols), h = json_integer_value(rows);
+        if (!json_is_integer(cols) || !json_is_integer(rows) || w < 1 || w > PTY_SIZE_MAX || h < 1 ||
+            h > PTY_SIZE_MAX) {
+            http_ws_close(ws, 1003, "resize needs integer cols and rows in 1..1000");
+        } else {
+            /* No answer on an attached stream: a command without a pty ignores it. */
+            _cleanup_free_ char *req =
+                xasprintf("{\"op\":\"resize\",\"cols\":%d,\"rows\":%d}", (int)w, (int)h);
+            queue_to_shim(a, SHIM_FRAME_REQUEST, req, strlen(req));
+        }
     } else if (strcmp(type, "signal") == 0) {
         int sig = signal_from_json(json_object_get(m, "signal"));
         if (sig < 0) {
@@ -854,6 +886,29 @@ static void signal_with_body(struct api_ctx *c, json_t *body)
 void api_commands_signal(struct api_ctx *c)
 {
     api_read_json(c, signal_with_body);
+}
+
+static void resize_with_body(struct api_ctx *c, json_t *body)
+{
+    sbx_error err = {0};
+    int64_t cols = 0, rows = 0;
+    if (jsonreq_integer(body, "cols", 1, PTY_SIZE_MAX, &cols, &err) < 0 ||
+        jsonreq_integer(body, "rows", 1, PTY_SIZE_MAX, &rows, &err) < 0)
+        return api_reply_error(c->req, &err);
+    if (!cols || !rows) {
+        sbx_error_set(&err, -EINVAL, "`cols` and `rows` are required");
+        return api_reply_error(c->req, &err);
+    }
+    simple_call(c,
+                json_pack("{s:s, s:s, s:I, s:I}", "op", "resize", "id", c->command_id, "cols",
+                          (json_int_t)cols, "rows", (json_int_t)rows),
+                false);
+}
+
+/* POST …/commands/{cid}/resize {"cols","rows"}: a pty command's window size (it gets SIGWINCH). */
+void api_commands_resize(struct api_ctx *c)
+{
+    api_read_json(c, resize_with_body);
 }
 
 void api_commands_kill(struct api_ctx *c)

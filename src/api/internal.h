@@ -59,6 +59,13 @@ void api_commands_logs(struct api_ctx *c);
 void api_commands_stdin(struct api_ctx *c);
 void api_commands_signal(struct api_ctx *c);
 void api_commands_kill(struct api_ctx *c);
+void api_commands_resize(struct api_ctx *c);
+
+void api_snapshots_create(struct api_ctx *c);
+void api_snapshots_list(struct api_ctx *c);
+void api_snapshots_get(struct api_ctx *c);
+void api_snapshots_delete(struct api_ctx *c);
+void api_layers_list(struct api_ctx *c);
 
 void api_files_put(struct api_ctx *c);
 void api_files_get(struct api_ctx *c);

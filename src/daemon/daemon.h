@@ -12,6 +12,7 @@ struct warm_pool;
 struct create_op;
 struct lifecycle;
 struct key_table;
+struct snapshot_state;
 
 struct daemon {
     struct loop *loop;
@@ -32,4 +33,5 @@ struct daemon {
     struct create_op *creating; /* creates waiting for their shim */
     size_t n_creating;
     struct lifecycle *lifecycle; /* lifecycle.h; NULL until started */
+    struct snapshot_state *snap; /* snapshot.h: image snapshots and the layer store */
 };

@@ -20,6 +20,7 @@
 #include "base/util.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
+#include "daemon/snapshot.h"
 #include "http/http.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
@@ -39,6 +40,9 @@ static void usage(FILE *f)
                "  --ephemeral            destroy every sandbox when sbxd exits on SIGTERM/SIGINT\n"
                "  --max-sandboxes N      limit on live sandboxes (default 256)\n"
                "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
+               "  --max-image-mb N       largest image tarball POST /v1/snapshots accepts (default 8192)\n"
+               "  --max-layer-mb N       largest unpacked content of one image layer (default 16384)\n"
+               "  --service-domain D     also serve service URLs as http://PORT-ID.D (host-header form)\n"
                "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
                "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
                "                         (also SBX_LOG_FORMAT; --log-json is --log-format json)\n"
@@ -126,6 +130,9 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"warm", required_argument, NULL, 'W'},
         {"log-format", required_argument, NULL, 'F'},
+        {"max-image-mb", required_argument, NULL, 'I'},
+        {"max-layer-mb", required_argument, NULL, 'Y'},
+        {"service-domain", required_argument, NULL, 'S'},
         {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
@@ -134,6 +141,8 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:7070", *data_dir = "/var/lib/sbx";
     struct daemon d = {.max_sandboxes = 256};
     unsigned warm = 2;
+    struct snapshot_limits snap_limits = {
+        .max_image_bytes = 8192ULL << 20, .max_layer_bytes = 16384ULL << 20, .max_entries = 1000000};
     int c;
     log_set_ident("sbxd");
     const char *log_format = getenv("SBX_LOG_FORMAT"); /* the flag, parsed below, wins */
@@ -149,6 +158,9 @@ int main(int argc, char **argv)
         case 'l':
             listen = optarg;
             break;
+        case 'S':
+            api_service_set_domain(optarg);
+            break;
         case 'd':
             data_dir = optarg;
             break;
@@ -163,6 +175,18 @@ int main(int argc, char **argv)
                 return 2;
             }
             warm = (unsigned)v;
+            break;
+        }
+        case 'I':
+        case 'Y': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v < 1 || v > (1LL << 24)) {
+                fprintf(stderr, "sbxd: --%s must be 1..16777216\n",
+                        c == 'I' ? "max-image-mb" : "max-layer-mb");
+                return 2;
+            }
+            *(c == 'I' ? &snap_limits.max_image_bytes : &snap_limits.max_layer_bytes) = (uint64_t)v << 20;
             break;
         }
         case 'm': {
@@ -279,6 +303,10 @@ int main(int argc, char **argv)
     loop_signal(d.loop, SIGTERM, on_stop_signal);
     loop_signal(d.loop, SIGINT, on_stop_signal);
 
+    if (snapshot_init(&d, &snap_limits, &err) < 0) {
+        log_error("snapshots: %s", err.msg);
+        return 1;
+    }
     if (sandbox_recover_all(&d, &err) < 0)
         log_warning("recover sandboxes: %s, ignoring", err.msg);
 
@@ -308,6 +336,7 @@ int main(int argc, char **argv)
             sandbox_unref(sb);
         }
     }
+    snapshot_done(&d); /* imports in progress are killed; the next start marks them failed */
     loop_free(d.loop);
     keys_free(&d);
     store_close(d.store);

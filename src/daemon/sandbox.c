@@ -19,6 +19,7 @@
 #include "daemon/daemon.h"
 #include "daemon/lifecycle.h"
 #include "daemon/metrics.h"
+#include "daemon/snapshot.h"
 #include "daemon/warm.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
@@ -195,12 +196,18 @@ static json_t *resources_to_json(const struct sandbox_resources *r)
 static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *err)
 {
     _cleanup_free_ char *disk_templates = xasprintf("%s/disk-templates", d->data_dir);
-    json_t *cfg = json_pack("{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:n}", "id", sb->id,
+    /* null for `host`; an image snapshot's layers (top first) under the sandbox's own /etc layer */
+    json_t *lowers = NULL;
+    int lr =
+        snapshot_sandbox_lowers(d, sb->snapshot, sb->state_dir, sb->name ? sb->name : sb->id, &lowers, err);
+    if (lr < 0)
+        return lr;
+    json_t *cfg = json_pack("{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:o}", "id", sb->id,
                             "uid_base", (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id,
                             "memory_bytes", (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus,
                             "pids_max", (json_int_t)sb->res.pids, "disk_bytes",
                             (json_int_t)(sb->res.disk_mb << 20), "disk_template_dir", disk_templates,
-                            "init_path", d->init_path, "seccomp_path", d->seccomp_path, "lower_dirs");
+                            "init_path", d->init_path, "seccomp_path", d->seccomp_path, "lower_dirs", lowers);
     if (!cfg)
         return sbx_error_set(err, -ENOMEM, "build shim config");
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
@@ -572,9 +579,20 @@ void sandbox_create_abort_all(struct daemon *d)
 int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, sandbox_created_cb cb,
                    void *userdata, struct sandbox **ret, struct create_op **ret_op, sbx_error *err)
 {
-    const char *snapshot = opts->snapshot ? opts->snapshot : "host";
-    if (strcmp(snapshot, "host") != 0)
-        return sbx_error_setk(err, -ENOENT, "not_found", 404, "snapshot `%s` not found", snapshot);
+    /* An image snapshot: the sandbox records its id, and its env starts from the image's Env. */
+    struct snapshot *snap = NULL;
+    int sr = snapshot_for_create(d, opts->snapshot, &snap, err);
+    if (sr < 0)
+        return sr;
+    struct sandbox_create_opts image_opts;
+    json_auto_t *image_env = NULL;
+    if (snap) {
+        image_env = snapshot_sandbox_env(snap, opts->env);
+        image_opts = *opts;
+        image_opts.snapshot = snap->id;
+        image_opts.env = image_env;
+        opts = &image_opts;
+    }
     if (opts->name) {
         if (!id_is_valid(opts->name))
             return sbx_error_set(err, -EINVAL, "name must match [A-Za-z0-9_.-]{1,64}");

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/error.h"
 #include "base/util.h"
 
@@ -245,6 +246,25 @@ void http_ws_close(struct http_ws *ws, int code, const char *reason);
 /* Stops / restarts reading messages from the client (backpressure). */
 void http_ws_pause(struct http_ws *ws, bool paused);
 const char *http_ws_remote(const struct http_ws *ws);
+
+/* --- taking over a connection ------------------------------------------------------------------ */
+
+/* Hands req's connection, right after its request head, to the caller for the rest of its life (a proxy
+ * that splices raw bytes both ways). Call it from the handler only, before reading the body or
+ * responding, and copy out whatever of the head you need first. The server then forgets the connection:
+ * it reports req to the observer with status, frees req (its userdata free_fn runs; no other callback of
+ * req ever runs) and stops watching and timing the socket. ret gets the socket (nonblocking, CLOEXEC;
+ * the caller owns it and closes it), the bytes already read past the request head (the start of the
+ * body, a pipelined request, or the other protocol after an upgrade), and the bytes of earlier
+ * (pipelined) responses not yet written, which the caller must write first. The server's limits and
+ * timeouts no longer apply. Returns 0; -EBUSY (nothing changed) when the body was touched or a response
+ * begun. */
+struct http_takeover {
+    int fd;
+    struct sbx_buf in;  /* unparsed input, starting right after the request head */
+    struct sbx_buf out; /* earlier responses still queued for the client */
+};
+int http_request_take_over(struct http_request *req, int status, struct http_takeover *ret);
 
 /* --- tiny router -------------------------------------------------------------------------------- */
 

@@ -572,6 +572,31 @@ void http_request_completed(struct http_request *req)
     http_conn_kick(req->conn);
 }
 
+int http_request_take_over(struct http_request *req, int status, struct http_takeover *ret)
+{
+    struct http_conn *c = req->conn;
+    if (!req->handler_called || req->user_completed || req->abort_called || req->body_mode != BODY_NONE ||
+        req->resp_state != RESP_NONE || c->ws || c->dead || c->fd < 0)
+        return -EBUSY;
+    http_request_observe(req, status, NULL);
+    req->user_completed = true;
+    req->on_abort = NULL;
+    req->on_drain = NULL;
+    loop_io_stop(c->srv->loop, &c->io);
+    loop_timer_stop(c->srv->loop, &c->timer);
+    ret->fd = c->fd;
+    c->fd = -1;
+    ret->in = c->in;
+    c->in = (struct sbx_buf)SBX_BUF_INIT;
+    ret->out = (struct sbx_buf)SBX_BUF_INIT;
+    for (struct outblock *b = c->out_head; b; b = b->next)
+        sbx_buf_append(&ret->out, b->data + b->off, b->len);
+    out_free(c);
+    /* Destroyed from the loop (or right after the handler returns): the request is freed with it. */
+    http_conn_fail(c);
+    return 0;
+}
+
 /* --- processing ---------------------------------------------------------------------------------- */
 
 static bool parser_may_run(const struct http_request *req)

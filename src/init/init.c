@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -257,6 +258,10 @@ static _Noreturn void run_child(struct exec_req *req, int err_fd)
     for (int i = 0; i < 3; i++) /* dup2() clears CLOEXEC on the target */
         if (dup2(req->fds[i], i) < 0)
             child_fail(err_fd, errno, "dup2: %s", strerror(errno));
+    /* A pty command: the new session takes its terminal (the shim opened the slave) as the
+     * controlling tty, so the line discipline's ^C/^Z/SIGWINCH reach its foreground group. */
+    if ((req->flags & INIT_EXEC_CTTY) && ioctl(0, TIOCSCTTY, 0) < 0)
+        child_fail(err_fd, errno, "TIOCSCTTY: %s", strerror(errno));
 
     const char *cwd = req->cwd[0] ? req->cwd : "/";
     if (chdir(cwd) < 0)

@@ -33,6 +33,7 @@ struct init_msg_header {
 };
 
 #define INIT_EXEC_NEW_SESSION 0x1u /* setsid() in the child */
+#define INIT_EXEC_CTTY 0x2u        /* with NEW_SESSION: make fd 0 (a terminal) the controlling tty */
 
 /* Followed by argc NUL-terminated argv strings, envc NUL-terminated "K=V" strings and one
  * NUL-terminated cwd (empty = "/"), back to back. argv[0] without '/' is looked up in PATH from env

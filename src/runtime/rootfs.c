@@ -13,8 +13,11 @@
  * masked kernel interfaces, then pivot_root. Those mounts live only in the sandbox's mount namespace. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -22,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -100,6 +104,91 @@ static int make_host_skeleton(const char *state_dir, uid_t uid, sbx_error *err)
     return 0;
 }
 
+/* A user namespace mapping 0..RUNTIME_UID_RANGE-1 to uid_base.., held only to idmap mounts with (the
+ * sandbox's own does not exist yet when its rootfs is mounted): a child made in it waits on a pipe while
+ * the maps are written and the namespace is opened, then exits. Returns an fd of it. */
+static int idmap_userns(uid_t uid_base)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    struct clone_args ca = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0) {
+        char c;
+        close(p[1]);
+        (void)!read(p[0], &c, 1);
+        _exit(0);
+    }
+    close(p[0]);
+    if (pid < 0) {
+        int saved = -errno;
+        close(p[1]);
+        return saved;
+    }
+    char path[64], line[64];
+    int fd = -1, r = 0;
+    snprintf(line, sizeof(line), "0 %u %u\n", (unsigned)uid_base, RUNTIME_UID_RANGE);
+    static const char *const maps[] = {"uid_map", "gid_map"};
+    for (size_t i = 0; i < 2 && r == 0; i++) {
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, maps[i]);
+        _cleanup_close_ int mfd = open(path, O_WRONLY | O_CLOEXEC);
+        if (mfd < 0 || write(mfd, line, strlen(line)) != (ssize_t)strlen(line))
+            r = -errno;
+    }
+    if (r == 0) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            r = -errno;
+    }
+    close(p[1]); /* the child exits */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return r < 0 ? r : fd;
+}
+
+/* An image snapshot's overlay: each lower layer (shared, owned by host root on disk) is seen through a
+ * read-only idmapped mount, so the image's root is the sandbox's root, whatever the sandbox's uid range;
+ * copy-up then writes the mapped ids into the sandbox's upper dir. The detached mounts are passed to
+ * overlayfs as /proc/self/fd/N; it keeps its own references, so they are closed once it is mounted. */
+static int mount_image_overlay(const struct runtime_config *cfg, const char *rootfs, const char *upper,
+                               const char *work, sbx_error *err)
+{
+    size_t n = 0;
+    while (cfg->lower_dirs[n])
+        n++;
+    _cleanup_close_ int userns = idmap_userns(cfg->uid_base);
+    if (userns < 0)
+        return sbx_error_set(err, userns, "user namespace for idmapped layers: %s", strerror(-userns));
+    int *fds = xcalloc(n, sizeof(int));
+    struct sbx_buf opts = SBX_BUF_INIT;
+    int r = 0;
+    sbx_buf_appendf(&opts, "lowerdir=");
+    for (size_t i = 0; i < n; i++)
+        fds[i] = -1;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        fds[i] = open_tree(AT_FDCWD, cfg->lower_dirs[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+                                  .userns_fd = (uint64_t)userns};
+        if (fds[i] < 0 || mount_setattr(fds[i], "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+            r = sbx_error_set(err, -errno, "idmapped mount of layer %s: %m", cfg->lower_dirs[i]);
+        sbx_buf_appendf(&opts, "%s/proc/self/fd/%d", i ? ":" : "", fds[i]);
+    }
+    if (r == 0) {
+        sbx_buf_appendf(&opts, ",upperdir=%s,workdir=%s", upper, work);
+        sbx_buf_append(&opts, "", 1);
+        if (mount("overlay", rootfs, "overlay", MS_NODEV, opts.base) < 0)
+            r = sbx_error_set(err, -errno, "mount overlay at %s: %m", rootfs);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    sbx_buf_done(&opts);
+    return r;
+}
+
 int rootfs_mount_overlay(const struct runtime_config *cfg, sbx_error *err)
 {
     char upper[PATH_MAX], work[PATH_MAX], rootfs[PATH_MAX];
@@ -118,22 +207,24 @@ int rootfs_mount_overlay(const struct runtime_config *cfg, sbx_error *err)
     struct sbx_buf opts = SBX_BUF_INIT;
     sbx_buf_appendf(&opts, "lowerdir=");
     if (cfg->lower_dirs) {
-        for (size_t i = 0; cfg->lower_dirs[i]; i++)
-            sbx_buf_appendf(&opts, "%s%s", i ? ":" : "", cfg->lower_dirs[i]);
+        sbx_buf_done(&opts);
+        if ((r = mount_image_overlay(cfg, rootfs, upper, work, err)) < 0)
+            return r;
     } else {
         if ((r = make_host_skeleton(cfg->state_dir, cfg->uid_base, err)) < 0) {
             sbx_buf_done(&opts);
             return r;
         }
         sbx_buf_appendf(&opts, "%s/lower", cfg->state_dir);
+        sbx_buf_appendf(&opts, ",upperdir=%s,workdir=%s", upper, work);
+        sbx_buf_append(&opts, "", 1);
+        r = mount("overlay", rootfs, "overlay", MS_NODEV, opts.base);
+        int saved = errno;
+        sbx_buf_done(&opts);
+        if (r < 0)
+            return sbx_error_set(err, -saved, "mount overlay at %s: %s", rootfs, strerror(saved));
     }
-    sbx_buf_appendf(&opts, ",upperdir=%s,workdir=%s", upper, work);
-    sbx_buf_append(&opts, "", 1);
-    r = mount("overlay", rootfs, "overlay", MS_NODEV, opts.base);
-    int saved = errno;
-    sbx_buf_done(&opts);
-    if (r < 0)
-        return sbx_error_set(err, -saved, "mount overlay at %s: %s", rootfs, strerror(saved));
+    int saved;
 
     /* Images may lack the mount points the sandbox side needs. */
     _cleanup_close_ int dfd = open(rootfs, O_DIRECTORY | O_CLOEXEC);
@@ -142,9 +233,16 @@ int rootfs_mount_overlay(const struct runtime_config *cfg, sbx_error *err)
         rootfs_unmount(cfg->state_dir);
         return sbx_error_set(err, -saved, "open %s: %s", rootfs, strerror(saved));
     }
-    for (size_t i = 0; i < 4; i++) /* proc, sys, dev, tmp */
-        if (faccessat(dfd, skeleton[i].path, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+    for (size_t i = 0; i < 4; i++) { /* proc, sys, dev, tmp */
+        struct stat st;
+        if (fstatat(dfd, skeleton[i].path, &st, AT_SYMLINK_NOFOLLOW) < 0) {
             (void)mkdir_owned(dfd, skeleton[i].path, skeleton[i].mode, cfg->uid_base);
+        } else if (i < 3 && !S_ISDIR(st.st_mode)) {
+            /* The sandbox side mounts on these by path: an image's symlink there would redirect it. */
+            rootfs_unmount(cfg->state_dir);
+            return sbx_error_set(err, -ENOTDIR, "the image's /%s is not a directory", skeleton[i].path);
+        }
+    }
     return 0;
 }
 

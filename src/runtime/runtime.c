@@ -458,7 +458,8 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
     struct init_msg_exec *m = (struct init_msg_exec *)buf;
     *m = (struct init_msg_exec){
         .h = {INIT_MSG_EXEC, (uint32_t)len},
-        .flags = spec->new_session ? INIT_EXEC_NEW_SESSION : 0,
+        .flags = (spec->new_session ? INIT_EXEC_NEW_SESSION : 0) |
+                 (spec->new_session && spec->ctty ? INIT_EXEC_CTTY : 0),
         .argc = argc,
         .envc = envc,
         .strings_len = (uint32_t)(len - sizeof(*m)),

@@ -54,6 +54,7 @@ struct runtime_exec_spec {
     const char *const *env;  /* "K=V" strings, complete (no inheritance) */
     const char *cwd;         /* inside the sandbox; NULL = "/" */
     bool new_session;        /* setsid(): the command leads its own process group */
+    bool ctty;               /* with new_session: fd 0 is a terminal; make it the controlling tty */
 };
 
 /* Creates the sandbox and starts sbx-init in it. On success fills *ret (caller owns its fds) and

@@ -32,10 +32,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -50,6 +54,7 @@
 #include "base/util.h"
 #include "runtime/runtime.h"
 #include "shimclient/shim_protocol.h"
+#include "shim/netops.h"
 
 #define READY_FD 3
 #define RING_SIZE (256u * 1024)      /* in-memory tail per stream */
@@ -75,6 +80,7 @@
 #define LOGS_LIMIT_DEFAULT (64u * 1024)
 #define LOGS_LIMIT_MAX (1u << 20) /* combined-log bytes per logs answer */
 #define LOGS_CHUNKS_MAX 1024      /* segments per logs answer (alternating 1-byte writes stay bounded) */
+#define PTY_SIZE_MAX 1000         /* largest cols/rows of a pty */
 #define CLOG_REC 16               /* one <cid>.idx record: u64 cursor, u64 stream offset | stream << 56 */
 
 #ifndef SYS_pidfd_send_signal
@@ -149,6 +155,7 @@ struct command {
     char id[SBX_ID_MAX + 1];
     json_t *argv;
     enum command_state state;
+    bool pty;  /* on a pseudo-terminal: out[0] reads the master, `in` writes a dup of it, out[1] unused */
     pid_t pid; /* inside the sandbox */
     int pidfd;
     bool have_status; /* sbx-init reported the exit */
@@ -271,6 +278,7 @@ static json_t *command_status(const struct command *c)
         json_object_set_new(st, "error", json_pack("{s:s, s:s}", "code", c->err_code, "message", c->err_msg));
     else
         json_object_set_new(st, "error", json_null());
+    json_object_set_new(st, "pty", json_boolean(c->pty));
     json_object_set_new(st, "stdout_bytes", json_integer((json_int_t)c->out[0].bytes));
     json_object_set_new(st, "stderr_bytes", json_integer((json_int_t)c->out[1].bytes));
     json_object_set_new(st, "started_at_ms", json_integer(c->started_ms));
@@ -1114,6 +1122,94 @@ static int duration_arg(json_t *req, const char *key, int64_t def, bool never_ok
     return -EINVAL;
 }
 
+/* A pty's cols or rows: absent or null = def, else 1..PTY_SIZE_MAX. Returns 0 or -EINVAL. */
+static int pty_size_arg(json_t *req, const char *key, unsigned short def, unsigned short *ret)
+{
+    json_t *v = json_object_get(req, key);
+    *ret = def;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > PTY_SIZE_MAX)
+        return -EINVAL;
+    *ret = (unsigned short)json_integer_value(v);
+    return 0;
+}
+
+/* Allocates a pseudo-terminal of the given size for a command. The pair comes from the sandbox's own
+ * devpts instance (its /dev/pts/ptmx, reached through /proc/<init>/root, which resolves in init's mount
+ * namespace), so inside the sandbox the slave is /dev/pts/N, listed there, and ttyname()/`tty` work.
+ * The slave is opened with TIOCGPTPEER (no path lookup) and handed to sbx-init as fds 0-2. If the
+ * sandbox has no devpts the host's /dev/ptmx is the fallback: the command still has a working terminal,
+ * but its name does not resolve inside.
+ * The sandbox controls that path (its root may unmount /dev/pts and put a symlink or a FIFO there), and we
+ * are host root: the walk is confined to the sandbox's root (RESOLVE_IN_ROOT, no magic links), does not
+ * block (O_NONBLOCK), and the result must be a character device on a devpts filesystem. */
+static int sandbox_ptmx_open(void)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/root", (int)S.sb.init_pid);
+    _cleanup_close_ int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return -errno;
+    struct open_how how = {
+        .flags = O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    _cleanup_close_ int m = -1;
+    for (int i = 0; i < 8 && m < 0; i++) { /* RESOLVE_IN_ROOT may answer EAGAIN on a concurrent rename */
+        m = (int)syscall(SYS_openat2, root, "dev/pts/ptmx", &how, sizeof(how));
+        if (m < 0 && errno != EAGAIN && errno != EINTR)
+            return -errno;
+    }
+    if (m < 0)
+        return -EAGAIN;
+    struct stat st;
+    struct statfs sfs;
+    if (fstat(m, &st) < 0 || fstatfs(m, &sfs) < 0)
+        return -errno;
+    if (!S_ISCHR(st.st_mode) || sfs.f_type != DEVPTS_SUPER_MAGIC)
+        return -ENOTTY;
+    return TAKE_FD(m); /* still O_NONBLOCK: the shim reads the master non-blocking anyway */
+}
+
+static int pty_open(const struct winsize *ws, int *ret_master, int *ret_slave, sbx_error *err)
+{
+    _cleanup_close_ int m = sandbox_ptmx_open();
+    if (m < 0) {
+        log_debug("the sandbox's /dev/pts/ptmx: %s; using the host's /dev/ptmx", strerror(-m));
+        m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (m < 0)
+            return sbx_error_set(err, -errno, "open /dev/ptmx: %m");
+    }
+    int unlock = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0)
+        return sbx_error_set(err, -errno, "unlock pty: %m");
+    if (ioctl(m, TIOCSWINSZ, ws) < 0)
+        return sbx_error_set(err, -errno, "set pty size: %m");
+    _cleanup_close_ int sl = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (sl < 0)
+        return sbx_error_set(err, -errno, "open pty slave: %m");
+    /* root:tty inside (gid 5, as the devpts mount's gid= option), not the host root's unmapped ids. */
+    if (fchown(sl, S.sb.uid_base, S.sb.uid_base + 5) < 0)
+        log_debug("chown pty slave: %m");
+    *ret_master = TAKE_FD(m);
+    *ret_slave = TAKE_FD(sl);
+    return 0;
+}
+
+/* TIOCSWINSZ on a pty command's master; the kernel sends SIGWINCH to its foreground process group.
+ * Returns 0 (also for a command whose terminal is already gone), -ENOTTY when it has no pty. */
+static int command_resize(struct command *c, unsigned short cols, unsigned short rows)
+{
+    if (!c->pty)
+        return -ENOTTY;
+    int fd = c->out[0].io.fd >= 0 ? c->out[0].io.fd : c->in.fd;
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (fd >= 0 && ioctl(fd, TIOCSWINSZ, &ws) < 0)
+        return -errno;
+    return 0;
+}
+
 static void op_exec(struct client *cl, json_t *req)
 {
     json_t *jid = json_object_get(req, "id");
@@ -1173,6 +1269,14 @@ static void op_exec(struct client *cl, json_t *req)
         (will_attach && !json_is_null(will_attach) && !json_is_boolean(will_attach)))
         return reply_error(cl, "invalid_argument", EINVAL,
                            "`kill_on_disconnect` and `will_attach` must be booleans");
+    json_t *jpty = json_object_get(req, "pty");
+    if (jpty && !json_is_null(jpty) && !json_is_boolean(jpty))
+        return reply_error(cl, "invalid_argument", EINVAL, "`pty` must be a boolean");
+    bool pty = json_is_true(jpty);
+    struct winsize winsz = {0};
+    if (pty_size_arg(req, "cols", 80, &winsz.ws_col) < 0 || pty_size_arg(req, "rows", 24, &winsz.ws_row) < 0)
+        return reply_error(cl, "invalid_argument", EINVAL, "`cols` and `rows` must be integers in 1..%d",
+                           PTY_SIZE_MAX);
     struct sbx_buf in_data = SBX_BUF_INIT;
     if (stdin_b64 && !json_is_null(stdin_b64)) {
         if (!json_is_string(stdin_b64) ||
@@ -1201,7 +1305,18 @@ static void op_exec(struct client *cl, json_t *req)
         c->pin_until = mono_ms() + PIN_MS;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     sbx_error err = {0};
-    if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+    c->pty = pty;
+    if (pty) {
+        /* The slave (pin[0]) is the command's fds 0-2; we read the master (pout[0]) and write stdin to a
+         * dup of it (pin[1]), so that each has its own epoll registration. No stderr. */
+        if (pty_open(&winsz, &pout[0], &pin[0], &err) < 0)
+            goto fail;
+        pin[1] = fcntl(pout[0], F_DUPFD_CLOEXEC, 3);
+        if (pin[1] < 0) {
+            sbx_error_set(&err, -errno, "dup: %m");
+            goto fail;
+        }
+    } else if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
         sbx_error_set(&err, -errno, "pipe: %m");
         goto fail;
     }
@@ -1214,13 +1329,16 @@ static void op_exec(struct client *cl, json_t *req)
         .env = ev,
         .cwd = cwd && !json_is_null(cwd) ? json_string_value(cwd) : NULL,
         .new_session = true,
+        .ctty = pty,
     };
-    const int fds[3] = {pin[0], pout[1], perr[1]};
+    const int fds[3] = {pin[0], pty ? pin[0] : pout[1], pty ? pin[0] : perr[1]};
     c->oom_kills_at_start = sandbox_oom_kills(); /* before it can run, let alone be killed */
     r = runtime_exec(&S.sb, &spec, fds, &c->pidfd, &c->pid, &err);
     close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
+    if (!pty) {
+        close(pout[1]);
+        close(perr[1]);
+    }
     pin[0] = pout[1] = perr[1] = -1;
     if (r < 0 && strcmp(err.kind, "command_not_found") != 0)
         goto fail;
@@ -1241,6 +1359,8 @@ static void op_exec(struct client *cl, json_t *req)
         c->out[1].io.fd = perr[0];
         (void)fd_set_nonblock(c->in.fd, true);
         for (int i = 0; i < 2; i++) {
+            if (c->out[i].io.fd < 0)
+                continue; /* a pty's stderr */
             (void)fd_set_nonblock(c->out[i].io.fd, true);
             io_watch(&c->out[i].io, EPOLLIN);
         }
@@ -1484,12 +1604,46 @@ static void op_logs(struct client *cl, json_t *req)
 
 static void shutdown_and_exit(struct client *cl);
 
+/* {"op":"connect","port":N}: the socket travels with the response frame (SCM_RIGHTS), so this answer is
+ * sent here directly rather than queued; the connection must have nothing else queued. See netops.c. */
+static void op_connect(struct client *cl, json_t *req)
+{
+    json_t *jp = json_object_get(req, "port");
+    json_int_t port = json_integer_value(jp);
+    if (!json_is_integer(jp) || port < 1 || port > 65535)
+        return reply_error(cl, "invalid_argument", EINVAL, "`port` must be an integer in 1..65535");
+    client_flush(cl);
+    if (cl->dead || cl->out.len > 0)
+        return reply_error(cl, "conflict", EBUSY, "connect needs a connection with nothing queued");
+    sbx_error err = {0};
+    _cleanup_close_ int fd = -1;
+    if (shim_net_connect((int)port, &fd, &err) < 0)
+        return reply_error(cl, err.kind[0] ? err.kind : "internal", -err.code, "%s", err.msg);
+    json_t *ok = json_pack("{s:b}", "ok", 1);
+    size_t len;
+    _cleanup_free_ uint8_t *frame = shim_frame_build_json(SHIM_FRAME_RESPONSE, ok, &len);
+    json_decref(ok);
+    ssize_t n = frame ? shim_net_send_fd(cl->io.fd, frame, len, fd) : -ENOMEM;
+    if (n < 0)
+        return reply_error(cl, "internal", (int)-n, "pass the socket: %s", strerror((int)-n));
+    if ((size_t)n < len)
+        sbx_buf_append(&cl->out, frame + n, len - (size_t)n);
+}
+
 static void handle_request(struct client *cl, json_t *req)
 {
     const char *op = json_string_value(json_object_get(req, "op"));
     if (!json_is_object(req) || !op)
         return reply_error(cl, "invalid_argument", EINVAL, "a request is a JSON object with an `op`");
-    if (strcmp(op, "ping") == 0) {
+    if (strcmp(op, "connect") == 0) {
+        op_connect(cl, req);
+    } else if (strcmp(op, "ports") == 0) {
+        sbx_error err = {0};
+        json_t *ports = shim_net_ports(S.sb.init_pid, &err);
+        if (!ports)
+            return reply_error(cl, "internal", -err.code, "%s", err.msg);
+        client_send_json(cl, SHIM_FRAME_RESPONSE, json_pack("{s:b, s:o}", "ok", 1, "ports", ports));
+    } else if (strcmp(op, "ping") == 0) {
         client_send_json(cl, SHIM_FRAME_RESPONSE,
                          json_pack("{s:b, s:i, s:i, s:b, s:i, s:i}", "ok", 1, "pid", (int)getpid(),
                                    "init_pid", (int)S.sb.init_pid, "init_alive", S.init_alive, "running",
@@ -1543,6 +1697,21 @@ static void handle_request(struct client *cl, json_t *req)
             return;
         command_kill(c, "killed", "killed on request");
         reply_ok(cl);
+    } else if (strcmp(op, "resize") == 0) {
+        struct command *c = lookup_or_reply(cl, req);
+        if (!c)
+            return;
+        unsigned short cols, rows;
+        if (pty_size_arg(req, "cols", 0, &cols) < 0 || pty_size_arg(req, "rows", 0, &rows) < 0 || !cols ||
+            !rows)
+            return reply_error(cl, "invalid_argument", EINVAL, "`cols` and `rows` must be integers in 1..%d",
+                               PTY_SIZE_MAX);
+        int r = command_resize(c, cols, rows);
+        if (r == -ENOTTY)
+            return reply_error(cl, "conflict", ENOTTY, "command `%s` has no pty", c->id);
+        if (r < 0)
+            return reply_error(cl, "internal", -r, "resize: %s", strerror(-r));
+        reply_ok(cl);
     } else if (strcmp(op, "attach") == 0) {
         op_attach(cl, req);
     } else if (strcmp(op, "logs") == 0) {
@@ -1576,6 +1745,11 @@ static void handle_attached_frame(struct client *cl, const struct shim_frame *f)
             command_signal(c, sig);
     } else if (op && strcmp(op, "kill") == 0) {
         command_kill(c, "killed", "killed on request");
+    } else if (op && strcmp(op, "resize") == 0) {
+        unsigned short cols, rows;
+        if (pty_size_arg(req, "cols", 0, &cols) == 0 && pty_size_arg(req, "rows", 0, &rows) == 0 && cols &&
+            rows)
+            (void)command_resize(c, cols, rows);
     }
     json_decref(req);
 }
@@ -2036,6 +2210,9 @@ int main(int argc, char **argv)
     S.sb_alive = S.init_alive = true;
     log_info("sandbox %s created in %lld ms (init pid %d)", cfg.id, (long long)(mono_ms() - t0),
              (int)S.sb.init_pid);
+    int net_r = shim_net_init(S.sb.init_pid);
+    if (net_r < 0)
+        log_warning_errno(net_r, "open the sandbox's network namespace: %m; service URLs will not work");
     {
         char nspath[64];
         struct stat st;

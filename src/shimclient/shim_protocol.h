@@ -26,21 +26,28 @@
  * stream; offsets are byte counts since the command started) and one final EXIT frame, after which
  * the shim closes it. A successful attach gets no RESPONSE; a failed one (unknown id, too many
  * attachers, bad offsets) gets one error RESPONSE and the shim closes the stream. A client may send
- * STDIN frames and REQUEST frames {"op":"close_stdin"} / {"op":"signal","signal":N} / {"op":"kill"}
- * on an attached connection; they get no response. While the command's stdin queue is full the shim
- * stops reading the attached connection (back-pressure). A client that reads slowly is fed at its own
- * pace from the ring or the log file; the shim's memory does not grow with it.
+ * STDIN frames and REQUEST frames {"op":"close_stdin"} / {"op":"signal","signal":N} / {"op":"kill"} /
+ * {"op":"resize","cols":N,"rows":M} on an attached connection; they get no response. While the command's
+ * stdin queue is full the shim stops reading the attached connection (back-pressure). A client that reads
+ * slowly is fed at its own pace from the ring or the log file; the shim's memory does not grow with it.
  *
  * Requests:
  *   {"op":"ping"} → {"ok":true,"pid":<shim pid>,"init_pid":N,"init_alive":bool,"running":N,"commands":N}
  *   {"op":"exec","id":"cmd_..","argv":[..],"env":["K=V",..],"cwd":"/root","timeout_ms":N,
  *    "stdin_b64":"..", "stdin_open":false, "ttl_ms":N, "idle_timeout_ms":N, "kill_on_disconnect":false,
- *    "disconnect_grace_ms":N, "will_attach":false}
+ *    "disconnect_grace_ms":N, "will_attach":false, "pty":false, "cols":80, "rows":24}
  *        → {"ok":true,"created":true|false,"command":<status>}   (existing id: created=false, the rest
  *          of the request is ignored). argv[0] without '/' is looked up in env's PATH. env is complete
  *          (nothing inherited). stdin_b64 is written first; stdin is then closed unless stdin_open.
  *          An argv[0] that cannot be executed still creates the command: state "exited",
  *          exit_code 127, error {"code":"command_not_found"}.
+ *          pty:true runs it on a pseudo-terminal of cols x rows (1..1000, default 80x24): the shim opens
+ *          the sandbox's /dev/pts/ptmx (through /proc/<init>/root, confined with RESOLVE_IN_ROOT, checked to
+ *          be a devpts char device; the host's /dev/ptmx if that fails), opens the slave with TIOCGPTPEER,
+ *          chowns it to the sandbox's root:tty and passes it to sbx-init as fds 0-2 with INIT_EXEC_CTTY
+ *          (setsid + TIOCSCTTY). Output is the master, as stream 1 (stdout); stream 2 stays empty. stdin
+ *          is written to the master (close_stdin only closes our write side: the terminal's input does
+ *          not end; ^D does). EOF of the master (EIO once every slave fd is closed) ends the output.
  *          Limits: ≤4096 argv entries, ≤4096 env entries, ≤2 MiB of argv+env strings, ≤256 running
  *          commands (resource_exhausted), ≤4096 kept in memory (beyond that the oldest finished ones
  *          nobody streams expire early, as below). The lifecycle fields are described under "Lifecycle
@@ -51,6 +58,9 @@
  *        (conflict if stdin is closed, resource_exhausted above 8 MiB queued)
  *   {"op":"signal","id":"..","signal":N} → {"ok":true}   (to the command's leader process only)
  *   {"op":"kill","id":".."}          → {"ok":true}   (SIGKILL to the command's session, error "killed")
+ *   {"op":"resize","id":"..","cols":N,"rows":M} → {"ok":true}   (1..1000 each; TIOCSWINSZ on a pty command's
+ *        master, the kernel sends SIGWINCH; conflict (ENOTTY) without a pty; ok and nothing once its
+ *        terminal is gone)
  *   {"op":"attach","id":"..","stdout_offset":N,"stderr_offset":M} → stream as described above
  *   {"op":"logs","id":"..","cursor":N,"limit":B}   (cursor default 0, limit 1..1 MiB, default 64 KiB)
  *        → {"ok":true,"cursor":N,"next_cursor":M,"log_bytes":T,"data_b64":"..",
@@ -60,6 +70,16 @@
  *        bytes [N, M): at most B of them and at most 1024 chunks (one per run of one stream; offset is
  *        the chunk's first byte's offset within its own stream). M == N when nothing new is there yet.
  *        A cursor past T is invalid_argument. A logs read restarts a running command's idle clock.
+ *   {"op":"connect","port":N}  (1..65535)
+ *        → {"ok":true} with the connected TCP socket attached to the RESPONSE frame as SCM_RIGHTS (one fd;
+ *          nonblocking, TCP_NODELAY; in the rare case of a full accept backlog still connecting). The
+ *          shim makes the socket inside the sandbox's network namespace (setns to the namespace it opened
+ *          at start, socket(), setns back: a socket belongs to the namespace it was created in) and
+ *          connects it to 127.0.0.1:N, else [::1]:N. Nothing listening on either: error
+ *          "connection_refused" (errno ECONNREFUSED). The connection must have nothing else queued
+ *          (conflict otherwise); sbxd uses a connection of its own per call (shim_net.h).
+ *   {"op":"ports"} → {"ok":true,"ports":[{"port":N,"address":"127.0.0.1"|"::"|..}..]}  TCP sockets in
+ *        LISTEN state inside the sandbox (/proc/<init pid>/net/tcp and tcp6), sorted by port.
  *   {"op":"shutdown"} → the shim destroys the sandbox, answers {"ok":true} and exits
  * signal/kill on a command that has exited are no-ops answering ok.
  * status/logs/attach/signal/kill/stdin of an expired command answer the error code "expired" (errno ENOENT),
@@ -91,7 +111,7 @@
  *                           "message":".."},
  *             "stdout_bytes":N,"stderr_bytes":N,"started_at_ms":N,"finished_at_ms":N|null,
  *             "ttl_ms":N,"idle_timeout_ms":N,"kill_on_disconnect":bool,"disconnect_grace_ms":N,
- *             "attached":N (open attach connections),"log_bytes":N (combined log size),
+ *             "attached":N (open attach connections),"log_bytes":N (combined log size),"pty":bool,
  *             "expires_at_ms":N|null (when a finished command will be forgotten, Unix ms)}
  * pid is inside the sandbox. A command killed by a signal has signal=N and exit_code=128+N. A command
  * is "exited" only once its exit is known and both output pipes reached EOF (or 2 s after the exit if

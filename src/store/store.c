@@ -632,11 +632,12 @@ int store_layer_foreach(struct store *s, int (*cb)(const struct store_layer *l, 
                         void *userdata, sbx_error *err)
 {
     _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
-    int r = prepare_once(s,
-                         "SELECT digest, size_bytes, created_ms,"
-                         " (SELECT count(*) FROM snapshot_layers WHERE snapshot_layers.digest = layers.digest)"
-                         " FROM layers ORDER BY created_ms, digest",
-                         &st, err);
+    int r =
+        prepare_once(s,
+                     "SELECT digest, size_bytes, created_ms,"
+                     " (SELECT count(*) FROM snapshot_layers WHERE snapshot_layers.digest = layers.digest)"
+                     " FROM layers ORDER BY created_ms, digest",
+                     &st, err);
     if (r < 0)
         return r;
     struct layer_walk w = {cb, userdata};

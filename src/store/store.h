@@ -2,6 +2,7 @@
  * writes through to here on create/delete/state change, and reads it back at start to re-attach. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/error.h"

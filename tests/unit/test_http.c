@@ -148,6 +148,18 @@ static void handler(struct http_request *req, void *ud)
     } else if (strcmp(path, "/ws") == 0) {
         struct http_ws *ws;
         http_websocket_accept(req, &ws_cbs, NULL, &ws);
+    } else if (strcmp(path, "/takeover") == 0) {
+        /* The connection becomes ours: answer raw with what the server had read past the head. */
+        struct http_takeover t;
+        if (http_request_take_over(req, 200, &t) < 0)
+            return http_respond_error(req, 500, "internal", "take over failed");
+        (void)!write(t.fd, t.out.base, t.out.len);
+        (void)!write(t.fd, "TAKEN:", 6);
+        (void)!write(t.fd, t.in.base, t.in.len);
+        close(t.fd);
+        sbx_buf_done(&t.in);
+        sbx_buf_done(&t.out);
+        event("taken\n");
     } else if (strcmp(path, "/upload") == 0) {
         struct upload *u = calloc(1, sizeof(*u));
         u->req = req;
@@ -671,6 +683,26 @@ static int test_streaming_upload_backpressure(void)
     return 0;
 }
 
+/* http_request_take_over: the handler gets the socket, the bytes read past the head and the responses of
+ * earlier pipelined requests still queued; the server forgets the connection. */
+static int test_take_over(void)
+{
+    SETUP();
+    ASSERT_OK(send_str(cl.fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst"
+                              "GET /takeover HTTP/1.1\r\nHost: x\r\n\r\nraw bytes after the head"));
+    struct response r = {0};
+    ASSERT_OK(read_response(&cl, &r));
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STREQ(r.body.base, "first");
+    ASSERT_OK(wait_event("taken"));
+    while (fill(&cl) == 0)
+        ;
+    sbx_buf_cstr(&cl.in);
+    ASSERT_STREQ(cl.in.base, "TAKEN:raw bytes after the head");
+    stop_server();
+    return 0;
+}
+
 static int test_percent_decode(void)
 {
     char out[32];
@@ -686,4 +718,5 @@ static int test_percent_decode(void)
 TESTS(TEST(test_keepalive_two_requests) TEST(test_pipelined) TEST(test_chunked_request_body)
           TEST(test_body_too_large) TEST(test_headers_too_large) TEST(test_garbage_request)
               TEST(test_streaming_response) TEST(test_sse_framing) TEST(test_abort_mid_stream)
-                  TEST(test_websocket) TEST(test_streaming_upload_backpressure) TEST(test_percent_decode))
+                  TEST(test_websocket) TEST(test_streaming_upload_backpressure) TEST(test_percent_decode)
+                      TEST(test_take_over))
