@@ -160,22 +160,6 @@ static void *stdin_thread(void *arg)
     return NULL;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 struct output_state {
     uint64_t offset; /* next stdout byte we have not written */
     bool exited;
@@ -189,7 +173,7 @@ static int on_output(enum sbx_stream stream, uint64_t offset, const void *data, 
     if (stream != SBX_STREAM_STDOUT || offset + len <= s->offset)
         return 0; /* a pty has no stderr; bytes before our offset were written already */
     size_t skip = offset < s->offset ? (size_t)(s->offset - offset) : 0;
-    int r = write_all(STDOUT_FILENO, (const char *)data + skip, len - skip);
+    int r = cli_write_all(STDOUT_FILENO, (const char *)data + skip, len - skip);
     if (r < 0)
         return r;
     s->offset = offset + len;

@@ -113,22 +113,6 @@ int cli_session_signal(void)
     return sig;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 struct stdin_fwd {
     char url[1024];
     char sid[256];
@@ -179,7 +163,7 @@ static int on_output(enum sbx_stream stream, uint64_t offset, const void *data, 
         len -= skip;
         offset += skip;
     }
-    int r = write_all(idx == 2 ? STDERR_FILENO : STDOUT_FILENO, data, len);
+    int r = cli_write_all(idx == 2 ? STDERR_FILENO : STDOUT_FILENO, data, len);
     if (r < 0)
         return r;
     s->offset[idx] = offset + len;

@@ -38,7 +38,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t deadline_from(int timeout_ms)
+int64_t shim_deadline(int timeout_ms)
 {
     return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 }
@@ -52,8 +52,7 @@ static int remaining(int64_t deadline)
     return left <= 0 ? 0 : left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 
-/* Waits until fd has the events or the deadline passes. Returns 0, -ETIMEDOUT or -errno. */
-static int wait_fd(int fd, short events, int64_t deadline)
+int shim_wait_fd(int fd, short events, int64_t deadline)
 {
     for (;;) {
         struct pollfd p = {.fd = fd, .events = events};
@@ -67,7 +66,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
-static int connect_socket(const char *state_dir, int *ret_fd)
+int shim_socket_connect(const char *state_dir, int *ret_fd)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     _cleanup_close_ int dirfd = -1;
@@ -111,7 +110,7 @@ static int send_all(int fd, const void *buf, size_t len, int64_t deadline)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
-            int r = wait_fd(fd, POLLOUT, deadline);
+            int r = shim_wait_fd(fd, POLLOUT, deadline);
             if (r < 0)
                 return r;
             continue;
@@ -166,7 +165,7 @@ static int read_response(int fd, struct sbx_buf *in, int64_t deadline, json_t **
             continue;
         if (errno != EAGAIN)
             return -errno;
-        int r = wait_fd(fd, POLLIN, deadline);
+        int r = shim_wait_fd(fd, POLLIN, deadline);
         if (r < 0)
             return r;
     }
@@ -219,7 +218,7 @@ static int check_response(json_t *resp, json_t **ret_resp, sbx_error *err)
 int shim_conn_open(const char *state_dir, struct shim_conn **ret, sbx_error *err)
 {
     int fd = -1;
-    int r = connect_socket(state_dir, &fd);
+    int r = shim_socket_connect(state_dir, &fd);
     if (r < 0)
         return sbx_error_set(err, r, "connect to the shim of `%s`: %s", state_dir, strerror(-r));
     struct shim_conn *c = calloc(1, sizeof(*c));
@@ -236,7 +235,7 @@ int shim_conn_call(struct shim_conn *conn, json_t *req, int timeout_ms, json_t *
 {
     if (conn->broken)
         return sbx_error_set(err, -EPIPE, "shim connection is broken");
-    int64_t deadline = deadline_from(timeout_ms);
+    int64_t deadline = shim_deadline(timeout_ms);
     int r = send_json_frame(conn->fd, SHIM_FRAME_REQUEST, req, deadline);
     json_t *resp = NULL;
     if (r >= 0)
@@ -276,9 +275,9 @@ int shim_call(const char *state_dir, json_t *req, int timeout_ms, json_t **ret_r
 
 int shim_shutdown(const char *state_dir, int timeout_ms)
 {
-    int64_t deadline = deadline_from(timeout_ms);
+    int64_t deadline = shim_deadline(timeout_ms);
     _cleanup_close_ int fd = -1;
-    int r = connect_socket(state_dir, &fd);
+    int r = shim_socket_connect(state_dir, &fd);
     if (r < 0)
         return r;
     json_t *req = json_pack("{s:s}", "op", "shutdown");
@@ -300,7 +299,7 @@ int shim_shutdown(const char *state_dir, int timeout_ms)
             return 0;
         if (errno != EAGAIN)
             return -errno;
-        if ((r = wait_fd(fd, POLLIN, deadline)) < 0)
+        if ((r = shim_wait_fd(fd, POLLIN, deadline)) < 0)
             return r;
     }
 }
@@ -309,7 +308,7 @@ int shim_attach(const char *state_dir, const char *cid, uint64_t stdout_off, uin
                 sbx_error *err)
 {
     _cleanup_close_ int fd = -1;
-    int r = connect_socket(state_dir, &fd);
+    int r = shim_socket_connect(state_dir, &fd);
     if (r < 0)
         return sbx_error_set(err, r, "connect to the shim of `%s`: %s", state_dir, strerror(-r));
     json_t *req = json_pack("{s:s, s:s, s:I, s:I}", "op", "attach", "id", cid, "stdout_offset",
@@ -317,7 +316,7 @@ int shim_attach(const char *state_dir, const char *cid, uint64_t stdout_off, uin
     if (!req)
         return sbx_error_set(err, -EINVAL, "attach: bad arguments");
     /* A fresh socket's buffer always takes a small request; the deadline only guards a stuck shim. */
-    r = send_json_frame(fd, SHIM_FRAME_REQUEST, req, deadline_from(5000));
+    r = send_json_frame(fd, SHIM_FRAME_REQUEST, req, shim_deadline(5000));
     json_decref(req);
     if (r < 0)
         return sbx_error_set(err, r, "attach: send: %s", strerror(-r));
@@ -515,7 +514,7 @@ int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim
 int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid_t *ret_shim_pid,
                pid_t *ret_init_pid, sbx_error *err)
 {
-    int64_t deadline = deadline_from(timeout_ms);
+    int64_t deadline = shim_deadline(timeout_ms);
     struct shim_spawn s;
     int r = shim_spawn_start(shim_path, state_dir, &s, err);
     if (r < 0)
@@ -524,7 +523,7 @@ int shim_spawn(const char *shim_path, const char *state_dir, int timeout_ms, pid
         r = shim_spawn_poll(&s, state_dir, ret_shim_pid, ret_init_pid, err);
         if (r != 0)
             break;
-        r = wait_fd(s.rd, POLLIN, deadline);
+        r = shim_wait_fd(s.rd, POLLIN, deadline);
         if (r == -ETIMEDOUT) {
             shim_spawn_abort(&s, state_dir);
             sbx_error_setk(err, -ETIMEDOUT, "timeout", 0, "sbx-shim did not become ready within %d ms",

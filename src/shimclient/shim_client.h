@@ -36,6 +36,14 @@ int shim_spawn_poll(struct shim_spawn *s, const char *state_dir, pid_t *ret_shim
 void shim_spawn_abort(struct shim_spawn *s, const char *state_dir);
 void shim_spawn_close(struct shim_spawn *s);
 
+/* Connects a nonblocking socket to <state_dir>/shim.sock (through the directory's fd when the path is
+ * too long for sun_path). Returns 0 with *ret_fd, or -errno. */
+int shim_socket_connect(const char *state_dir, int *ret_fd);
+/* A deadline timeout_ms from now on the monotonic clock (-1 = none), and a wait until fd has events or
+ * the deadline passes: 0, -ETIMEDOUT or -errno. */
+int64_t shim_deadline(int timeout_ms);
+int shim_wait_fd(int fd, short events, int64_t deadline);
+
 /* One request on a new connection: connect, send, read one response, close. req is borrowed; on
  * success *ret_resp is a new reference to the {"ok":true,...} object. An {"error":{...}} answer becomes
  * err (code = -errno field, kind = the "code" string, message) and a negative return. */

@@ -17,52 +17,6 @@
 #include "shimclient/shim_client.h"
 #include "shimclient/shim_protocol.h"
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int wait_for(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = fd, .events = events};
-        int r = poll(&p, 1, (int)left);
-        if (r > 0)
-            return 0;
-        if (r < 0 && errno != EINTR)
-            return -errno;
-    }
-}
-
-static int open_shim(const char *state_dir, int *ret_fd)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    _cleanup_close_ int dirfd = -1;
-    int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/shim.sock", state_dir);
-    if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
-        dirfd = open(state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dirfd < 0)
-            return -errno;
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/shim.sock", dirfd);
-    }
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    int r;
-    do
-        r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return -errno;
-    *ret_fd = TAKE_FD(fd);
-    return 0;
-}
-
 /* Reads one RESPONSE frame, collecting a passed fd (the first one; any other is closed). */
 static int read_answer(int sock, int64_t deadline, json_t **ret, int *ret_fd)
 {
@@ -94,7 +48,7 @@ static int read_answer(int sock, int64_t deadline, json_t **ret, int *ret_fd)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
-            int r = wait_for(sock, POLLIN, deadline);
+            int r = shim_wait_fd(sock, POLLIN, deadline);
             if (r < 0)
                 return r;
             continue;
@@ -122,9 +76,9 @@ static int read_answer(int sock, int64_t deadline, json_t **ret, int *ret_fd)
 
 int shim_connect_port(const char *state_dir, int port, int timeout_ms, int *ret_fd, sbx_error *err)
 {
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = shim_deadline(timeout_ms);
     _cleanup_close_ int sock = -1;
-    int r = open_shim(state_dir, &sock);
+    int r = shim_socket_connect(state_dir, &sock);
     if (r < 0)
         return sbx_error_set(err, r, "connect to the sandbox's shim: %s", strerror(-r));
     json_t *req = json_pack("{s:s, s:i}", "op", "connect", "port", port);
@@ -141,7 +95,7 @@ int shim_connect_port(const char *state_dir, int port, int timeout_ms, int *ret_
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN && (r = wait_for(sock, POLLOUT, deadline)) >= 0)
+        if (n < 0 && errno == EAGAIN && (r = shim_wait_fd(sock, POLLOUT, deadline)) >= 0)
             continue;
         r = n < 0 ? (errno == EAGAIN ? r : -errno) : -EPIPE;
         return sbx_error_set(err, r, "send to the sandbox's shim: %s", strerror(-r));
