@@ -1,10 +1,12 @@
 # Thin wrapper over CMake so that `make` and `make test` are the whole interface.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 15
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all test asan test-asan clean format format-check bench
+.PHONY: all test asan test-asan clean format format-check bench fuzz fuzz-run
 
 all:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
@@ -20,6 +22,17 @@ asan:
 test-asan: asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) --timeout 600
 
+# libFuzzer harnesses (tests/fuzz): a separate clang build with ASan+UBSan and coverage on every library;
+# only the fuzz targets are built. fuzz-run runs each harness for FUZZ_SECONDS from its seed corpus.
+# (clang 14 does not know gcc's -Wno-format-truncation, hence -Wno-unknown-warning-option.)
+fuzz:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DSBX_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSBX_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		-DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link -Wno-unknown-warning-option" >/dev/null
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz
+
+fuzz-run: fuzz
+	cd $(FUZZ_BUILD) && ctest --output-on-failure -L fuzz -j$(JOBS) --timeout $$(( $(FUZZ_SECONDS) * 4 + 60 ))
+
 bench: all
 	bench/run.sh
 
@@ -30,4 +43,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -189,9 +189,9 @@ json_t *command_json_from_shim(const char *sandbox_id, json_t *st)
     json_object_set(c, "id", json_object_get(st, "id"));
     json_object_set_new(c, "sandbox_id", json_string(sandbox_id));
     json_t *argv = json_object_get(st, "argv");
-    json_object_set(c, "command", argv ? argv : json_array());
+    json_object_set_new(c, "command", argv ? json_incref(argv) : json_array());
     json_t *state = json_object_get(st, "state");
-    json_object_set(c, "state", state ? state : json_string("running"));
+    json_object_set_new(c, "state", state ? json_incref(state) : json_string("running"));
     static const char *const passthrough[] = {"pid",   "exit_code",    "signal",
                                               "error", "stdout_bytes", "stderr_bytes"};
     for (size_t i = 0; i < sizeof(passthrough) / sizeof(passthrough[0]); i++) {

@@ -124,6 +124,11 @@ static void begin(struct http_request *req, int status, const char *content_type
     if ((!req->message_done && req->expect_continue && !req->continue_sent && req->body_mode == BODY_NONE) ||
         req->upgrade || c->closing)
         req->keep_alive = false;
+    /* An answer before an unread body that is too big to discard (or of unknown length): the connection
+     * will be closed after it, so say so rather than leave the client to find out on its next request. */
+    if (!req->message_done && req->has_body && req->body_mode == BODY_NONE &&
+        (req->content_length < 0 || (uint64_t)req->content_length > c->srv->cfg.discard_body_max))
+        req->keep_alive = false;
     if (!no_body && content_length < 0 && req->version < 11)
         req->keep_alive = false; /* close-delimited */
 

@@ -380,6 +380,29 @@ static int test_keepalive_two_requests(void)
     return 0;
 }
 
+/* An answer sent before a body the server will not discard (over discard_body_max) says Connection: close;
+ * a small unread body is discarded and the connection stays usable. */
+static int test_early_answer_before_body(void)
+{
+    SETUP();
+    struct response r1 = {0}, r2 = {0}, r3 = {0};
+    ASSERT_OK(send_str(cl.fd, "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"));
+    ASSERT_OK(read_response(&cl, &r1));
+    ASSERT_EQ(r1.status, 404);
+    ASSERT_TRUE(resp_header(&r1, "Connection") == NULL);
+    ASSERT_OK(send_str(cl.fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_OK(read_response(&cl, &r2));
+    ASSERT_EQ(r2.status, 200);
+    struct client c2 = {.fd = connect_server()};
+    ASSERT_OK(send_str(c2.fd, "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n"));
+    ASSERT_OK(read_response(&c2, &r3));
+    ASSERT_EQ(r3.status, 404);
+    ASSERT_STREQ(resp_header(&r3, "Connection"), "close");
+    close(c2.fd);
+    stop_server();
+    return 0;
+}
+
 static int test_pipelined(void)
 {
     SETUP();
@@ -715,8 +738,8 @@ static int test_percent_decode(void)
     return 0;
 }
 
-TESTS(TEST(test_keepalive_two_requests) TEST(test_pipelined) TEST(test_chunked_request_body)
-          TEST(test_body_too_large) TEST(test_headers_too_large) TEST(test_garbage_request)
-              TEST(test_streaming_response) TEST(test_sse_framing) TEST(test_abort_mid_stream)
-                  TEST(test_websocket) TEST(test_streaming_upload_backpressure) TEST(test_percent_decode)
-                      TEST(test_take_over))
+TESTS(TEST(test_keepalive_two_requests) TEST(test_early_answer_before_body) TEST(test_pipelined)
+          TEST(test_chunked_request_body) TEST(test_body_too_large) TEST(test_headers_too_large)
+              TEST(test_garbage_request) TEST(test_streaming_response) TEST(test_sse_framing)
+                  TEST(test_abort_mid_stream) TEST(test_websocket) TEST(test_streaming_upload_backpressure)
+                      TEST(test_percent_decode) TEST(test_take_over))

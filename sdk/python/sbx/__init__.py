@@ -8,13 +8,14 @@
 :mod:`sbx.errors`, result and info types in :mod:`sbx.models`.
 """
 from . import errors
-from .aio import AsyncCommandHandle, AsyncSandbox, AsyncSandboxClient
-from .client import CommandHandle, Sandbox, SandboxClient
+from .aio import AsyncCommandHandle, AsyncSandbox, AsyncSandboxClient, AsyncServiceURL
+from ._tunnel import AsyncTunnel, Tunnel
+from .client import CommandHandle, Sandbox, SandboxClient, ServiceURL
 from .errors import (AuthenticationError, CommandTimeoutError, ConflictError, ConnectionError, CreationError,
                      ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
-                     QuotaExceededError, SandboxError, TimeoutError)
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, LogChunk, LogPage, OutputChunk,
-                     Resources, SandboxMetrics)
+                     QuotaExceededError, SandboxError, SnapshotImportError, TimeoutError)
+from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogChunk, LogPage,
+                     OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot)
 
 __version__ = "0.1.0"
 
@@ -23,5 +24,6 @@ __all__ = [
     "ExecutionResult", "OutputChunk", "CommandInfo", "LogPage", "LogChunk", "FileInfo", "SandboxMetrics",
     "ApiKey", "Health", "Resources", "errors", "SandboxError", "NotFoundError", "ExpiredError", "ConflictError",
     "NotReadyError", "NotRunningError", "PermissionDeniedError", "AuthenticationError", "QuotaExceededError",
-    "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError", "__version__",
+    "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError", "SnapshotImportError",
+    "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot", "ListeningPort", "__version__",
 ]

@@ -224,7 +224,9 @@ class AsyncTransport:
         except BaseException:
             c.close()
             raise
-        if r.keep_alive and r.complete:
+        # sbxd may answer an error before reading the request body, then close the connection without
+        # saying so: never reuse a connection after that.
+        if r.keep_alive and r.complete and not (r.status >= 400 and body is not None):
             self._give(c)
         else:
             c.close()

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import CommandTimeoutError, StreamError
-from .models import CommandInfo, ExecutionResult, OutputChunk, Resources
+from . import errors
+from .errors import CommandTimeoutError, SnapshotImportError, StreamError
+from .models import CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 USER_AGENT = "sbx-python/0.1.0"
@@ -138,7 +139,8 @@ class CommandSpec:
 def command_spec(command: Command, *, command_id: Optional[str], env: Optional[Mapping[str, str]],
                  cwd: Optional[str], timeout: Optional[float], stdin: Union[str, bytes, None],
                  stdin_open: bool, ttl_seconds: Optional[float], idle_timeout: Optional[float],
-                 kill_on_disconnect: Optional[bool], disconnect_grace: Optional[float]) -> CommandSpec:
+                 kill_on_disconnect: Optional[bool], disconnect_grace: Optional[float],
+                 pty: bool = False, cols: Optional[int] = None, rows: Optional[int] = None) -> CommandSpec:
     if isinstance(command, str):
         cmd: Any = command
     else:
@@ -151,6 +153,11 @@ def command_spec(command: Command, *, command_id: Optional[str], env: Optional[M
         "timeout": timeout if timeout else None, "ttl_seconds": ttl_seconds, "idle_timeout": idle_timeout,
         "kill_on_disconnect": kill_on_disconnect, "disconnect_grace": disconnect_grace,
     })
+    if pty:
+        body["pty"] = True
+        body.update(drop_none({"cols": cols, "rows": rows}))
+    elif cols is not None or rows is not None:
+        raise ValueError("cols and rows need pty=True")
     after: Optional[bytes] = None
     if stdin is not None:
         if isinstance(stdin, bytes):
@@ -424,3 +431,101 @@ class SandboxData:
 
 def iter_sandboxes(doc: Dict[str, Any]) -> Iterable[Dict[str, Any]]:
     return list(doc.get("sandboxes") or [])
+
+
+# --- snapshots -----------------------------------------------------------------------------------------
+
+SNAPSHOT_POLL_INTERVAL = 0.2
+
+
+def snapshot_done(snap: "Snapshot") -> bool:
+    """Whether an import has ended; raises :class:`SnapshotImportError` when it failed."""
+    if snap.failed:
+        raise SnapshotImportError(f"snapshot {snap.name or snap.id} failed to import: {snap.reason}",
+                                  reason=snap.reason, snapshot=snap)
+    return not snap.building
+
+
+def snapshot_wait_timeout(snap: "Snapshot", timeout: Optional[float]) -> errors.TimeoutError:
+    return errors.TimeoutError(f"snapshot {snap.name or snap.id} still {snap.status} after {timeout} s",
+                               code="deadline_exceeded")
+
+
+# --- service URLs --------------------------------------------------------------------------------------
+
+SERVICE_TOKEN_HEADER = "X-Sbx-Service-Token"
+
+
+class ServiceURLData:
+    """The fields of a minted service URL (``POST /v1/sandboxes/{id}/ports/{port}/url``)."""
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._data = data
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        return self._data
+
+    @property
+    def url(self) -> str:
+        """The URL to give out (the host-header form when sbxd has ``--service-domain``)."""
+        return str(self._data.get("url") or self.path_url)
+
+    @property
+    def path_url(self) -> str:
+        """``http://sbxd/s/{id}/{port}/``: always works."""
+        return str(self._data.get("path_url") or self._data.get("url") or "")
+
+    @property
+    def token(self) -> str:
+        """Sent as the ``X-Sbx-Service-Token`` header (or ``?sbx_token=`` once, for browsers)."""
+        return str(self._data.get("token") or "")
+
+    @property
+    def expires_at(self) -> Optional[str]:
+        return self._data.get("expires_at")
+
+    @property
+    def port(self) -> int:
+        return int(self._data.get("port") or 0)
+
+    @property
+    def sandbox_id(self) -> str:
+        return str(self._data.get("sandbox_id") or "")
+
+    @property
+    def browser_url(self) -> str:
+        """``url`` with ``?sbx_token=``: sbxd answers it with a cookie and a redirect (browsers, curl -L)."""
+        return f"{self.url}?{urlencode({'sbx_token': self.token})}"
+
+    def __repr__(self) -> str:
+        return f"<ServiceURL {self.url} expires_at={self.expires_at}>"
+
+    def target(self, path: str) -> Tuple[str, str, int, str]:
+        """(scheme, host, port, request target) for ``path`` under the path-form URL."""
+        u = urlsplit(self.path_url)
+        if "://" in path:
+            raise ValueError("give a path under the service URL, not a full URL")
+        base = u.path.rstrip("/")
+        target = base + "/" + path.lstrip("/") if path else base + "/"
+        port = u.port or (443 if u.scheme == "https" else 80)
+        return u.scheme, u.hostname or "", port, target
+
+
+def service_request_parts(token: str, body: Any, headers: Optional[Mapping[str, str]]) -> Tuple[Optional[bytes], Dict[str, str]]:
+    hdrs: Dict[str, str] = {"User-Agent": USER_AGENT}
+    data: Optional[bytes]
+    if body is None:
+        data = None
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+        hdrs["Content-Type"] = "text/plain; charset=utf-8"
+    else:
+        data = json.dumps(body).encode("utf-8")
+        hdrs["Content-Type"] = "application/json"
+    if headers:
+        hdrs.update(headers)
+    hdrs[SERVICE_TOKEN_HEADER] = token
+    return data, hdrs

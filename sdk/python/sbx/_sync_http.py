@@ -121,7 +121,9 @@ class SyncTransport:
                 r = c.getresponse()
                 data = r.read()
                 status, rh = r.status, {k.lower(): v for k, v in r.getheaders()}
-                if r.will_close:
+                # sbxd may answer an error before reading the request body, then close the connection
+                # without saying so (`Connection: close`): never reuse a connection after that.
+                if r.will_close or (status >= 400 and body is not None):
                     c.close()
                 else:
                     self._give(c)

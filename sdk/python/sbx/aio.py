@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import tempfile
 from typing import (Any, AsyncIterator, Awaitable, BinaryIO, Dict, Generator, List, Literal, Mapping, Optional,
                     Union, overload)
 
 from . import errors
-from ._async_http import NETWORK_ERRORS, AsyncTransport
-from ._common import (Backoff, Command, CommandSpec, OutputCallback, SandboxData, SSEParser, StreamState,
-                      check_timeout, command_spec, create_body, iter_sandboxes, list_query, make_config,
-                      result_from_wait, seg, signal_name, update_body, with_query)
-from .client import _mode
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, LogPage, OutputChunk,
-                     SandboxMetrics)
+from ._async_http import NETWORK_ERRORS, AsyncTransport, Conn, read_head
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, Command, CommandSpec, OutputCallback, SandboxData,
+                      ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
+                      iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
+                      signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
+from ._tunnel import AsyncTunnel
+from .client import SnapshotSource, _mode
+from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage, OutputChunk,
+                     SandboxMetrics, ServiceResponse, Snapshot)
 
 try:  # optional: Debian's python3-websockets
     import websockets  # type: ignore[import-not-found]
@@ -31,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the host
     websockets = None
     HAVE_WEBSOCKETS = False
 
-__all__ = ["AsyncSandboxClient", "AsyncSandbox", "AsyncCommandHandle", "HAVE_WEBSOCKETS"]
+__all__ = ["AsyncSandboxClient", "AsyncSandbox", "AsyncCommandHandle", "AsyncServiceURL", "AsyncTunnel", "HAVE_WEBSOCKETS"]
 
 Transport = Literal["auto", "sse", "websocket"]
 AsyncFileData = Union[bytes, bytearray, memoryview, str, BinaryIO, AsyncIterator[bytes]]
@@ -131,6 +134,52 @@ class AsyncSandboxClient:
         """Deletes a sandbox with its files."""
         try:
             await self._http.request("DELETE", f"/v1/sandboxes/{seg(sandbox_id)}")
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    async def import_snapshot(self, source: SnapshotSource, *, name: str, wait: bool = True,
+                              timeout: Optional[float] = 600.0) -> Snapshot:
+        """See :meth:`sbx.SandboxClient.import_snapshot` (a path or file object is streamed; ``source``
+        may also be an async iterator of bytes)."""
+        path = with_query("/v1/snapshots", {"name": name})
+        hdrs = {"Content-Type": "application/x-tar"}
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                r = await self._http.request("POST", path, body=f, headers=hdrs, timeout=None, idempotent=False)
+        else:
+            body: Any = bytes(source) if isinstance(source, (bytearray, memoryview)) else source
+            r = await self._http.request("POST", path, body=body, headers=hdrs, timeout=None, idempotent=False)
+        snap = Snapshot.from_json(r.json())
+        return await self.wait_snapshot(snap.id, timeout=timeout) if wait else snap
+
+    async def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0) -> Snapshot:
+        """See :meth:`sbx.SandboxClient.wait_snapshot`."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            snap = await self.get_snapshot(snapshot)
+            if snapshot_done(snap):
+                return snap
+            if deadline is not None and loop.time() >= deadline:
+                raise snapshot_wait_timeout(snap, timeout)
+            await asyncio.sleep(SNAPSHOT_POLL_INTERVAL)
+
+    async def list_snapshots(self) -> List[Snapshot]:
+        """Every snapshot, ``host`` first."""
+        d = (await self._http.request("GET", "/v1/snapshots")).json()
+        return [Snapshot.from_json(x) for x in d.get("snapshots") or []]
+
+    async def get_snapshot(self, snapshot: str) -> Snapshot:
+        """The snapshot with this id or name."""
+        return Snapshot.from_json((await self._http.request("GET", f"/v1/snapshots/{seg(snapshot)}")).json())
+
+    async def delete_snapshot(self, snapshot: str, *, missing_ok: bool = False) -> None:
+        """See :meth:`sbx.SandboxClient.delete_snapshot`."""
+        try:
+            await self._http.request("DELETE", f"/v1/snapshots/{seg(snapshot)}")
         except errors.NotFoundError:
             if not missing_ok:
                 raise
@@ -261,7 +310,8 @@ class AsyncSandbox(SandboxData):
                   on_stderr: Optional[OutputCallback] = ..., stdin_open: Optional[bool] = ...,
                   command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
                   idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
-                  disconnect_grace: Optional[float] = ...) -> ExecutionResult: ...
+                  disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
+                  rows: Optional[int] = ...) -> ExecutionResult: ...
 
     @overload
     async def run(self, command: Command, *, wait: Literal[False], timeout: Optional[float] = ...,
@@ -270,7 +320,8 @@ class AsyncSandbox(SandboxData):
                   on_stderr: Optional[OutputCallback] = ..., stdin_open: Optional[bool] = ...,
                   command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
                   idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
-                  disconnect_grace: Optional[float] = ...) -> "AsyncCommandHandle": ...
+                  disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
+                  rows: Optional[int] = ...) -> "AsyncCommandHandle": ...
 
     async def run(self, command: Command, *, wait: bool = True, timeout: Optional[float] = None,
                   env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
@@ -278,13 +329,15 @@ class AsyncSandbox(SandboxData):
                   on_stderr: Optional[OutputCallback] = None, stdin_open: Optional[bool] = None,
                   command_id: Optional[str] = None, ttl_seconds: Optional[float] = None,
                   idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
-                  disconnect_grace: Optional[float] = None) -> Union[ExecutionResult, "AsyncCommandHandle"]:
+                  disconnect_grace: Optional[float] = None, pty: bool = False, cols: Optional[int] = None,
+                  rows: Optional[int] = None) -> Union[ExecutionResult, "AsyncCommandHandle"]:
         """See :meth:`sbx.Sandbox.run`. Callbacks may be plain functions or coroutine functions."""
         if stdin_open is None:
             stdin_open = not wait
         spec = command_spec(command, command_id=command_id, env=env, cwd=cwd, timeout=timeout, stdin=stdin,
                             stdin_open=stdin_open, ttl_seconds=ttl_seconds, idle_timeout=idle_timeout,
-                            kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace)
+                            kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace,
+                            pty=pty, cols=cols, rows=rows)
         if wait and on_stdout is None and on_stderr is None and spec.stdin_after is None:
             cmd = (await self._http.request("POST", self._path + "/commands", json_body=dict(spec.body, wait=True),
                                             timeout=None)).json()
@@ -311,6 +364,33 @@ class AsyncSandbox(SandboxData):
             if not stdin_open:
                 await h.close_stdin()
         return h
+
+    async def shell(self, command: Command = "/bin/sh", *, cols: int = 80, rows: int = 24,
+                    env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                    command_id: Optional[str] = None, idle_timeout: Optional[float] = None,
+                    kill_on_disconnect: Optional[bool] = None) -> "AsyncCommandHandle":
+        """See :meth:`sbx.Sandbox.shell`."""
+        return await self.run(command, wait=False, pty=True, cols=cols, rows=rows, env=env, cwd=cwd,
+                              command_id=command_id, idle_timeout=idle_timeout,
+                              kill_on_disconnect=kill_on_disconnect)
+
+    # --- network ------------------------------------------------------------------------------------
+
+    async def service(self, port: int, *, expires_in: Optional[int] = None) -> "AsyncServiceURL":
+        """See :meth:`sbx.Sandbox.service`."""
+        body = {"expires_in_seconds": expires_in} if expires_in is not None else {}
+        d = (await self._http.request("POST", f"{self._path}/ports/{int(port)}/url", json_body=body)).json()
+        return AsyncServiceURL(d, timeout=self._client._cfg.timeout)
+
+    async def ports(self) -> List[ListeningPort]:
+        """See :meth:`sbx.Sandbox.ports`."""
+        d = (await self._http.request("GET", self._path + "/ports")).json()
+        return [ListeningPort.from_json(x) for x in d.get("ports") or []]
+
+    def tunnel(self, remote_port: int, local_port: Optional[int] = None, *, host: str = "127.0.0.1") -> AsyncTunnel:
+        """See :meth:`sbx.Sandbox.tunnel`: ``async with sb.tunnel(8000) as t:`` (or ``await t.start()``
+        and ``await t.close()``); the listener runs on the current event loop."""
+        return AsyncTunnel(self._client._cfg, self._path, remote_port, local_port, host)
 
     async def reconnect(self, command_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> "AsyncCommandHandle":
         """See :meth:`sbx.Sandbox.reconnect`."""
@@ -605,3 +685,49 @@ class AsyncCommandHandle:
             await self.signal(signal)
         else:
             await self._sb._http.request("POST", self._path + "/kill")
+
+    async def resize(self, cols: int, rows: int) -> None:
+        """See :meth:`sbx.CommandHandle.resize`."""
+        await self._sb._http.request("POST", self._path + "/resize", json_body={"cols": int(cols), "rows": int(rows)})
+
+
+class AsyncServiceURL(ServiceURLData):
+    """The asyncio twin of :class:`sbx.ServiceURL`: ``await svc.get(path)``, ``await svc.post(path,
+    body)``, on asyncio streams (a connection per request)."""
+
+    def __init__(self, data: Dict[str, Any], *, timeout: float = 60.0) -> None:
+        super().__init__(data)
+        self._timeout = timeout
+
+    async def request(self, method: str, path: str = "/", body: Any = None, *,
+                      headers: Optional[Mapping[str, str]] = None, timeout: Optional[float] = -1.0) -> ServiceResponse:
+        """See :meth:`sbx.ServiceURL.request`."""
+        t = self._timeout if timeout is not None and timeout < 0 else timeout
+        return await asyncio.wait_for(self._request(method, path, body, headers), t)
+
+    async def _request(self, method: str, path: str, body: Any,
+                       headers: Optional[Mapping[str, str]]) -> ServiceResponse:
+        scheme, host, port, target = self.target(path)
+        data, hdrs = service_request_parts(self.token, body, headers)
+        hdrs = dict(hdrs, Host=f"{host}:{port}", Connection="close")
+        hdrs["Content-Length"] = str(len(data or b""))
+        if data is None and method not in ("POST", "PUT", "PATCH"):
+            del hdrs["Content-Length"]
+        ctx = ssl.create_default_context() if scheme == "https" else None
+        r, w = await asyncio.open_connection(host, port, ssl=ctx, limit=1 << 20)
+        c = Conn(r, w)
+        try:
+            head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+            w.write(head.encode("latin-1") + (data or b""))
+            await w.drain()
+            resp = await read_head(c, method == "HEAD")
+            payload = await resp.read()
+            return ServiceResponse(resp.status, dict(resp.headers), payload)
+        finally:
+            c.close()
+
+    async def get(self, path: str = "/", **kw: Any) -> ServiceResponse:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str = "/", body: Any = None, **kw: Any) -> ServiceResponse:
+        return await self.request("POST", path, body, **kw)

@@ -1,23 +1,30 @@
 """The blocking client: :class:`SandboxClient`, :class:`Sandbox` and :class:`CommandHandle`."""
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
+import ssl
 import tempfile
 import time
-from typing import Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Union, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Union, overload
 
 from . import errors
-from ._common import (Backoff, Command, CommandSpec, OutputCallback, SandboxData, SSEParser, StreamState,
-                      check_timeout, command_spec, create_body, emit, iter_sandboxes, list_query, make_config,
-                      result_from_wait, seg, signal_name, update_body, with_query)
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, Command, CommandSpec, OutputCallback, SandboxData,
+                      ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body, emit,
+                      iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
+                      signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, LogPage, OutputChunk,
-                     SandboxMetrics)
+from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage, OutputChunk,
+                     SandboxMetrics, ServiceResponse, Snapshot)
 
-__all__ = ["SandboxClient", "Sandbox", "CommandHandle"]
+__all__ = ["SandboxClient", "Sandbox", "CommandHandle", "ServiceURL"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._tunnel import Tunnel
 
 FileData = Union[bytes, bytearray, memoryview, str, BinaryIO]
+SnapshotSource = Union[str, "os.PathLike[str]", bytes, BinaryIO]
 
 
 class SandboxClient:
@@ -82,7 +89,8 @@ class SandboxClient:
         """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
 
         Args:
-            snapshot: root file system to start from (``"host"``, the default, is the only one today).
+            snapshot: root file system to start from: ``"host"`` (the default) or an imported snapshot's
+                name or id (:meth:`import_snapshot`).
             name: unique name (``[A-Za-z0-9_.-]{1,64}``) usable instead of the id.
             env: environment of every command in the sandbox.
             metadata: string labels, filterable with ``list_sandboxes(metadata=...)``.
@@ -135,6 +143,72 @@ class SandboxClient:
         """Deletes a sandbox with its files. ``missing_ok`` ignores an unknown id."""
         try:
             self._http.request("DELETE", f"/v1/sandboxes/{seg(sandbox_id)}")
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    def import_snapshot(self, source: SnapshotSource, *, name: str, wait: bool = True,
+                        timeout: Optional[float] = 600.0) -> Snapshot:
+        """Imports an image tarball as a snapshot (admin only; ``POST /v1/snapshots``).
+
+        Args:
+            source: a local path, the tarball's bytes, or a binary file object (streamed): ``docker
+                save`` output or an OCI image layout as a tar, plain, gzip or zstd.
+            name: the snapshot's unique name (``[A-Za-z0-9_.-]{1,64}``; ``host`` is reserved).
+            wait: poll until the import ends (default); False returns the ``building`` snapshot at once
+                (then :meth:`wait_snapshot`).
+            timeout: seconds to wait for the import to end (None: forever).
+
+        Raises:
+            SnapshotImportError: the import failed (``.reason`` says why; the failed snapshot stays until
+                deleted). ConflictError: the name is taken. TooLargeError: over ``--max-image-mb``.
+            TimeoutError: still building after ``timeout``.
+        """
+        path = with_query("/v1/snapshots", {"name": name})
+        hdrs = {"Content-Type": "application/x-tar"}
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                d = self._http.request("POST", path, body=f, headers=hdrs, timeout=None, idempotent=False).json()
+        else:
+            body: Any = bytes(source) if isinstance(source, (bytearray, memoryview)) else source
+            d = self._http.request("POST", path, body=body, headers=hdrs, timeout=None, idempotent=False).json()
+        snap = Snapshot.from_json(d)
+        return self.wait_snapshot(snap.id, timeout=timeout) if wait else snap
+
+    def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0) -> Snapshot:
+        """Polls a snapshot (id or name) until its import ends; returns it ``ready``.
+
+        Raises:
+            SnapshotImportError: it ``failed``. TimeoutError: still building after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            snap = self.get_snapshot(snapshot)
+            if snapshot_done(snap):
+                return snap
+            if deadline is not None and time.monotonic() >= deadline:
+                raise snapshot_wait_timeout(snap, timeout)
+            time.sleep(SNAPSHOT_POLL_INTERVAL)
+
+    def list_snapshots(self) -> List[Snapshot]:
+        """Every snapshot, ``host`` first (building and failed ones included)."""
+        d = self._http.request("GET", "/v1/snapshots").json()
+        return [Snapshot.from_json(x) for x in d.get("snapshots") or []]
+
+    def get_snapshot(self, snapshot: str) -> Snapshot:
+        """The snapshot with this id or name (NotFoundError if none)."""
+        return Snapshot.from_json(self._http.request("GET", f"/v1/snapshots/{seg(snapshot)}").json())
+
+    def delete_snapshot(self, snapshot: str, *, missing_ok: bool = False) -> None:
+        """Deletes a snapshot (admin only) and the layers no other snapshot uses.
+
+        Raises:
+            ConflictError: a sandbox uses it, or it is still building. PermissionDeniedError: ``host``.
+        """
+        try:
+            self._http.request("DELETE", f"/v1/snapshots/{seg(snapshot)}")
         except errors.NotFoundError:
             if not missing_ok:
                 raise
@@ -254,7 +328,8 @@ class Sandbox(SandboxData):
             on_stdout: Optional[OutputCallback] = ..., on_stderr: Optional[OutputCallback] = ...,
             stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
             idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
-            disconnect_grace: Optional[float] = ...) -> ExecutionResult: ...
+            disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
+            rows: Optional[int] = ...) -> ExecutionResult: ...
 
     @overload
     def run(self, command: Command, *, wait: Literal[False], timeout: Optional[float] = ...,
@@ -262,14 +337,16 @@ class Sandbox(SandboxData):
             on_stdout: Optional[OutputCallback] = ..., on_stderr: Optional[OutputCallback] = ...,
             stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
             idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
-            disconnect_grace: Optional[float] = ...) -> "CommandHandle": ...
+            disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
+            rows: Optional[int] = ...) -> "CommandHandle": ...
 
     def run(self, command: Command, *, wait: bool = True, timeout: Optional[float] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None, stdin: Union[str, bytes, None] = None,
             on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None,
             stdin_open: Optional[bool] = None, command_id: Optional[str] = None, ttl_seconds: Optional[float] = None,
             idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
-            disconnect_grace: Optional[float] = None) -> Union[ExecutionResult, "CommandHandle"]:
+            disconnect_grace: Optional[float] = None, pty: bool = False, cols: Optional[int] = None,
+            rows: Optional[int] = None) -> Union[ExecutionResult, "CommandHandle"]:
         """Runs a command in the sandbox.
 
         Args:
@@ -287,6 +364,9 @@ class Sandbox(SandboxData):
                 daemon treats it as get-or-create, which is what makes retries safe.
             ttl_seconds, idle_timeout, kill_on_disconnect, disconnect_grace: the command's lifecycle
                 (docs/api.md); ``idle_timeout=-1`` for background services nobody watches.
+            pty: run on a pseudo-terminal of ``cols`` x ``rows`` (default 80 x 24): output is all
+                ``stdout`` (with ``\r\n`` and echo), stdin is typed keys (``"\x03"`` is ^C), and
+                :meth:`CommandHandle.resize` changes the window. See also :meth:`shell`.
 
         A non-zero exit status is not an exception. Connection losses are retried transparently (the
         command is never started twice; output resumes from the byte offsets already received).
@@ -295,7 +375,8 @@ class Sandbox(SandboxData):
             stdin_open = not wait
         spec = command_spec(command, command_id=command_id, env=env, cwd=cwd, timeout=timeout, stdin=stdin,
                             stdin_open=stdin_open, ttl_seconds=ttl_seconds, idle_timeout=idle_timeout,
-                            kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace)
+                            kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace,
+                            pty=pty, cols=cols, rows=rows)
         if wait and on_stdout is None and on_stderr is None and spec.stdin_after is None:
             cmd = self._http.request("POST", self._path + "/commands", json_body=dict(spec.body, wait=True),
                                      timeout=None).json()
@@ -318,6 +399,15 @@ class Sandbox(SandboxData):
             if not stdin_open:
                 h.close_stdin()
         return h
+
+    def shell(self, command: Command = "/bin/sh", *, cols: int = 80, rows: int = 24,
+              env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None, command_id: Optional[str] = None,
+              idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None) -> "CommandHandle":
+        """An interactive shell on a terminal: ``run(command, pty=True, wait=False)``. Type into it with
+        ``send_input`` (``"exit\n"`` or ``"\x04"`` ends it), read it by iterating the handle, resize it
+        with ``resize(cols, rows)``."""
+        return self.run(command, wait=False, pty=True, cols=cols, rows=rows, env=env, cwd=cwd,
+                        command_id=command_id, idle_timeout=idle_timeout, kill_on_disconnect=kill_on_disconnect)
 
     def reconnect(self, command_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> "CommandHandle":
         """A handle on an existing command (e.g. one started by another process, or before a crash).
@@ -344,6 +434,32 @@ class Sandbox(SandboxData):
         commands without holding a stream). Continue with ``cursor=page.next_cursor`` until ``page.eof``."""
         path = with_query(f"{self._path}/commands/{seg(command_id)}/logs", {"cursor": cursor, "limit": limit})
         return LogPage.from_json(self._http.request("GET", path).json())
+
+    # --- network ------------------------------------------------------------------------------------
+
+    def service(self, port: int, *, expires_in: Optional[int] = None) -> "ServiceURL":
+        """Mints a URL through which a TCP (HTTP or WebSocket) server on ``port`` inside the sandbox is
+        reached, with a token valid ``expires_in`` seconds (default 3600, at most 7 days). Nothing need
+        listen yet. The answer has ``url``, ``token``, ``expires_at`` and ``get``/``post`` helpers."""
+        body = {"expires_in_seconds": expires_in} if expires_in is not None else {}
+        d = self._http.request("POST", f"{self._path}/ports/{int(port)}/url", json_body=body).json()
+        return ServiceURL(d, timeout=self._client._cfg.timeout)
+
+    def ports(self) -> List[ListeningPort]:
+        """The TCP ports something listens on inside the sandbox, sorted (NotRunningError if stopped)."""
+        d = self._http.request("GET", self._path + "/ports").json()
+        return [ListeningPort.from_json(x) for x in d.get("ports") or []]
+
+    def tunnel(self, remote_port: int, local_port: Optional[int] = None, *, host: str = "127.0.0.1") -> "Tunnel":
+        """A local TCP listener whose connections reach ``remote_port`` inside the sandbox (over sbxd's
+        WebSocket tunnel; needs the ``websockets`` package). Use it as a context manager::
+
+            with sb.tunnel(5432) as t:
+                psycopg.connect(host="127.0.0.1", port=t.local_port)
+
+        ``local_port`` None picks a free one. Raises UnimplementedError without ``websockets``."""
+        from ._tunnel import Tunnel
+        return Tunnel(self._client._cfg, self._path, remote_port, local_port, host)
 
     # --- files --------------------------------------------------------------------------------------
 
@@ -575,3 +691,46 @@ class CommandHandle:
             self.signal(signal)
         else:
             self._sb._http.request("POST", self._path + "/kill")
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Sets a pty command's window size (its foreground process group gets SIGWINCH). ConflictError
+        for a command without a pty; nothing happens once it exited."""
+        self._sb._http.request("POST", self._path + "/resize", json_body={"cols": int(cols), "rows": int(rows)})
+
+
+class ServiceURL(ServiceURLData):
+    """A minted service URL (``Sandbox.service(port)``): ``url``, ``path_url``, ``token``,
+    ``expires_at``, ``browser_url``; ``get``/``post``/``request`` send the token header for you (no API
+    key is sent to the service). Every request uses a connection of its own (sbxd's path form serves
+    one request per connection)."""
+
+    def __init__(self, data: Dict[str, Any], *, timeout: float = 60.0) -> None:
+        super().__init__(data)
+        self._timeout = timeout
+
+    def request(self, method: str, path: str = "/", body: Any = None, *,
+                headers: Optional[Mapping[str, str]] = None, timeout: Optional[float] = -1.0) -> ServiceResponse:
+        """Sends ``method path`` to the service. ``body``: bytes, text, or anything else as JSON.
+        Returns the :class:`ServiceResponse` whatever its status (``.raise_for_status()``)."""
+        scheme, host, port, target = self.target(path)
+        data, hdrs = service_request_parts(self.token, body, headers)
+        t = self._timeout if timeout is not None and timeout < 0 else timeout
+        if scheme == "https":
+            c: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=t,
+                                                                         context=ssl.create_default_context())
+        else:
+            c = http.client.HTTPConnection(host, port, timeout=t)
+        try:
+            c.request(method, target, body=data, headers=hdrs)
+            r = c.getresponse()
+            return ServiceResponse(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            c.close()
+
+    def get(self, path: str = "/", **kw: Any) -> ServiceResponse:
+        """``GET path`` (``headers=``, ``timeout=``)."""
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str = "/", body: Any = None, **kw: Any) -> ServiceResponse:
+        """``POST path`` with ``body`` (bytes, text, or JSON for anything else)."""
+        return self.request("POST", path, body, **kw)

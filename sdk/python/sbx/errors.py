@@ -24,7 +24,7 @@ __all__ = [
     "NotFoundError", "ExpiredError", "MethodNotAllowedError", "ConflictError", "NotReadyError",
     "NotRunningError", "TooLargeError", "ResourceExhaustedError", "QuotaExceededError", "InternalError",
     "UnimplementedError", "TimeoutError", "NoSpaceError", "CreationError", "CommandTimeoutError",
-    "ConnectionError", "StreamError", "error_from_response",
+    "ConnectionError", "StreamError", "SnapshotImportError", "error_from_response",
 ]
 
 
@@ -183,6 +183,20 @@ class CreationError(APIError):
     daemon's code."""
 
     default_code = "creation_failed"
+
+
+class SnapshotImportError(CreationError):
+    """A snapshot import that ended ``failed`` (``import_snapshot(..., wait=True)``): ``reason`` is the
+    daemon's (``digest mismatch for layer ...``), ``snapshot`` the failed :class:`~sbx.models.Snapshot`
+    (delete it to reuse the name)."""
+
+    default_code = "snapshot_failed"
+
+    def __init__(self, message: str, *, code: Optional[str] = None, status: Optional[int] = None,
+                 reason: Optional[str] = None, snapshot: Any = None) -> None:
+        super().__init__(message, code=code, status=status)
+        self.reason = reason
+        self.snapshot = snapshot
 
 
 class CommandTimeoutError(TimeoutError):

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 __all__ = [
     "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
-    "FileInfo", "SandboxMetrics", "ApiKey", "Health",
+    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "ListeningPort", "ServiceResponse",
 ]
 
 
@@ -67,6 +67,11 @@ class CommandInfo:
     expires_at: Optional[str]
     attached: int
     raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def pty(self) -> bool:
+        """Whether the command runs on a pseudo-terminal (``run(..., pty=True)``, ``shell()``)."""
+        return bool(self.raw.get("pty"))
 
     @property
     def finished(self) -> bool:
@@ -260,3 +265,84 @@ class Health:
 
     status: str
     version: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot: what a sandbox's root file system is made from (``host``, or an imported image).
+
+    ``status`` is ``building`` while an import runs, then ``ready`` or ``failed`` (with ``reason``).
+    ``layers`` are the layers' diff_ids, bottom first; ``config`` keeps the image config's ``Env``,
+    ``WorkingDir``, ``User``, ``Entrypoint`` and ``Cmd``."""
+
+    id: str
+    name: str
+    source: str
+    status: str
+    reason: Optional[str]
+    layers: List[str]
+    size_bytes: int
+    created_at: Optional[str]
+    config: Dict[str, Any] = field(default_factory=dict)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def building(self) -> bool:
+        return self.status == "building"
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Snapshot":
+        return cls(str(d.get("id", "")), str(d.get("name") or ""), str(d.get("source") or ""),
+                   str(d.get("status") or ""), d.get("reason"), [str(x) for x in d.get("layers") or []],
+                   int(d.get("size_bytes") or 0), d.get("created_at"), dict(d.get("config") or {}), d)
+
+
+@dataclass(frozen=True)
+class ListeningPort:
+    """A TCP socket listening inside a sandbox (``Sandbox.ports()``); ``address`` is the bound address
+    (``0.0.0.0`` or ``::`` for all)."""
+
+    port: int
+    address: str
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ListeningPort":
+        return cls(int(d.get("port") or 0), str(d.get("address") or ""))
+
+
+@dataclass(frozen=True)
+class ServiceResponse:
+    """An answer from a sandbox's service through its service URL (``ServiceURL.get``/``post``).
+    ``headers`` has lower-case names. A status >= 400 is not raised; see :meth:`raise_for_status`."""
+
+    status: int
+    headers: Dict[str, str]
+    body: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        import json as _json
+        return _json.loads(self.body)
+
+    def raise_for_status(self) -> "ServiceResponse":
+        """Raises the mapped :class:`~sbx.errors.SandboxError` for a status >= 400 (sbxd's own errors,
+        e.g. ``401`` for a bad token or ``502 port_closed``, keep their codes)."""
+        if self.status >= 400:
+            from .errors import error_from_response
+            raise error_from_response(self.status, self.body)
+        return self

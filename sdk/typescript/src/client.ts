@@ -3,15 +3,36 @@ import { Transport } from "./http.js";
 import { Sandbox } from "./sandbox.js";
 import type { SandboxContext } from "./sandbox.js";
 import type { StreamTransport } from "./stream.js";
-import { lifecycleBody, toKeyInfo, toSandboxInfo } from "./types.js";
+import { createReadStream } from "node:fs";
+import { Readable } from "node:stream";
+import { SnapshotFailedError, TimeoutError } from "./errors.js";
+import { lifecycleBody, toKeyInfo, toSandboxInfo, toSnapshotInfo } from "./types.js";
 import type {
   ApiKeyInfo,
   CreateSandboxOptions,
   KeyQuotas,
   ListSandboxesOptions,
   SandboxInfo,
+  SnapshotInfo,
   UpdateSandboxOptions,
 } from "./types.js";
+
+/** An image tarball: a file path, bytes, a Node Readable or an async iterable of bytes (streamed). */
+export type ImageSource = string | Uint8Array | ArrayBuffer | Blob | Readable | AsyncIterable<Uint8Array>;
+
+export interface ImportSnapshotOptions {
+  /** The snapshot's name, `[A-Za-z0-9_.-]{1,64}`, unique (`host` is reserved). */
+  name?: string;
+  /**
+   * `true` (default): poll until the import is `ready` (resolve) or `failed` (reject with
+   * {@link SnapshotFailedError}). `false`: resolve at once with the `building` snapshot.
+   */
+  wait?: boolean;
+  /** Milliseconds between polls (default 200). */
+  pollInterval?: number;
+  /** Milliseconds to wait for `ready` after the upload (default 600 000; 0 = no limit); then `TimeoutError`. */
+  timeout?: number;
+}
 
 export interface SandboxClientOptions {
   /** The daemon's address. Default: `SBX_URL`, else `http://127.0.0.1:7070`. */
@@ -105,6 +126,74 @@ export class SandboxClient {
   async deleteSandbox(idOrName: string): Promise<void> {
     await this.#t.request("DELETE", `/v1/sandboxes/${encodeURIComponent(idOrName)}`);
   }
+
+  /* ------------------------------------------------------------ snapshots */
+
+  /**
+   * Admin: imports an image tarball (`docker save` output or an OCI layout as a tar; plain, gzip or
+   * zstd) as a snapshot. A string is a path to a local file; every source is streamed, never buffered
+   * whole. With `wait` (default) resolves once the snapshot is `ready` and rejects with
+   * {@link SnapshotFailedError} (whose `reason` is sbxd's) when the import fails.
+   */
+  async importSnapshot(source: ImageSource, options: ImportSnapshotOptions = {}): Promise<SnapshotInfo> {
+    let body: unknown = source;
+    if (typeof source === "string") body = createReadStream(source);
+    else if (source instanceof ArrayBuffer) body = new Uint8Array(source);
+    const query = options.name !== undefined ? { name: options.name } : undefined;
+    let snap: SnapshotInfo;
+    try {
+      snap = toSnapshotInfo(
+        await this.#t.json("POST", "/v1/snapshots", {
+          query,
+          body: body as never,
+          headers: { "Content-Type": "application/x-tar" },
+          timeoutMs: 0, // an upload takes as long as it takes
+        }),
+      );
+    } finally {
+      if (body instanceof Readable && !body.destroyed && typeof source === "string") body.destroy();
+    }
+    if (options.wait === false) return snap;
+    return this.waitForSnapshot(snap.id, options);
+  }
+
+  /**
+   * Polls a snapshot until it is `ready` (resolves) or `failed` (rejects with {@link SnapshotFailedError}).
+   */
+  async waitForSnapshot(idOrName: string, options: { pollInterval?: number; timeout?: number } = {}): Promise<SnapshotInfo> {
+    const interval = options.pollInterval ?? 200;
+    const timeout = options.timeout ?? 600_000;
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const snap = await this.getSnapshot(idOrName);
+      if (snap.status === "ready") return snap;
+      if (snap.status === "failed") throw new SnapshotFailedError(snap);
+      if (timeout > 0 && Date.now() > deadline)
+        throw new TimeoutError(`snapshot ${idOrName} still ${snap.status} after ${timeout} ms`, "timeout", 0, undefined);
+      await new Promise<void>((r) => setTimeout(r, interval));
+    }
+  }
+
+  /** Every snapshot (`host` first). */
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    const j = await this.#t.json("GET", "/v1/snapshots");
+    return (j.snapshots ?? []).map(toSnapshotInfo);
+  }
+
+  /** A snapshot by id or name. Throws `NotFoundError` when unknown. */
+  async getSnapshot(idOrName: string): Promise<SnapshotInfo> {
+    return toSnapshotInfo(await this.#t.json("GET", `/v1/snapshots/${encodeURIComponent(idOrName)}`));
+  }
+
+  /**
+   * Admin: deletes a snapshot by id or name (`ConflictError` while a sandbox uses it or it is building;
+   * `PermissionDeniedError` for `host`).
+   */
+  async deleteSnapshot(idOrName: string): Promise<void> {
+    await this.#t.request("DELETE", `/v1/snapshots/${encodeURIComponent(idOrName)}`);
+  }
+
+  /* ------------------------------------------------------------ keys */
 
   /** Admin: makes a tenant key. The secret is in the answer's `key`, and only there. */
   async createKey(options: { name?: string; quotas?: KeyQuotas } = {}): Promise<ApiKeyInfo> {

@@ -1,5 +1,5 @@
 /** Running commands: the handle returned by `sb.run(cmd, {wait: false})` and `sb.reconnect(id)`. */
-import { CommandTimeoutError, ConnectionError, SandboxError } from "./errors.js";
+import { CommandTimeoutError, ConnectionError, InvalidArgumentError, SandboxError } from "./errors.js";
 import type { Transport } from "./http.js";
 import { attach, markUserError } from "./stream.js";
 import type { Json, StreamTransport } from "./stream.js";
@@ -55,6 +55,7 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
   readonly #abort = new AbortController();
   readonly #result: Promise<ExecutionResult>;
   #reconnects = 0;
+  #send: ((text: string) => boolean) | null = null;
 
   /** @internal Use `sandbox.run(..., {wait: false})` or `sandbox.reconnect(id)`. */
   constructor(ctx: CommandContext, info: CommandInfo, opts: HandleOptions = {}) {
@@ -127,6 +128,19 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
   /** Sends a signal (name like `"SIGINT"` or number) to the command's process. */
   async signal(signal: string | number = "SIGTERM"): Promise<void> {
     await this.#ctx.transport.request("POST", this.#path("/signal"), { json: { signal }, retry: "always" });
+  }
+
+  /**
+   * Sets a pty command's window size (`cols` × `rows`, integers 1–1000); the program gets SIGWINCH.
+   * Sent over the output WebSocket when that is open, else with `POST .../resize` (which throws
+   * {@link ConflictError} for a command without a pty). A command that has exited: nothing happens.
+   */
+  async resize(cols: number, rows: number): Promise<void> {
+    for (const [k, v] of [["cols", cols], ["rows", rows]] as const)
+      if (!Number.isInteger(v) || v < 1 || v > 1000)
+        throw new InvalidArgumentError(`${k} must be an integer 1-1000, not ${v}`, "invalid_argument", 0);
+    if (this.info.pty && this.#send?.(JSON.stringify({ type: "resize", cols, rows }))) return;
+    await this.#ctx.transport.request("POST", this.#path("/resize"), { json: { cols, rows }, retry: "always" });
   }
 
   /** SIGKILL to the command's process group; its result's `error.code` becomes `killed`. */
@@ -223,6 +237,9 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
               output: (j) => this.#onOutput(j),
               exit: (j) => {
                 exitJson = j;
+              },
+              socket: (send) => {
+                this.#send = send;
               },
             },
             this.#abort.signal,

@@ -4,7 +4,7 @@
  * A command that exits non-zero is not an error: only a command killed by its `timeout` raises
  * {@link CommandTimeoutError}.
  */
-import type { ExecutionResult } from "./types.js";
+import type { ExecutionResult, SnapshotInfo } from "./types.js";
 
 /** Base class of every error this SDK throws. */
 export class SandboxError extends Error {
@@ -75,6 +75,18 @@ export class CommandTimeoutError extends SandboxError {
       undefined,
     );
     this.result = result;
+  }
+}
+
+/** An imported snapshot ended `failed` (`importSnapshot(..., {wait: true})`). `reason` is sbxd's why. */
+export class SnapshotFailedError extends SandboxError {
+  readonly snapshot: SnapshotInfo;
+  readonly reason: string;
+  constructor(snapshot: SnapshotInfo) {
+    const reason = snapshot.reason ?? "unknown reason";
+    super(`snapshot ${snapshot.name ?? snapshot.id} failed to import: ${reason}`, "snapshot_failed", 0, undefined);
+    this.snapshot = snapshot;
+    this.reason = reason;
   }
 }
 

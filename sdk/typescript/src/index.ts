@@ -9,10 +9,12 @@
  * ```
  */
 export { SandboxClient } from "./client.js";
-export type { SandboxClientOptions } from "./client.js";
+export type { SandboxClientOptions, ImageSource, ImportSnapshotOptions } from "./client.js";
 export { Sandbox } from "./sandbox.js";
-export type { RunOptions, FileData } from "./sandbox.js";
+export type { RunOptions, FileData, ServiceUrl } from "./sandbox.js";
 export { CommandHandle } from "./command.js";
+export { Tunnel } from "./tunnel.js";
+export type { TunnelOptions } from "./tunnel.js";
 export type { HandleOptions } from "./command.js";
 export type { StreamTransport } from "./stream.js";
 export * from "./errors.js";
@@ -25,6 +27,7 @@ export type {
   FileEntry,
   KeyQuotas,
   LifecycleSettings,
+  ListeningPort,
   ListSandboxesOptions,
   LogPage,
   OutputChunk,
@@ -32,6 +35,7 @@ export type {
   SandboxInfo,
   SandboxMetrics,
   SandboxState,
+  SnapshotInfo,
   StreamName,
   UpdateSandboxOptions,
 } from "./types.js";

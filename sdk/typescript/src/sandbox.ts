@@ -4,6 +4,8 @@ import type { Readable } from "node:stream";
 import { CommandHandle, fetchLogs } from "./command.js";
 import type { CommandContext, HandleOptions } from "./command.js";
 import { NotFoundError } from "./errors.js";
+import { Tunnel } from "./tunnel.js";
+import type { TunnelOptions } from "./tunnel.js";
 import type { Transport } from "./http.js";
 import type { StreamTransport } from "./stream.js";
 import { lifecycleBody, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo } from "./types.js";
@@ -11,6 +13,7 @@ import type {
   CommandInfo,
   ExecutionResult,
   FileEntry,
+  ListeningPort,
   LogPage,
   SandboxInfo,
   SandboxMetrics,
@@ -54,6 +57,35 @@ export interface RunOptions extends HandleOptions {
   killOnDisconnect?: boolean;
   /** Seconds (0–300, default 10). */
   disconnectGrace?: number;
+  /**
+   * Run on a pseudo-terminal (default false): output is one stream (`stdout`, with `\r\n` and echo),
+   * stdin is keystrokes (`\x03` is ^C), stdin stays open; resize with `handle.resize(cols, rows)`.
+   */
+  pty?: boolean;
+  /** The terminal's columns, 1–1000 (default 80; with `pty` only). */
+  cols?: number;
+  /** The terminal's rows, 1–1000 (default 24; with `pty` only). */
+  rows?: number;
+}
+
+/** A URL minted for a TCP port inside a sandbox (`sb.service(port)`). */
+export interface ServiceUrl {
+  /** The URL to give out (host form with `--service-domain`, else the path form). */
+  url: string;
+  /** The path form, `http://sbxd/s/{id}/{port}/`, which always works. */
+  pathUrl: string;
+  /** Sent as `X-Sbx-Service-Token` (or `?sbx_token=`); authorizes that port of that sandbox until `expiresAt`. */
+  token: string;
+  expiresAt: string;
+  port: number;
+  sandboxId: string;
+  /** `url` with `?sbx_token=TOKEN` (for a browser or `curl -L`: sbxd answers 302 and sets a cookie). */
+  browserUrl: string;
+  /**
+   * Node's `fetch` of `path` (relative to the service's root, e.g. `"/api?x=1"`) on the path form of the
+   * URL, with the token header added. No API key is sent.
+   */
+  fetch(path?: string, init?: RequestInit): Promise<Response>;
 }
 
 export type FileData = string | Uint8Array | ArrayBuffer | Blob | Readable | AsyncIterable<Uint8Array>;
@@ -184,12 +216,28 @@ export class Sandbox implements AsyncDisposable {
     if (options.idleTimeout !== undefined) body.idle_timeout = options.idleTimeout;
     if (options.killOnDisconnect !== undefined) body.kill_on_disconnect = options.killOnDisconnect;
     if (options.disconnectGrace !== undefined) body.disconnect_grace = options.disconnectGrace;
+    if (options.pty) {
+      body.pty = true;
+      if (options.stdinOpen === undefined) body.stdin_open = true; // a terminal's default
+      if (options.cols !== undefined) body.cols = options.cols;
+      if (options.rows !== undefined) body.rows = options.rows;
+    }
     // The id makes the start get-or-create: retrying after any network failure never runs it twice.
     const info = toCommandInfo(
       await this.#ctx.transport.json("POST", this.#p("/commands"), { json: body, retry: "always" }),
     );
     const h = new CommandHandle(this.#cmdCtx(), info, handleOptions(options));
     return wait ? h.result : h;
+  }
+
+  /**
+   * An interactive shell on a pseudo-terminal: `run(["/bin/sh"], {pty: true, wait: false, ...})`.
+   * Type with `sendInput` (`"exit\n"` or `"\x04"` ends it), read the handle, `resize` it.
+   */
+  shell(options: Omit<RunOptions, "wait" | "pty"> & { shell?: string | string[] } = {}): Promise<CommandHandle> {
+    const { shell, ...rest } = options;
+    const cmd = shell === undefined ? ["/bin/sh"] : typeof shell === "string" ? [shell] : shell;
+    return this.run(cmd, { ...rest, pty: true, wait: false });
   }
 
   /**
@@ -221,6 +269,54 @@ export class Sandbox implements AsyncDisposable {
    */
   logs(commandId: string, options: { cursor?: number; limit?: number } = {}): Promise<LogPage> {
     return fetchLogs(this.#ctx.transport, this.info.id, commandId, options);
+  }
+
+  /* ------------------------------------------------------------ services */
+
+  /**
+   * Mints a URL (and token) for a TCP port inside the sandbox: sbxd proxies HTTP and WebSocket to
+   * `127.0.0.1:port` (or `[::1]:port`) inside. `expiresIn` in seconds (1–604800, default 3600). The
+   * sandbox need not be running nor the port open yet.
+   */
+  async service(port: number, options: { expiresIn?: number } = {}): Promise<ServiceUrl> {
+    const json = options.expiresIn === undefined ? {} : { expires_in_seconds: options.expiresIn };
+    const j = await this.#ctx.transport.json("POST", this.#p(`/ports/${encodeURIComponent(String(port))}/url`), {
+      json,
+    });
+    const url: string = j.url;
+    const pathUrl: string = j.path_url ?? url;
+    const token: string = j.token;
+    const base = pathUrl.replace(/\/+$/, "");
+    return {
+      url,
+      pathUrl,
+      token,
+      expiresAt: j.expires_at,
+      port: j.port ?? port,
+      sandboxId: j.sandbox_id ?? this.info.id,
+      browserUrl: `${url}${url.includes("?") ? "&" : "?"}sbx_token=${encodeURIComponent(token)}`,
+      fetch: (path = "/", init: RequestInit = {}) => {
+        const headers = new Headers(init.headers);
+        headers.set("X-Sbx-Service-Token", token);
+        return fetch(base + (path.startsWith("/") ? path : `/${path}`), { ...init, headers });
+      },
+    };
+  }
+
+  /** TCP sockets listening inside the sandbox, sorted by port (`NotRunningError` when it is stopped). */
+  async ports(): Promise<ListeningPort[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/ports"));
+    return (j.ports ?? []).map((p: { port: number; address: string }) => ({ port: p.port, address: p.address }));
+  }
+
+  /**
+   * A TCP tunnel: listens on a local port (`localPort`, default any free one, on `127.0.0.1`) and
+   * carries each connection to `remotePort` inside the sandbox over one WebSocket (yamux). Errors such
+   * as {@link NotFoundError} or {@link NotRunningError} surface here. `await using t = await
+   * sb.tunnel(5432)` closes it at scope end; else call `t.close()`.
+   */
+  async tunnel(remotePort: number, options: TunnelOptions = {}): Promise<Tunnel> {
+    return new Tunnel(this.#ctx.transport, this.#p("/tunnel"), remotePort).start(options);
   }
 
   /* ------------------------------------------------------------ files */

@@ -10,6 +10,11 @@ export interface StreamEvents {
   output(j: Json): void;
   /** The `exit` event: the final command object. */
   exit(j: Json): void;
+  /**
+   * WebSocket only: called with a sender of text frames once the socket is open, and with null once it
+   * is gone. The sender answers false when the socket was not open.
+   */
+  socket?(send: ((text: string) => boolean) | null): void;
 }
 
 /** `"exit"` once the exit event arrived; `"dropped"` when the connection ended before it. */
@@ -47,6 +52,7 @@ function attachWs(
       if (settled) return;
       settled = true;
       signal.removeEventListener("abort", onAbort);
+      ev.socket?.(null);
       if (how instanceof Error) reject(how);
       else resolve(how);
       if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) {
@@ -62,6 +68,14 @@ function attachWs(
       res.on("data", (d: Buffer) => parts.push(d));
       res.on("end", () => finish(errorFromResponse(res.statusCode ?? 0, Buffer.concat(parts).toString())));
       res.on("error", () => finish("dropped"));
+    });
+    ws.on("open", () => {
+      if (settled) return;
+      ev.socket?.((text) => {
+        if (settled || ws.readyState !== WebSocket.OPEN) return false;
+        ws.send(text);
+        return true;
+      });
     });
     ws.on("message", (data, isBinary) => {
       if (settled || isBinary) return;

@@ -120,6 +120,8 @@ export interface CommandInfo {
   killOnDisconnect: boolean;
   disconnectGrace: number;
   attached: number;
+  /** Whether the command runs on a pseudo-terminal (`run(cmd, {pty: true})`). */
+  pty: boolean;
   expiresAt: string | null;
 }
 
@@ -249,6 +251,7 @@ export function toCommandInfo(j: Json): CommandInfo {
     killOnDisconnect: !!j.kill_on_disconnect,
     disconnectGrace: num(j.disconnect_grace),
     attached: num(j.attached),
+    pty: !!j.pty,
     expiresAt: strOrNull(j.expires_at),
   };
 }
@@ -292,4 +295,44 @@ export function lifecycleBody(o: LifecycleSettings & { metadata?: Record<string,
   if (o.timeoutSeconds !== undefined) b.timeout_seconds = o.timeoutSeconds;
   if (o.metadata !== undefined) b.metadata = o.metadata;
   return b;
+}
+
+/** What a sandbox's root filesystem is made from: `host` or an imported image. */
+export interface SnapshotInfo {
+  id: string;
+  name: string | null;
+  /** `"host"` or `"image"`. */
+  source: string;
+  /** `building` while an import runs, then `ready` or `failed`. */
+  status: "building" | "ready" | "failed";
+  /** Why the import failed (`status: "failed"`), else null. */
+  reason: string | null;
+  /** The layers' diff_ids, bottom first. */
+  layers: string[];
+  sizeBytes: number;
+  createdAt: string | null;
+  /** The image config's `Env`, `WorkingDir`, `User`, `Entrypoint`, `Cmd` (as sbxd returns them). */
+  config: Record<string, unknown> | null;
+}
+
+/** @internal */
+export function toSnapshotInfo(j: Json): SnapshotInfo {
+  return {
+    id: j.id,
+    name: strOrNull(j.name),
+    source: String(j.source ?? ""),
+    status: j.status,
+    reason: strOrNull(j.reason),
+    layers: Array.isArray(j.layers) ? j.layers : [],
+    sizeBytes: num(j.size_bytes),
+    createdAt: strOrNull(j.created_at),
+    config: j.config && typeof j.config === "object" ? j.config : null,
+  };
+}
+
+/** A TCP socket listening inside a sandbox (`sb.ports()`). */
+export interface ListeningPort {
+  port: number;
+  /** The bound address: `127.0.0.1`, `::1`, `0.0.0.0`, `::`, ... */
+  address: string;
 }

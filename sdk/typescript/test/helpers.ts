@@ -5,7 +5,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from "node:fs"
 import net from "node:net";
 import { join, resolve } from "node:path";
 
-const SOURCE_DIR = process.env.SBX_SOURCE_DIR ?? resolve(import.meta.dirname ?? ".", "../../..");
+export const SOURCE_DIR = process.env.SBX_SOURCE_DIR ?? resolve(import.meta.dirname ?? ".", "../../..");
 export const BUILD_DIR = process.env.SBX_BUILD_DIR ?? join(SOURCE_DIR, "build");
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
