@@ -38,8 +38,6 @@ int cli_usage_error(const struct cli_command *cmd, const char *msg, int status);
 int cli_help(const struct cli_command *cmd);
 /* Creates a client from $SBX_URL / $SBX_API_KEY; prints the error on failure. */
 int cli_client(struct sbx_client **ret);
-/* Writes all of data to fd (retrying short writes and EINTR). Returns 0 or a negative errno. */
-int cli_write_all(int fd, const void *data, size_t len);
 /* Pretty-prints JSON text (falls back to the raw text). */
 void cli_print_json(const char *text);
 /* Prints a JSON array of the objects whose compact text is the `char *` at json_offset of each of the n

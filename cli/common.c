@@ -1,6 +1,5 @@
 /* sbx CLI: helpers shared by the subcommands. */
 #include <errno.h>
-#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,20 +133,4 @@ int cli_for_each_id(const struct cli_command *cmd, const char *what, int argc, c
     }
     sbx_client_free(c);
     return status;
-}
-
-int cli_write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "cli.h"
 
 #define DEFAULT_SHELL "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"
@@ -173,7 +174,7 @@ static int on_output(enum sbx_stream stream, uint64_t offset, const void *data, 
     if (stream != SBX_STREAM_STDOUT || offset + len <= s->offset)
         return 0; /* a pty has no stderr; bytes before our offset were written already */
     size_t skip = offset < s->offset ? (size_t)(s->offset - offset) : 0;
-    int r = cli_write_all(STDOUT_FILENO, (const char *)data + skip, len - skip);
+    int r = write_all(STDOUT_FILENO, (const char *)data + skip, len - skip);
     if (r < 0)
         return r;
     s->offset = offset + len;

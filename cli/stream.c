@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "cli.h"
 
 static struct {
@@ -163,7 +164,7 @@ static int on_output(enum sbx_stream stream, uint64_t offset, const void *data, 
         len -= skip;
         offset += skip;
     }
-    int r = cli_write_all(idx == 2 ? STDERR_FILENO : STDOUT_FILENO, data, len);
+    int r = write_all(idx == 2 ? STDERR_FILENO : STDOUT_FILENO, data, len);
     if (r < 0)
         return r;
     s->offset[idx] = offset + len;
