@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -160,12 +162,29 @@ static void fz_run(const char *prefix, size_t plen, const uint8_t *data, size_t 
     static uint32_t n_conns;
     struct sockaddr_in src = {.sin_family = AF_INET};
     src.sin_addr.s_addr = htonl(0x7f010000u | (n_conns++ & 0xffffu));
-    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
-        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    /* Non-blocking connect: libFuzzer's SIGALRM (its -timeout watchdog) interrupts a blocking one (EINTR). */
+    (void)fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+        perror("fuzz: bind the client socket");
+        abort();
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS && errno != EINTR) {
         perror("fuzz: connect to the server");
         abort();
     }
-    (void)fcntl(fd, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int pr = poll(&pfd, 1, 10000);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (pr != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            fprintf(stderr, "fuzz: connect to the server: %s\n", pr == 1 ? strerror(soerr) : "timed out");
+            abort();
+        }
+        break;
+    }
 
     uint8_t *in = malloc(plen + size + 1);
     memcpy(in, prefix, plen);
