@@ -10,6 +10,7 @@
 #include "api/jsonreq.h"
 #include "base/cleanup.h"
 #include "base/util.h"
+#include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "files/files.h"
@@ -33,6 +34,13 @@ static struct sandbox *files_sandbox(struct api_ctx *c)
         sbx_error_setk(&err, -EBUSY, "not_running", 409, "sandbox `%s` is %s: start it to reach its files",
                        sb->id, sandbox_state_to_string(sb->state));
         api_reply_error(c->req, &err);
+        return sandbox_unref(sb);
+    }
+    /* A checkpoint or fork freezes the sandbox's disk while it copies it: a write from sbxd's loop would
+     * wait for the thaw with every other request behind it. */
+    sbx_error busy = {0};
+    if (sandbox_refuse_busy(sb, &busy) < 0) {
+        api_reply_error(c->req, &busy);
         return sandbox_unref(sb);
     }
     return sb;

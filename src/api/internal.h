@@ -14,7 +14,7 @@ struct api_ctx {
     struct daemon *d;
     struct http_request *req;
     const char *sandbox_id; /* {id} */
-    const char *command_id; /* {cid} */
+    const char *command_id; /* {cid}: the second path parameter (a command id, a port, a checkpoint name) */
     const char *owner;      /* the caller's API key id (a tenant), NULL for the admin */
     const char *route;      /* the matched route pattern (a metrics label) */
     void (*json_cb)(struct api_ctx *c, json_t *body); /* api_read_json's */
@@ -43,6 +43,12 @@ void api_sandboxes_pause(struct api_ctx *c);
 void api_sandboxes_resume(struct api_ctx *c);
 void api_sandboxes_stop(struct api_ctx *c);
 void api_sandboxes_metrics(struct api_ctx *c);
+void api_sandboxes_fork(struct api_ctx *c);
+void api_checkpoints_create(struct api_ctx *c);
+void api_checkpoints_list(struct api_ctx *c);
+void api_checkpoints_get(struct api_ctx *c);
+void api_checkpoints_delete(struct api_ctx *c);
+void api_checkpoints_restore(struct api_ctx *c);
 void api_sandboxes_start(struct api_ctx *c);
 void api_sandboxes_patch(struct api_ctx *c);
 void api_sandboxes_renew(struct api_ctx *c);

@@ -114,7 +114,7 @@ const struct api_key *keys_get(struct daemon *d, const char *id)
     return NULL;
 }
 
-int keys_check_quota(struct daemon *d, const char *owner, bool new_sandbox, uint64_t memory_mb,
+int keys_check_quota(struct daemon *d, const char *owner, unsigned new_sandboxes, uint64_t memory_mb,
                      sbx_error *err)
 {
     const struct api_key *k = owner ? keys_get(d, owner) : NULL;
@@ -128,7 +128,7 @@ int keys_check_quota(struct daemon *d, const char *owner, bool new_sandbox, uint
         if (sb->state == SANDBOX_CREATING || sb->state == SANDBOX_RUNNING || sb->state == SANDBOX_PAUSED)
             memory += (int64_t)sb->res.memory_mb;
     }
-    if (new_sandbox && k->max_sandboxes && count + 1 > k->max_sandboxes)
+    if (new_sandboxes && k->max_sandboxes && count + new_sandboxes > k->max_sandboxes)
         return sbx_error_setk(err, -EDQUOT, "quota_exceeded", 429,
                               "quota max_sandboxes (%lld) reached: the key has %lld sandboxes",
                               (long long)k->max_sandboxes, (long long)count);

@@ -29,8 +29,8 @@ void keys_free(struct daemon *d);
 const struct api_key *keys_find(struct daemon *d, const char *secret);
 const struct api_key *keys_get(struct daemon *d, const char *id);
 
-/* Checks owner's quotas before it gets one more sandbox (new_sandbox) and/or memory_mb more running
+/* Checks owner's quotas before it gets new_sandboxes more sandboxes and/or memory_mb more running
  * memory. NULL owner (the admin) or a key without quotas always passes. -EDQUOT with a 429
  * "quota_exceeded" error naming the quota otherwise. */
-int keys_check_quota(struct daemon *d, const char *owner, bool new_sandbox, uint64_t memory_mb,
+int keys_check_quota(struct daemon *d, const char *owner, unsigned new_sandboxes, uint64_t memory_mb,
                      sbx_error *err);

@@ -6,6 +6,7 @@
 #include "api/jsonreq.h"
 #include "api/keys.h"
 #include "base/cleanup.h"
+#include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "store/store.h"
@@ -91,17 +92,44 @@ static int parse_metadata(json_t *body, json_t **ret, sbx_error *err)
     return 1;
 }
 
+/* "checkpoint": the new sandbox's disk starts as a copy of it, over the snapshot its sandbox had; its disk
+ * size is the checkpoint's (another one asked for is refused: a disk's size is fixed). */
+static int from_checkpoint(struct api_ctx *c, json_t *body, const char *ref, struct sandbox_create_opts *opts,
+                           char **ret_source, sbx_error *err)
+{
+    if (opts->snapshot)
+        return sbx_error_set(err, -EINVAL, "give `snapshot` or `checkpoint`, not both");
+    struct checkpoint *ck = checkpoint_resolve(c->d, ref, c->owner, err);
+    if (!ck)
+        return err->code;
+    json_t *res = json_object_get(body, "resources");
+    if (res && json_object_get(res, "disk_mb") && opts->res.disk_mb != (uint64_t)ck->disk_mb)
+        return sbx_error_set(err, -EINVAL, "`resources.disk_mb` must be the checkpoint's (%lld) or absent",
+                             (long long)ck->disk_mb);
+    opts->res.disk_mb = (uint64_t)ck->disk_mb;
+    opts->snapshot = ck->snapshot;
+    *ret_source = checkpoint_image_path(c->d, ck->id);
+    opts->disk_source = *ret_source;
+    opts->disk_source_uid_base = ck->uid_base;
+    return 0;
+}
+
 static void create_with_body(struct api_ctx *c, json_t *body)
 {
     sbx_error err = {0};
     struct sandbox_create_opts opts = {.life = {.idle_ttl_s = SANDBOX_DEFAULT_IDLE_TTL_S}};
     json_t *metadata = NULL;
+    const char *checkpoint = NULL;
     if (jsonreq_string(body, "snapshot", 256, &opts.snapshot, &err) < 0 ||
+        jsonreq_string(body, "checkpoint", 256, &checkpoint, &err) < 0 ||
         jsonreq_string(body, "name", 256, &opts.name, &err) < 0 ||
         jsonreq_string_map(body, "env", ENV_MAX_ENTRIES, ENV_MAX_ENTRY, &opts.env, &err) < 0 ||
         parse_metadata(body, &metadata, &err) < 0 || parse_resources(body, &opts.res, &err) < 0 ||
         parse_lifecycle(body, &opts.life, &err) < 0 ||
-        keys_check_quota(c->d, c->owner, true, opts.res.memory_mb, &err) < 0)
+        keys_check_quota(c->d, c->owner, 1, opts.res.memory_mb, &err) < 0)
+        return api_reply_error(c->req, &err);
+    _cleanup_free_ char *disk_source = NULL;
+    if (checkpoint && from_checkpoint(c, body, checkpoint, &opts, &disk_source, &err) < 0)
         return api_reply_error(c->req, &err);
     opts.metadata = metadata;
     opts.owner = c->owner;
@@ -346,7 +374,7 @@ void api_sandboxes_stop(struct api_ctx *c)
 static int start_within_quota(struct daemon *d, struct sandbox *sb, sbx_error *err)
 {
     bool down = sb->state == SANDBOX_STOPPED || sb->state == SANDBOX_FAILED;
-    if (down && keys_check_quota(d, sb->owner, false, sb->res.memory_mb, err) < 0)
+    if (down && keys_check_quota(d, sb->owner, 0, sb->res.memory_mb, err) < 0)
         return err->code;
     return sandbox_start(d, sb, err);
 }

@@ -41,12 +41,6 @@
 #define CONNECT_TIMEOUT_MS 2000
 #define PROXY_MAX 4096 /* proxied connections at once */
 
-static void sandbox_unrefp(struct sandbox **p)
-{
-    if (*p)
-        sandbox_unref(*p);
-}
-
 static unsigned char secret[SECRET_BYTES];
 static bool have_secret;
 static char *service_domain;

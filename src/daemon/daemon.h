@@ -32,6 +32,7 @@ struct daemon {
     struct warm_pool *warm;     /* NULL = no warm pool (warm.h) */
     struct create_op *creating; /* creates waiting for their shim */
     size_t n_creating;
-    struct lifecycle *lifecycle; /* lifecycle.h; NULL until started */
-    struct snapshot_state *snap; /* snapshot.h: image snapshots and the layer store */
+    struct lifecycle *lifecycle;   /* lifecycle.h; NULL until started */
+    struct snapshot_state *snap;   /* snapshot.h: image snapshots and the layer store */
+    struct checkpoint_state *ckpt; /* checkpoint.h: checkpoints and the copies in progress */
 };

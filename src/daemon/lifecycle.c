@@ -38,7 +38,7 @@ enum action { ACT_NONE, ACT_STOP, ACT_DELETE_EXPIRED, ACT_DELETE_STOPPED };
 static enum action due(const struct sandbox *sb, int64_t now, int64_t *next)
 {
     int64_t at;
-    if (sb->state == SANDBOX_CREATING)
+    if (sb->state == SANDBOX_CREATING || sb->busy) /* a busy one is looked at again when its copy ends */
         return ACT_NONE;
     if (sb->expires_ms) {
         if (now >= sb->expires_ms)

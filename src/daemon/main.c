@@ -18,6 +18,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
@@ -309,6 +310,10 @@ int main(int argc, char **argv)
     }
     if (sandbox_recover_all(&d, &err) < 0)
         log_warning("recover sandboxes: %s, ignoring", err.msg);
+    if (checkpoint_init(&d, &err) < 0) {
+        log_error("checkpoints: %s", err.msg);
+        return 1;
+    }
 
     if (api_start(&d, host, port, &err) < 0) {
         log_error("listen on %s: %s", listen, err.msg);
@@ -324,6 +329,7 @@ int main(int argc, char **argv)
     api_stop(&d);
     lifecycle_stop(&d);
     sandbox_create_abort_all(&d); /* half-built sandboxes: nobody has their id yet */
+    checkpoint_done(&d);          /* after the creates: a fork waits for its own */
     warm_stop(&d);                /* warm sandboxes belong to nobody: never kept */
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);

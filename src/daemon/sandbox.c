@@ -16,6 +16,7 @@
 
 #include "base/cleanup.h"
 #include "base/log.h"
+#include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
 #include "daemon/lifecycle.h"
 #include "daemon/metrics.h"
@@ -83,6 +84,7 @@ static void sandbox_free(struct sandbox *sb)
     free(sb->state_dir);
     free(sb->reason);
     free(sb->owner);
+    free(sb->disk_source);
     if (sb->rootfs_fd >= 0)
         close(sb->rootfs_fd);
     shim_conn_close(sb->ctl);
@@ -202,12 +204,13 @@ static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *er
         snapshot_sandbox_lowers(d, sb->snapshot, sb->state_dir, sb->name ? sb->name : sb->id, &lowers, err);
     if (lr < 0)
         return lr;
-    json_t *cfg = json_pack("{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:o}", "id", sb->id,
-                            "uid_base", (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id,
-                            "memory_bytes", (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus,
-                            "pids_max", (json_int_t)sb->res.pids, "disk_bytes",
-                            (json_int_t)(sb->res.disk_mb << 20), "disk_template_dir", disk_templates,
-                            "init_path", d->init_path, "seccomp_path", d->seccomp_path, "lower_dirs", lowers);
+    json_t *cfg = json_pack(
+        "{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:o, s:s?, s:I}", "id", sb->id, "uid_base",
+        (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id, "memory_bytes",
+        (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus, "pids_max", (json_int_t)sb->res.pids,
+        "disk_bytes", (json_int_t)(sb->res.disk_mb << 20), "disk_template_dir", disk_templates, "init_path",
+        d->init_path, "seccomp_path", d->seccomp_path, "lower_dirs", lowers, "disk_source", sb->disk_source,
+        "disk_source_uid_base", (json_int_t)sb->disk_source_uid_base);
     if (!cfg)
         return sbx_error_set(err, -ENOMEM, "build shim config");
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
@@ -356,6 +359,8 @@ int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, co
     sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
     sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
     sb->res = opts->res;
+    sb->disk_source = opts->disk_source ? xstrdup(opts->disk_source) : NULL;
+    sb->disk_source_uid_base = opts->disk_source_uid_base;
     sb->state = strcmp(state, "creating") == 0 ? SANDBOX_CREATING : SANDBOX_RUNNING;
     set_lifecycle_at_birth(sb, opts);
 
@@ -723,7 +728,7 @@ int sandbox_stop_because(struct daemon *d, struct sandbox *sb, const char *reaso
     if (sb->state == SANDBOX_STOPPED)
         return 0;
     int r = refuse_creating(sb, err);
-    if (r < 0)
+    if (r < 0 || (r = sandbox_refuse_busy(sb, err)) < 0)
         return r;
     shutdown_shim(sb);
     enter_state(d, sb, SANDBOX_STOPPED, reason);
@@ -743,7 +748,7 @@ int sandbox_start(struct daemon *d, struct sandbox *sb, sbx_error *err)
     if (sb->state == SANDBOX_PAUSED)
         return sandbox_resume(d, sb, err);
     int r = refuse_creating(sb, err);
-    if (r < 0)
+    if (r < 0 || (r = sandbox_refuse_busy(sb, err)) < 0)
         return r;
     /* Same id, same state dir: the overlay's upper/ still holds every file the sandbox wrote. The shim
      * is started synchronously here (~10 ms in sbxd's loop); creates use the asynchronous path. */
@@ -782,6 +787,9 @@ int sandbox_delete(struct daemon *d, struct sandbox *sb, const char *reason, sbx
         return sbx_error_set(err, -ENOENT, "sandbox `%s` not found", sb->id);
     if (!reason)
         reason = "deleted by request";
+    int br = sandbox_refuse_busy(sb, err);
+    if (br < 0)
+        return br;
     if (sb->state == SANDBOX_CREATING) {
         sandbox_ref(sb);
         write_tombstone(d, sb, reason);
@@ -793,6 +801,7 @@ int sandbox_delete(struct daemon *d, struct sandbox *sb, const char *reason, sbx
         return 0;
     }
     remove_files(d, sb);
+    checkpoint_delete_all_of(d, sb->id);
     write_tombstone(d, sb, reason);
     int r = store_sandbox_delete(d->store, sb->id, err);
     if (r < 0)

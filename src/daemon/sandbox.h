@@ -69,7 +69,10 @@ struct sandbox {
     /* The shim's pidfd, watched from the loop: a shim that dies on its own marks the sandbox `error`. */
     int shim_pidfd;
     struct loop_io shim_watch;
-    bool warm; /* in the warm pool, not handed out yet (its store row says "warm") */
+    bool warm;                  /* in the warm pool, not handed out yet (its store row says "warm") */
+    struct checkpoint_op *busy; /* a checkpoint, restore or fork copying its disk (checkpoint.h) */
+    char *disk_source;          /* created from this disk image (a checkpoint's), NULL = a new disk */
+    uid_t disk_source_uid_base;
     struct daemon *d;
 };
 
@@ -81,6 +84,10 @@ struct sandbox_create_opts {
     struct sandbox_resources res;
     struct sandbox_lifecycle life;
     const char *owner; /* NULL = the admin */
+    /* Start its disk from this image (a checkpoint's) whose files belong to the sandbox whose root was
+     * disk_source_uid_base; NULL = a new, empty disk. */
+    const char *disk_source;
+    uid_t disk_source_uid_base;
 };
 
 #define SANDBOX_UID_BASE ((uid_t)1 << 28)
@@ -153,6 +160,12 @@ int sandbox_set_metadata(struct daemon *d, struct sandbox *sb, json_t *metadata,
 json_t *sandbox_tombstone_lookup(struct daemon *d, const char *id, const char *owner);
 struct sandbox *sandbox_ref(struct sandbox *sb);
 struct sandbox *sandbox_unref(struct sandbox *sb);
+/* For _cleanup_(sandbox_unrefp): drops the reference a lookup returned, if any. */
+static inline void sandbox_unrefp(struct sandbox **p)
+{
+    if (*p)
+        sandbox_unref(*p);
+}
 
 /* A JSON object in the shape of docs/api.md's sandbox object. */
 json_t *sandbox_to_json(const struct sandbox *sb);

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -176,37 +177,165 @@ static int copy_sparse(int src_fd, int dst_fd, off_t size)
     return 0;
 }
 
-/* Makes <state_dir>/disk.img of size bytes unless it exists: a sparse copy of a freshly formatted image of
- * that size kept in template_dir (mke2fs costs 10-50 ms, mostly its own start-up; copying the 0.1-0.3 MiB
- * it wrote costs a few ms), or formatted in place without template_dir. Every disk of a size thus has the
- * same filesystem UUID, which nothing on the host relies on. */
-static int image_ensure(const char *template_dir, const char *img, uint64_t size, sbx_error *err)
+/* Copies src (size bytes) to dst through dst.tmp: sparse, fsync'd if durable, renamed into place. A
+ * sandbox's own disk.img is not fsync'd (a host crash loses its sandbox's running state anyway, and the
+ * flush would cost creates milliseconds); a checkpoint is. */
+static int copy_image(const char *src_path, const char *dst, uint64_t size, bool durable, sbx_error *err)
+{
+    char tmp[PATH_MAX + 32];
+    int r = 0;
+    _cleanup_close_ int src = open(src_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (src < 0)
+        return sbx_error_set(err, -errno, "open %s: %m", src_path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+    _cleanup_close_ int out = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (out < 0)
+        return sbx_error_set(err, -errno, "create %s: %m", tmp);
+    if (ftruncate(out, (off_t)size) < 0 || (r = copy_sparse(src, out, (off_t)size)) < 0 ||
+        (durable && fsync(out) < 0) || rename(tmp, dst) < 0) {
+        r = r < 0 ? r : -errno;
+        unlink(tmp);
+        return sbx_error_set(err, r, "copy %s to %s: %s", src_path, dst, strerror(-r));
+    }
+    return 0;
+}
+
+int runtime_disk_copy(const char *src, const char *dst, uint64_t *ret_bytes, sbx_error *err)
+{
+    struct stat st;
+    if (stat(src, &st) < 0)
+        return sbx_error_set(err, -errno, "stat %s: %m", src);
+    int r = copy_image(src, dst, (uint64_t)st.st_size, true, err);
+    if (r >= 0 && ret_bytes)
+        *ret_bytes = stat(dst, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+    return r;
+}
+
+int runtime_disk_freeze(const char *state_dir, bool frozen)
+{
+    char mnt[PATH_MAX + 8];
+    snprintf(mnt, sizeof(mnt), "%s/disk", state_dir);
+    _cleanup_close_ int fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    return ioctl(fd, frozen ? FIFREEZE : FITHAW, 0) < 0 ? -errno : 0;
+}
+
+/* Makes <state_dir>/disk.img of size bytes unless it exists: a copy of source (a checkpoint's image, which
+ * must be of that size) when given, else a sparse copy of a freshly formatted image of that size kept in
+ * template_dir (mke2fs costs 10-50 ms, mostly its own start-up; copying the 0.1-0.3 MiB it wrote costs a
+ * few ms), or formatted in place without template_dir. Every disk of a size thus has the same filesystem
+ * UUID, which nothing on the host relies on. */
+static int image_ensure(const char *template_dir, const char *source, const char *img, uint64_t size,
+                        sbx_error *err)
 {
     if (access(img, F_OK) == 0)
         return 0;
+    if (source) {
+        struct stat st;
+        if (stat(source, &st) < 0)
+            return sbx_error_set(err, -errno, "disk source %s: %m", source);
+        if ((uint64_t)st.st_size != size)
+            return sbx_error_set(err, -EINVAL, "disk source %s holds %lld bytes, the disk is %llu", source,
+                                 (long long)st.st_size, (unsigned long long)size);
+        return copy_image(source, img, size, false, err);
+    }
     if (!template_dir)
         return image_format(img, size, err);
-    char tpl[PATH_MAX + 64], tmp[PATH_MAX + 32];
+    char tpl[PATH_MAX + 64];
     int r;
     if (mkdir(template_dir, 0700) < 0 && errno != EEXIST)
         return sbx_error_set(err, -errno, "mkdir %s: %m", template_dir);
     snprintf(tpl, sizeof(tpl), "%s/ext4-v1-%llu.img", template_dir, (unsigned long long)size);
     if (access(tpl, F_OK) < 0 && (r = image_format(tpl, size, err)) < 0)
         return r;
+    return copy_image(tpl, img, size, false, err);
+}
 
-    _cleanup_close_ int src = open(tpl, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (src < 0)
-        return sbx_error_set(err, -errno, "open %s: %m", tpl);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", img);
-    _cleanup_close_ int dst = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (dst < 0)
-        return sbx_error_set(err, -errno, "create %s: %m", tmp);
-    if (ftruncate(dst, (off_t)size) < 0 || (r = copy_sparse(src, dst, (off_t)size)) < 0 ||
-        rename(tmp, img) < 0) {
-        r = r < 0 ? r : -errno;
-        unlink(tmp);
-        return sbx_error_set(err, r, "copy %s to %s: %s", tpl, img, strerror(-r));
+/* Moves one node's owner and group from the range at from to the range at to (ids outside the range, such
+ * as the overflow id, stay). chown clears set-id bits, which are put back. Never follows a link. */
+static int shift_node(int dirfd, const char *name, const struct stat *st, uid_t from, uid_t to)
+{
+    bool uid_in = st->st_uid >= from && st->st_uid - from < RUNTIME_UID_RANGE;
+    bool gid_in = st->st_gid >= from && st->st_gid - from < RUNTIME_UID_RANGE;
+    if (!uid_in && !gid_in)
+        return 0;
+    uid_t uid = uid_in ? st->st_uid - from + to : st->st_uid;
+    gid_t gid = gid_in ? st->st_gid - from + to : st->st_gid;
+    if (fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (!S_ISLNK(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID)) &&
+        fchmodat(dirfd, name, st->st_mode & 07777, 0) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Shifts every node below dirfd (see shift_node). Depth-first with one fd per level; the tree is the
+ * sandbox's own upper dir on its own disk, mounted here and not in use by any process yet, so nothing
+ * changes it meanwhile. Depth is bounded by PATH_MAX-long paths in practice; 4096 levels at most here. */
+static int shift_tree(int dirfd, uid_t from, uid_t to, int depth)
+{
+    if (depth > 4096)
+        return -ELOOP;
+    int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+    if (dup_fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(dup_fd);
+    if (!dir) {
+        close(dup_fd);
+        return -errno;
     }
+    int r = 0;
+    struct dirent *de;
+    while (r >= 0 && (errno = 0, de = readdir(dir))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            r = -errno;
+            break;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                r = -errno;
+                break;
+            }
+            r = shift_tree(sub, from, to, depth + 1);
+            close(sub);
+        }
+        if (r >= 0)
+            r = shift_node(dirfd, de->d_name, &st, from, to);
+    }
+    if (r >= 0 && errno)
+        r = -errno;
+    closedir(dir);
+    return r;
+}
+
+/* A disk started from another sandbox's checkpoint holds files owned in that sandbox's id range: they are
+ * moved into this one's, once (the marker file disk.shifted records it; shifting is idempotent anyway,
+ * since ids already moved are outside the old range). ACLs and file capabilities carry ids of their own
+ * that are not rewritten: they do not apply in the new sandbox (they never grant more than before). */
+static int shift_disk_ids(const struct runtime_config *cfg, const char *mnt, sbx_error *err)
+{
+    if (!cfg->disk_source || cfg->disk_source_uid_base == cfg->uid_base || cfg->disk_source_uid_base == 0)
+        return 0;
+    char marker[PATH_MAX];
+    int r = state_path(cfg->state_dir, "disk.shifted", marker);
+    if (r < 0)
+        return sbx_error_set(err, r, "state dir: %s", strerror(-r));
+    if (access(marker, F_OK) == 0)
+        return 0;
+    _cleanup_close_ int root = open(mnt, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0)
+        return sbx_error_set(err, -errno, "open %s: %m", mnt);
+    if ((r = shift_tree(root, cfg->disk_source_uid_base, cfg->uid_base, 0)) < 0)
+        return sbx_error_set(err, r, "move the files of the disk's source into this sandbox's ids: %s",
+                             strerror(-r));
+    _cleanup_close_ int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return sbx_error_set(err, -errno, "create %s: %m", marker);
     return 0;
 }
 
@@ -328,7 +457,7 @@ int disk_attach(const struct runtime_config *cfg, sbx_error *err)
     if ((r = disk_detach(cfg->state_dir, 2000)) < 0)
         return sbx_error_set(err, r, "the sandbox's disk from its previous run is still in use: %s",
                              strerror(-r));
-    if ((r = image_ensure(cfg->disk_template_dir, img, cfg->disk_bytes, err)) < 0)
+    if ((r = image_ensure(cfg->disk_template_dir, cfg->disk_source, img, cfg->disk_bytes, err)) < 0)
         return r;
     if (mkdir(mnt, 0700) < 0 && errno != EEXIST)
         return sbx_error_set(err, -errno, "mkdir %s: %m", mnt);
@@ -346,6 +475,10 @@ int disk_attach(const struct runtime_config *cfg, sbx_error *err)
     if (mount(dev, mnt, "ext4", MS_NOSUID | MS_NODEV, "discard,noinit_itable") < 0)
         return sbx_error_set(err, -errno, "mount %s (%s) at %s: %m", dev, img, mnt);
     /* From here the mount holds the device; closing our fd (cleanup) leaves autoclear to the unmount. */
+    if ((r = shift_disk_ids(cfg, mnt, err)) < 0) {
+        disk_detach(cfg->state_dir, 0);
+        return r;
+    }
 
     snprintf(upper, sizeof(upper), "%s/upper", mnt);
     snprintf(work, sizeof(work), "%s/work", mnt);

@@ -18,6 +18,11 @@ struct runtime_config {
                               upper/ and work/ on the state dir's filesystem, unbounded */
     const char *disk_template_dir; /* formatted images to copy disks from, one per size (made on first
                                       use); NULL = format each disk */
+    /* A disk image to start the disk from instead of the template (a checkpoint, sbxd's
+     * <data-dir>/checkpoints/<id>.img), used only when the sandbox has no disk.img yet. Its files belong to
+     * the sandbox whose root was disk_source_uid_base; they are moved to uid_base once (see disk.c). */
+    const char *disk_source;
+    uid_t disk_source_uid_base;
     const char *const
         *lower_dirs;          /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
     uid_t uid_base;           /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
@@ -116,6 +121,13 @@ struct runtime_disk_metrics {
 };
 /* -ENOENT when the sandbox has no disk of its own or it is not mounted (stopped). */
 int runtime_disk_metrics(const char *state_dir, struct runtime_disk_metrics *ret);
+
+/* Copies a disk image (src, a file of exactly its disk's size) to dst as sparsely as src is: through
+ * dst.tmp, fsync'd, then renamed. Returns the bytes of data copied in *ret_bytes (may be NULL). */
+int runtime_disk_copy(const char *src, const char *dst, uint64_t *ret_bytes, sbx_error *err);
+/* Freezes (FIFREEZE: everything written so far reaches the image, later writers wait) or thaws the
+ * filesystem mounted at <state_dir>/disk. Thawing one that is not frozen returns -EINVAL. */
+int runtime_disk_freeze(const char *state_dir, bool frozen);
 
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);

@@ -2074,6 +2074,8 @@ static int load_config(const char *state_dir, json_t **ret_json, struct runtime_
         .memory_bytes = (uint64_t)json_integer_value(json_object_get(j, "memory_bytes")),
         .disk_bytes = (uint64_t)json_integer_value(json_object_get(j, "disk_bytes")),
         .disk_template_dir = json_string_value(json_object_get(j, "disk_template_dir")),
+        .disk_source = json_string_value(json_object_get(j, "disk_source")),
+        .disk_source_uid_base = (uid_t)json_integer_value(json_object_get(j, "disk_source_uid_base")),
         .cpus = json_number_value(json_object_get(j, "cpus")),
         .pids_max = (uint64_t)json_integer_value(json_object_get(j, "pids_max")),
         .init_path = init_path,

@@ -96,6 +96,20 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (snapshot_id, position)"
     ");"
     "CREATE INDEX snapshot_layers_by_digest ON snapshot_layers (digest);",
+    /* 4: checkpoints of sandboxes: a copy of the sandbox's disk image in <data-dir>/checkpoints/<id>.img
+     * (docs/design/snapshots.md, Checkpoints and fork). They go with their sandbox. */
+    "CREATE TABLE checkpoints ("
+    "  id TEXT PRIMARY KEY,"
+    "  sandbox_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  owner TEXT,"
+    "  snapshot TEXT NOT NULL,"
+    "  disk_mb INTEGER NOT NULL,"
+    "  uid_base INTEGER NOT NULL,"
+    "  size_bytes INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (sandbox_id, name)"
+    ");",
 };
 
 #define SANDBOX_COLUMNS                                                                                      \
@@ -657,4 +671,77 @@ int store_layer_delete_unreferenced(struct store *s, const char *digest, sbx_err
     if (sqlite3_step(st) != SQLITE_DONE)
         return db_error(s, err, "delete layer");
     return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
+int store_checkpoint_insert(struct store *s, const struct store_checkpoint *ck, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "INSERT INTO checkpoints (id, sandbox_id, name, owner, snapshot, disk_mb, uid_base,"
+                         " size_bytes, created_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                         &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, ck->id);
+    bind_text(st, 2, ck->sandbox_id);
+    bind_text(st, 3, ck->name);
+    bind_text(st, 4, ck->owner);
+    bind_text(st, 5, ck->snapshot);
+    sqlite3_bind_int64(st, 6, ck->disk_mb);
+    sqlite3_bind_int64(st, 7, ck->uid_base);
+    sqlite3_bind_int64(st, 8, ck->size_bytes);
+    sqlite3_bind_int64(st, 9, ck->created_ms);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        return 0;
+    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE)
+        return sbx_error_setk(err, -EEXIST, "conflict", 409, "sandbox `%s` has a checkpoint named `%s`",
+                              ck->sandbox_id, ck->name);
+    return db_error(s, err, "insert checkpoint");
+}
+
+int store_checkpoint_delete(struct store *s, const char *id, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "DELETE FROM checkpoints WHERE id = ?", &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "delete checkpoint");
+}
+
+struct checkpoint_walk {
+    int (*cb)(const struct store_checkpoint *ck, void *userdata);
+    void *userdata;
+};
+
+static int checkpoint_row(sqlite3_stmt *st, void *ctx)
+{
+    struct checkpoint_walk *w = ctx;
+    struct store_checkpoint ck = {
+        .id = col_text(st, 0),
+        .sandbox_id = col_text(st, 1),
+        .name = col_text(st, 2),
+        .owner = col_text(st, 3),
+        .snapshot = col_text(st, 4),
+        .disk_mb = sqlite3_column_int64(st, 5),
+        .uid_base = sqlite3_column_int64(st, 6),
+        .size_bytes = sqlite3_column_int64(st, 7),
+        .created_ms = sqlite3_column_int64(st, 8),
+    };
+    return w->cb(&ck, w->userdata);
+}
+
+int store_checkpoint_foreach(struct store *s, int (*cb)(const struct store_checkpoint *ck, void *userdata),
+                             void *userdata, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r =
+        prepare_once(s,
+                     "SELECT id, sandbox_id, name, owner, snapshot, disk_mb, uid_base, size_bytes, created_ms"
+                     " FROM checkpoints ORDER BY created_ms, id",
+                     &st, err);
+    if (r < 0)
+        return r;
+    struct checkpoint_walk w = {cb, userdata};
+    return each_row(s, st, "list checkpoints", checkpoint_row, &w, err);
 }

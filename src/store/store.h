@@ -116,3 +116,23 @@ int store_snapshot_foreach(struct store *s, int (*cb)(const struct store_snapsho
 int store_layer_foreach(struct store *s, int (*cb)(const struct store_layer *l, void *userdata),
                         void *userdata, sbx_error *err);
 int store_layer_delete_unreferenced(struct store *s, const char *digest, sbx_error *err);
+
+/* A checkpoint of a sandbox: a copy of its disk image, <data-dir>/checkpoints/<id>.img. Its files are
+ * owned in the range of the sandbox whose root was uid_base; its lower layers are those of snapshot. */
+struct store_checkpoint {
+    char *id;
+    char *sandbox_id;
+    char *name;
+    char *owner;
+    char *snapshot;
+    int64_t disk_mb;
+    int64_t uid_base;
+    int64_t size_bytes;
+    int64_t created_ms;
+};
+
+/* Checkpoints: insert (-EEXIST when the sandbox has one of that name), delete, list (oldest first). */
+int store_checkpoint_insert(struct store *s, const struct store_checkpoint *ck, sbx_error *err);
+int store_checkpoint_delete(struct store *s, const char *id, sbx_error *err);
+int store_checkpoint_foreach(struct store *s, int (*cb)(const struct store_checkpoint *ck, void *userdata),
+                             void *userdata, sbx_error *err);

@@ -267,6 +267,52 @@ static int test_migrates_schema_1(void)
     return 0;
 }
 
+static int remember_checkpoint(const struct store_checkpoint *ck, void *userdata)
+{
+    char *seen = userdata;
+    size_t n = strlen(seen);
+    snprintf(seen + n, 128 - n, "%s%s:%s:%s:%lld:%lld", n ? "," : "", ck->sandbox_id, ck->name, ck->snapshot,
+             (long long)ck->uid_base, (long long)ck->disk_mb);
+    return 0;
+}
+
+/* Checkpoints: one name per sandbox (a second is a typed 409), listed oldest first, deleted by id. */
+static int test_checkpoints(void)
+{
+    dbdir[strlen(dbdir) - 6] = '\0';
+    strcat(dbdir, "XXXXXX");
+    struct store *s;
+    ASSERT_OK(open_fresh(&s));
+    sbx_error err = {0};
+    struct store_checkpoint a = {.id = "ckp_a",
+                                 .sandbox_id = "sbx_1",
+                                 .name = "before",
+                                 .snapshot = "host",
+                                 .disk_mb = 64,
+                                 .uid_base = 268435456,
+                                 .size_bytes = 4096,
+                                 .created_ms = 1};
+    struct store_checkpoint b = a;
+    b.id = "ckp_b";
+    b.created_ms = 2;
+    ASSERT_OK(store_checkpoint_insert(s, &a, &err));
+    ASSERT_EQ(store_checkpoint_insert(s, &b, &err), -EEXIST);
+    ASSERT_EQ(err.http, 409);
+    ASSERT_STREQ(err.kind, "conflict");
+    b.sandbox_id = "sbx_2"; /* the same name on another sandbox is fine */
+    ASSERT_OK(store_checkpoint_insert(s, &b, &err));
+    char seen[128] = "";
+    ASSERT_OK(store_checkpoint_foreach(s, remember_checkpoint, seen, &err));
+    ASSERT_STREQ(seen, "sbx_1:before:host:268435456:64,sbx_2:before:host:268435456:64");
+    ASSERT_OK(store_checkpoint_delete(s, "ckp_a", &err));
+    seen[0] = '\0';
+    ASSERT_OK(store_checkpoint_foreach(s, remember_checkpoint, seen, &err));
+    ASSERT_STREQ(seen, "sbx_2:before:host:268435456:64");
+    store_close(s);
+    rm_rf(dbdir);
+    return 0;
+}
+
 static int test_open_bad_path(void)
 {
     struct store *s = NULL;
@@ -277,4 +323,4 @@ static int test_open_bad_path(void)
 }
 
 TESTS(TEST(test_insert_list_delete) TEST(test_lifecycle_columns_and_owners) TEST(test_tombstones_and_keys)
-          TEST(test_migrates_schema_1) TEST(test_open_bad_path))
+          TEST(test_migrates_schema_1) TEST(test_checkpoints) TEST(test_open_bad_path))
