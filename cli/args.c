@@ -177,15 +177,25 @@ int cli_parse_lifetime(const char *s, int64_t *ret)
 }
 
 static const struct cli_option all_options[] = {
-    {"help", 'h', false, OPT_HELP},      {"env", 'e', true, OPT_ENV},
-    {"snapshot", 0, true, OPT_SNAPSHOT}, {"memory", 'm', true, OPT_MEMORY},
-    {"cpus", 0, true, OPT_CPUS},         {"pids", 0, true, OPT_PIDS},
-    {"name", 0, true, OPT_NAME},         {"metadata", 0, true, OPT_METADATA},
-    {"cwd", 'w', true, OPT_CWD},         {"timeout", 't', true, OPT_TIMEOUT},
-    {"stdin", 'i', false, OPT_STDIN},    {"interactive", 0, false, OPT_STDIN},
-    {"tty", 0, false, OPT_TTY},          {"idle-ttl", 0, true, OPT_IDLE_TTL},
-    {"lifetime", 0, true, OPT_LIFETIME}, {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
-    {"json", 0, false, OPT_JSON},        {NULL, 0, false, 0},
+    {"help", 'h', false, OPT_HELP},
+    {"env", 'e', true, OPT_ENV},
+    {"snapshot", 0, true, OPT_SNAPSHOT},
+    {"memory", 'm', true, OPT_MEMORY},
+    {"cpus", 0, true, OPT_CPUS},
+    {"pids", 0, true, OPT_PIDS},
+    {"name", 0, true, OPT_NAME},
+    {"metadata", 0, true, OPT_METADATA},
+    {"cwd", 'w', true, OPT_CWD},
+    {"timeout", 't', true, OPT_TIMEOUT},
+    {"stdin", 'i', false, OPT_STDIN},
+    {"interactive", 0, false, OPT_STDIN},
+    {"tty", 0, false, OPT_TTY},
+    {"idle-ttl", 0, true, OPT_IDLE_TTL},
+    {"lifetime", 0, true, OPT_LIFETIME},
+    {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
+    {"json", 0, false, OPT_JSON},
+    {"checkpoint", 0, true, OPT_CHECKPOINT},
+    {NULL, 0, false, 0},
 };
 
 static bool option_allowed(int id, unsigned flags)
@@ -196,6 +206,7 @@ static bool option_allowed(int id, unsigned flags)
     case OPT_ENV:
         return flags & (ARGS_CREATE | ARGS_EXEC);
     case OPT_SNAPSHOT:
+    case OPT_CHECKPOINT:
     case OPT_MEMORY:
     case OPT_CPUS:
     case OPT_PIDS:
@@ -286,6 +297,9 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
             break;
         case OPT_SNAPSHOT:
             a.snapshot = v;
+            break;
+        case OPT_CHECKPOINT:
+            a.checkpoint = v;
             break;
         case OPT_NAME:
             a.name = v;

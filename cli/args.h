@@ -26,6 +26,7 @@ enum {
     OPT_MAX_SANDBOXES,
     OPT_MAX_MEMORY,
     OPT_TTY,
+    OPT_CHECKPOINT,
 };
 
 struct cli_option {
@@ -62,7 +63,8 @@ int cli_parse_lifetime(const char *s, int64_t *ret);
 
 /* What a subcommand accepts (cli_parse_args flags). */
 #define ARGS_CREATE                                                                                          \
-    1u                  /* --snapshot --memory --cpus --pids --name --metadata (and --env for the sandbox),  \
+    1u                  /* --snapshot --checkpoint --memory --cpus --pids --name --metadata (and --env for   \
+                         * the sandbox),                                                                     \
                          * --idle-ttl --lifetime --delete-after-stop */
 #define ARGS_EXEC 2u    /* --cwd --timeout -i/--stdin (and --env for the command); a command follows */
 #define ARGS_SANDBOX 4u /* the first positional argument is the sandbox id */
@@ -74,6 +76,7 @@ int cli_parse_lifetime(const char *s, int64_t *ret);
 struct cli_args {
     /* Sandbox creation. */
     const char *snapshot;
+    const char *checkpoint;
     const char *name;
     double cpus;
     int64_t memory_mb;

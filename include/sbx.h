@@ -84,6 +84,9 @@ struct sbx_create_opts {
     int64_t idle_ttl_s;          /* stop the sandbox after this long without activity (default 600) */
     int64_t delete_after_stop_s; /* delete it this long after it stopped (default never) */
     int64_t timeout_s;           /* delete it this long after creation or the last renew (default never) */
+    /* NULL, or a checkpoint to start from: "ckp_..." or "SANDBOX:NAME" (its snapshot and disk size are
+     * the checkpoint's; do not set snapshot with it). */
+    const char *checkpoint;
 };
 
 /* Lifecycle value meaning "never" (0 on the wire) where 0 in a struct means "default" or "unchanged". */

@@ -112,6 +112,8 @@ SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_
         r = json_object_set_new(body, "snapshot", json_string(opts->snapshot));
     if (r >= 0 && opts->name)
         r = json_object_set_new(body, "name", json_string(opts->name));
+    if (r >= 0 && opts->checkpoint)
+        r = json_object_set_new(body, "checkpoint", json_string(opts->checkpoint));
     if (r >= 0 && opts->cpus > 0)
         r = json_object_set_new(res, "cpus", json_real(opts->cpus));
     if (r >= 0 && opts->memory_mb > 0)

@@ -103,9 +103,9 @@ json_t *checkpoint_to_json(const struct checkpoint *ck)
 {
     char when[40];
     format_time_ms(when, sizeof(when), ck->created_ms);
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", ck->id, "sandbox_id", ck->sandbox_id, "name",
-                     ck->name, "snapshot", ck->snapshot, "disk_mb", (json_int_t)ck->disk_mb, "size_bytes",
-                     (json_int_t)ck->size_bytes, "created_at", when);
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", ck->id, "sandbox_id", ck->sandbox_id,
+                     "name", ck->name, "snapshot", ck->snapshot, "disk_mb", (json_int_t)ck->disk_mb,
+                     "size_bytes", (json_int_t)ck->size_bytes, "created_at", when);
 }
 
 json_t *checkpoint_list_json(struct daemon *d, const char *sandbox_id)
@@ -174,8 +174,8 @@ int checkpoint_delete(struct daemon *d, struct checkpoint *ck, sbx_error *err)
     _cleanup_free_ char *img = checkpoint_image_path(d, ck->id);
     for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
         if (sb->state == SANDBOX_CREATING && sb->disk_source && strcmp(sb->disk_source, img) == 0)
-            return sbx_error_setk(err, -EBUSY, "busy", 409, "sandbox `%s` is being created from checkpoint `%s`",
-                                  sb->id, ck->name);
+            return sbx_error_setk(err, -EBUSY, "busy", 409,
+                                  "sandbox `%s` is being created from checkpoint `%s`", sb->id, ck->name);
     log_info("checkpoint %s (%s of sandbox %s) deleted", ck->id, ck->name, ck->sandbox_id);
     remove_checkpoint(d, ck);
     return 0;
@@ -357,8 +357,8 @@ void checkpoint_op_forget(struct checkpoint_op *op)
 
 /* --- checkpoint ----------------------------------------------------------------------------------- */
 
-int checkpoint_create(struct daemon *d, struct sandbox *sb, const char *name, checkpoint_cb cb, void *userdata,
-                      struct checkpoint_op **ret_op, sbx_error *err)
+int checkpoint_create(struct daemon *d, struct sandbox *sb, const char *name, checkpoint_cb cb,
+                      void *userdata, struct checkpoint_op **ret_op, sbx_error *err)
 {
     int r = check_can_copy(sb, err);
     if (r < 0)
@@ -370,8 +370,8 @@ int checkpoint_create(struct daemon *d, struct sandbox *sb, const char *name, ch
     if (!id_is_valid(name))
         return sbx_error_set(err, -EINVAL, "`name` must match [A-Za-z0-9_.-]{1,64}");
     if (checkpoint_find(d, sb->id, name))
-        return sbx_error_setk(err, -EEXIST, "conflict", 409, "sandbox `%s` has a checkpoint named `%s`", sb->id,
-                              name);
+        return sbx_error_setk(err, -EEXIST, "conflict", 409, "sandbox `%s` has a checkpoint named `%s`",
+                              sb->id, name);
     if (count_of(d, sb->id) >= CHECKPOINTS_PER_SANDBOX_MAX)
         return sbx_error_setk(err, -ENOSPC, "resource_exhausted", 429,
                               "sandbox `%s` has %d checkpoints, the limit: delete one first", sb->id,
@@ -427,7 +427,8 @@ static void finish_checkpoint(struct checkpoint_op *op)
     }
     list_append(d->ckpt, ck);
     sandbox_touch(sb);
-    log_info("sandbox %s: checkpoint %s (%s), %lld bytes", sb->id, ck->name, ck->id, (long long)ck->size_bytes);
+    log_info("sandbox %s: checkpoint %s (%s), %lld bytes", sb->id, ck->name, ck->id,
+             (long long)ck->size_bytes);
     op_answer(op, 201, checkpoint_to_json(ck), NULL);
     op_free(op);
 }

@@ -59,8 +59,8 @@ void checkpoint_delete_all_of(struct daemon *d, const char *sandbox_id);
  * fork then deletes the sandboxes it made, since nobody learns their ids). */
 struct checkpoint_op;
 typedef void (*checkpoint_cb)(int status, json_t *body, const sbx_error *err, void *userdata);
-int checkpoint_create(struct daemon *d, struct sandbox *sb, const char *name, checkpoint_cb cb, void *userdata,
-                      struct checkpoint_op **ret_op, sbx_error *err);
+int checkpoint_create(struct daemon *d, struct sandbox *sb, const char *name, checkpoint_cb cb,
+                      void *userdata, struct checkpoint_op **ret_op, sbx_error *err);
 int checkpoint_restore(struct daemon *d, struct sandbox *sb, struct checkpoint *ck, checkpoint_cb cb,
                        void *userdata, struct checkpoint_op **ret_op, sbx_error *err);
 int checkpoint_fork(struct daemon *d, struct sandbox *sb, unsigned count, checkpoint_cb cb, void *userdata,

@@ -1,5 +1,6 @@
 """Checkpoints, restore, create from a checkpoint and fork: copies of a sandbox's disk taken with its
 filesystem frozen (docs/design/snapshots.md, "Checkpoints and fork")."""
+import json
 import os
 import random
 import signal
@@ -204,3 +205,46 @@ def test_checkpoints_survive_a_restart_and_strays_are_removed():
     finally:
         assert d2.stop() == 0, d2.read_log()
         os.system(f"rm -rf --one-file-system {data_dir}")
+
+
+def test_cli_checkpoint_and_fork(daemon):
+    import subprocess
+
+    from sbxtest import BIN
+
+    def sbx(*args, check=True):
+        env = dict(os.environ, SBX_URL=daemon.url)
+        env.pop("SBX_API_KEY", None)
+        p = subprocess.run([os.path.join(BIN, "sbx"), *args], env=env, capture_output=True, timeout=120)
+        if check:
+            assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
+        return p
+
+    sid = daemon.create(name="cli-ck")
+    daemon.run(sid, "echo first > /root/v")
+    ckid, name = sbx("checkpoint", "create", "cli-ck", "first").stdout.decode().split()
+    assert name == "first" and ckid.startswith("ckp_")
+    unnamed = sbx("checkpoint", "create", sid).stdout.decode().split()
+    assert unnamed[0] == unnamed[1]  # named by its id
+    listed = json.loads(sbx("checkpoint", "ls", sid, "--json").stdout)
+    assert [c["name"] for c in listed] == ["first", unnamed[0]]
+    assert "first" in sbx("checkpoint", "ls", "cli-ck").stdout.decode()
+    assert json.loads(sbx("checkpoint", "get", sid, "first").stdout)["id"] == ckid
+    daemon.run(sid, "echo second > /root/v")
+    sbx("checkpoint", "restore", "cli-ck", "first")
+    assert daemon.run(sid, "cat /root/v")["stdout"] == "first\n"
+    sbx("checkpoint", "rm", sid, unnamed[0])
+    assert daemon.request("GET", f"/v1/sandboxes/{sid}/checkpoints/{unnamed[0]}").status == 404
+    p = sbx("checkpoint", "restore", sid, "nope", check=False)
+    assert p.returncode == 1 and b"not_found" in p.stderr, p
+    p = sbx("checkpoint", "get", sid, "../x", check=False)
+    assert p.returncode == 2, p
+
+    created = sbx("create", "--checkpoint", "cli-ck:first").stdout.decode().strip()
+    assert daemon.run(created, "cat /root/v")["stdout"] == "first\n"
+    forks = sbx("fork", "cli-ck", "--count", "2").stdout.decode().split()
+    assert len(forks) == 2
+    for f in forks:
+        assert daemon.run(f, "cat /root/v")["stdout"] == "first\n"
+    for s in forks + [created, sid]:
+        daemon.delete(s)
