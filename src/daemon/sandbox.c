@@ -948,6 +948,11 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
             open_rootfs(sb);
             shim_watch(sb);
             log_info("sandbox %s re-attached (shim %d)", sb->id, (int)sb->shim_pid);
+            /* FIFREEZE outlives its caller: a checkpoint that a dying sbxd was copying left the disk
+             * frozen, and every write inside would wait forever. Thawing a disk that is not frozen is a
+             * no-op (EINVAL). */
+            if (runtime_disk_freeze(sb->state_dir, false) == 0)
+                log_warning("sandbox %s: thawed its disk, left frozen by an interrupted checkpoint", sb->id);
         } else {
             char reason[256];
             snprintf(reason, sizeof(reason), "found dead when sbxd started (%s)",

@@ -248,3 +248,32 @@ def test_cli_checkpoint_and_fork(daemon):
         assert daemon.run(f, "cat /root/v")["stdout"] == "first\n"
     for s in forks + [created, sid]:
         daemon.delete(s)
+
+
+def test_recovery_thaws_a_disk_left_frozen():
+    """A checkpoint's freeze outlives sbxd: killed mid-copy, it leaves the disk frozen (simulated here with
+    fsfreeze, which is the same FIFREEZE). The next sbxd thaws it, so writes inside go on."""
+    import subprocess
+    import threading
+
+    data_dir = tempfile.mkdtemp(prefix="sbx-e2e-thaw-", dir="/var/tmp")
+    d = Daemon(ephemeral=False, data_dir=data_dir).start()
+    sid = d.create()
+    disk = os.path.join(data_dir, "sandboxes", sid, "disk")
+    subprocess.run(["fsfreeze", "-f", disk], check=True)
+    d.stop(signal.SIGKILL)
+    d2 = Daemon(ephemeral=True, data_dir=data_dir)
+    d2.port = d.port
+    try:
+        # Positive control: while frozen, a write inside does not finish.
+        done = threading.Event()
+        writer = subprocess.Popen(["sh", "-c", f"echo x > {disk}/upper/probe"])
+        threading.Thread(target=lambda: (writer.wait(), done.set()), daemon=True).start()
+        assert not done.wait(0.5), "the disk was not frozen"
+        d2.start()
+        assert done.wait(10), "recovery did not thaw the disk"
+        assert d2.run(sid, "echo after > /root/a && cat /root/a", timeout=10)["stdout"] == "after\n"
+    finally:
+        subprocess.run(["fsfreeze", "-u", disk], check=False)
+        assert d2.stop() == 0, d2.read_log()
+        os.system(f"rm -rf --one-file-system {data_dir}")

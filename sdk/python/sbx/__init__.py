@@ -11,11 +11,11 @@ from . import errors
 from .aio import AsyncCommandHandle, AsyncSandbox, AsyncSandboxClient, AsyncServiceURL
 from ._tunnel import AsyncTunnel, Tunnel
 from .client import CommandHandle, Sandbox, SandboxClient, ServiceURL
-from .errors import (AuthenticationError, CommandTimeoutError, ConflictError, ConnectionError, CreationError,
-                     ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
+from .errors import (AuthenticationError, BusyError, CommandTimeoutError, ConflictError, ConnectionError,
+                     CreationError, ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
                      QuotaExceededError, SandboxError, SnapshotImportError, TimeoutError)
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogChunk, LogPage,
-                     OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot)
+from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogChunk,
+                     LogPage, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot)
 
 __version__ = "0.1.0"
 
@@ -23,7 +23,8 @@ __all__ = [
     "SandboxClient", "Sandbox", "CommandHandle", "AsyncSandboxClient", "AsyncSandbox", "AsyncCommandHandle",
     "ExecutionResult", "OutputChunk", "CommandInfo", "LogPage", "LogChunk", "FileInfo", "SandboxMetrics",
     "ApiKey", "Health", "Resources", "errors", "SandboxError", "NotFoundError", "ExpiredError", "ConflictError",
-    "NotReadyError", "NotRunningError", "PermissionDeniedError", "AuthenticationError", "QuotaExceededError",
-    "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError", "SnapshotImportError",
-    "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot", "ListeningPort", "__version__",
+    "NotReadyError", "NotRunningError", "BusyError", "PermissionDeniedError", "AuthenticationError",
+    "QuotaExceededError", "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError",
+    "SnapshotImportError", "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot",
+    "Checkpoint", "ListeningPort", "__version__",
 ]

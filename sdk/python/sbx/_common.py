@@ -15,13 +15,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from . import errors
 from .errors import CommandTimeoutError, SnapshotImportError, StreamError
-from .models import CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot
+from .models import Checkpoint, CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 USER_AGENT = "sbx-python/0.1.0"
 
 Command = Union[str, Sequence[str]]
 OutputCallback = Callable[[str], Any]
+CheckpointRef = Union[str, Checkpoint]  # a checkpoint's name, or the Checkpoint itself
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapp
                 metadata: Optional[Mapping[str, str]], cpus: Optional[float], memory_mb: Optional[int],
                 pids: Optional[int], disk_mb: Optional[int], idle_ttl_seconds: Optional[int],
                 delete_after_stop_seconds: Optional[int], timeout_seconds: Optional[int],
-                extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+                extra: Optional[Mapping[str, Any]],
+                checkpoint: Union[str, Checkpoint, None] = None) -> Dict[str, Any]:
     resources = drop_none({"cpus": cpus, "memory_mb": memory_mb, "pids": pids, "disk_mb": disk_mb})
     body = drop_none({
-        "snapshot": snapshot, "name": name, "env": dict(env) if env is not None else None,
+        "snapshot": snapshot, "checkpoint": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
+        "name": name, "env": dict(env) if env is not None else None,
         "metadata": dict(metadata) if metadata is not None else None, "resources": resources or None,
         "idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
         "timeout_seconds": timeout_seconds,
@@ -418,6 +421,17 @@ class SandboxData:
     @property
     def last_active_at(self) -> Optional[str]:
         return self._data.get("last_active_at")
+
+    def _checkpoint_path(self, checkpoint: CheckpointRef, op: str = "") -> str:
+        """``/v1/sandboxes/{id}/checkpoints/{name}{op}`` for a checkpoint name or a :class:`Checkpoint`
+        of this sandbox."""
+        if isinstance(checkpoint, Checkpoint):
+            if checkpoint.sandbox_id and checkpoint.sandbox_id != self.id:
+                raise ValueError(f"checkpoint {checkpoint.id} is of sandbox {checkpoint.sandbox_id}, not {self.id}")
+            checkpoint = checkpoint.name
+        if not checkpoint:
+            raise ValueError("empty checkpoint name")
+        return f"/v1/sandboxes/{seg(self.id)}/checkpoints/{seg(checkpoint)}{op}"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} name={self.name!r} state={self.state}>"

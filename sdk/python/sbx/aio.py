@@ -17,14 +17,14 @@ from typing import (Any, AsyncIterator, Awaitable, BinaryIO, Dict, Generator, Li
 
 from . import errors
 from ._async_http import NETWORK_ERRORS, AsyncTransport, Conn, read_head
-from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, Command, CommandSpec, OutputCallback, SandboxData,
-                      ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
+                      SandboxData, ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
                       iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
                       signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
 from ._tunnel import AsyncTunnel
 from .client import SnapshotSource, _mode
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage, OutputChunk,
-                     SandboxMetrics, ServiceResponse, Snapshot)
+from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
+                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot)
 
 try:  # optional: Debian's python3-websockets
     import websockets  # type: ignore[import-not-found]
@@ -89,16 +89,18 @@ class AsyncSandboxClient:
         r = await self._http.request("GET", "/metrics", headers={"Accept": "text/plain"})
         return r.body.decode("utf-8", "replace")
 
-    async def create_sandbox(self, *, snapshot: Optional[str] = None, name: Optional[str] = None,
+    async def create_sandbox(self, *, snapshot: Optional[str] = None,
+                             checkpoint: Union[str, Checkpoint, None] = None, name: Optional[str] = None,
                              env: Optional[Mapping[str, str]] = None, metadata: Optional[Mapping[str, str]] = None,
                              cpus: Optional[float] = None, memory_mb: Optional[int] = None,
                              pids: Optional[int] = None, disk_mb: Optional[int] = None,
                              idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
                              timeout_seconds: Optional[int] = None,
                              extra: Optional[Mapping[str, Any]] = None) -> "AsyncSandbox":
-        """See :meth:`sbx.SandboxClient.create_sandbox`."""
+        """See :meth:`sbx.SandboxClient.create_sandbox` (``checkpoint``: a Checkpoint, ``"ckp_..."`` or
+        ``"SANDBOX:NAME"``)."""
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint)
         try:
             d = (await self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False)).json()
         except errors.APIError as e:
@@ -300,6 +302,49 @@ class AsyncSandbox(SandboxData):
         """Deletes the sandbox and its files."""
         await self._client.delete_sandbox(self.id, missing_ok=missing_ok)
         self._data = dict(self._data, state="deleted")
+
+    # --- checkpoints and fork -----------------------------------------------------------------------
+
+    async def checkpoint(self, name: Optional[str] = None) -> Checkpoint:
+        """See :meth:`sbx.Sandbox.checkpoint`."""
+        body = {"name": name} if name is not None else {}
+        r = await self._http.request("POST", self._path + "/checkpoints", json_body=body, timeout=None,
+                                     idempotent=False)
+        return Checkpoint.from_json(r.json())
+
+    async def checkpoints(self) -> List[Checkpoint]:
+        """The sandbox's checkpoints, oldest first."""
+        d = (await self._http.request("GET", self._path + "/checkpoints")).json()
+        return [Checkpoint.from_json(c) for c in d.get("checkpoints") or []]
+
+    async def get_checkpoint(self, name: CheckpointRef) -> Checkpoint:
+        """The checkpoint with this name (NotFoundError if none)."""
+        return Checkpoint.from_json((await self._http.request("GET", self._checkpoint_path(name))).json())
+
+    async def delete_checkpoint(self, name: CheckpointRef, *, missing_ok: bool = False) -> None:
+        """See :meth:`sbx.Sandbox.delete_checkpoint`."""
+        try:
+            await self._http.request("DELETE", self._checkpoint_path(name))
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    async def restore(self, checkpoint: CheckpointRef) -> "AsyncSandbox":
+        """See :meth:`sbx.Sandbox.restore`; returns self, updated."""
+        r = await self._http.request("POST", self._checkpoint_path(checkpoint, "/restore"), timeout=None,
+                                     idempotent=False)
+        return self._set(r.json())
+
+    async def fork(self, count: int = 1) -> List["AsyncSandbox"]:
+        """See :meth:`sbx.Sandbox.fork`."""
+        try:
+            r = await self._http.request("POST", self._path + "/fork", json_body={"count": int(count)}, timeout=None,
+                                         idempotent=False)
+        except errors.APIError as e:
+            if e.status is not None and e.status >= 500:
+                raise errors.CreationError(e.message, code=e.code, status=e.status) from e
+            raise
+        return [AsyncSandbox(self._client, x) for x in iter_sandboxes(r.json())]
 
     # --- commands -----------------------------------------------------------------------------------
 

@@ -10,13 +10,13 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Union, overload
 
 from . import errors
-from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, Command, CommandSpec, OutputCallback, SandboxData,
-                      ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body, emit,
-                      iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
+                      SandboxData, ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
+                      emit, iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
                       signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
-from .models import (ApiKey, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage, OutputChunk,
-                     SandboxMetrics, ServiceResponse, Snapshot)
+from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
+                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot)
 
 __all__ = ["SandboxClient", "Sandbox", "CommandHandle", "ServiceURL"]
 
@@ -80,17 +80,21 @@ class SandboxClient:
 
     # --- sandboxes ----------------------------------------------------------------------------------
 
-    def create_sandbox(self, *, snapshot: Optional[str] = None, name: Optional[str] = None,
-                       env: Optional[Mapping[str, str]] = None, metadata: Optional[Mapping[str, str]] = None,
-                       cpus: Optional[float] = None, memory_mb: Optional[int] = None, pids: Optional[int] = None,
-                       disk_mb: Optional[int] = None, idle_ttl_seconds: Optional[int] = None,
-                       delete_after_stop_seconds: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                       extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
+    def create_sandbox(self, *, snapshot: Optional[str] = None, checkpoint: Union[str, Checkpoint, None] = None,
+                       name: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                       metadata: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None,
+                       memory_mb: Optional[int] = None, pids: Optional[int] = None, disk_mb: Optional[int] = None,
+                       idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
+                       timeout_seconds: Optional[int] = None, extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
         """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
 
         Args:
             snapshot: root file system to start from: ``"host"`` (the default) or an imported snapshot's
                 name or id (:meth:`import_snapshot`).
+            checkpoint: start with the files of a checkpoint (:meth:`Sandbox.checkpoint`): a
+                :class:`~sbx.models.Checkpoint`, its id (``"ckp_..."``) or ``"SANDBOX:NAME"`` (the sandbox's
+                id or name). The snapshot is the checkpoint's (so not with ``snapshot``) and so is the disk
+                size (``disk_mb``, if given, must match).
             name: unique name (``[A-Za-z0-9_.-]{1,64}``) usable instead of the id.
             env: environment of every command in the sandbox.
             metadata: string labels, filterable with ``list_sandboxes(metadata=...)``.
@@ -103,10 +107,11 @@ class SandboxClient:
         Raises:
             QuotaExceededError: the API key's quota would be exceeded.
             ResourceExhaustedError: the daemon's sandbox limit is reached.
+            NotFoundError: an unknown ``snapshot`` or ``checkpoint``.
             CreationError: the daemon failed to build the sandbox.
         """
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint)
         try:
             d = self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False).json()
         except errors.APIError as e:
@@ -319,6 +324,72 @@ class Sandbox(SandboxData):
         """Deletes the sandbox and its files."""
         self._client.delete_sandbox(self.id, missing_ok=missing_ok)
         self._data = dict(self._data, state="deleted")
+
+    # --- checkpoints and fork -----------------------------------------------------------------------
+
+    def checkpoint(self, name: Optional[str] = None) -> Checkpoint:
+        """Copies everything the sandbox wrote (its disk) into a checkpoint, with the file system frozen
+        for the length of the copy (processes keep running; their writes wait). Processes and memory
+        are not part of it. Returns when the copy is done.
+
+        Args:
+            name: unique per sandbox (``[A-Za-z0-9_.-]{1,64}``); default: the checkpoint's id.
+
+        Raises:
+            ConflictError: the name is taken. BusyError: another checkpoint, restore or fork of the
+            sandbox is in progress. ResourceExhaustedError: the sandbox has 64 checkpoints already.
+        """
+        body = {"name": name} if name is not None else {}
+        return Checkpoint.from_json(self._http.request("POST", self._path + "/checkpoints", json_body=body,
+                                                       timeout=None, idempotent=False).json())
+
+    def checkpoints(self) -> List[Checkpoint]:
+        """The sandbox's checkpoints, oldest first."""
+        d = self._http.request("GET", self._path + "/checkpoints").json()
+        return [Checkpoint.from_json(c) for c in d.get("checkpoints") or []]
+
+    def get_checkpoint(self, name: CheckpointRef) -> Checkpoint:
+        """The checkpoint with this name (NotFoundError if none)."""
+        return Checkpoint.from_json(self._http.request("GET", self._checkpoint_path(name)).json())
+
+    def delete_checkpoint(self, name: CheckpointRef, *, missing_ok: bool = False) -> None:
+        """Deletes a checkpoint (BusyError while a sandbox is being created from it). ``missing_ok``
+        ignores an unknown name."""
+        try:
+            self._http.request("DELETE", self._checkpoint_path(name))
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    def restore(self, checkpoint: CheckpointRef) -> "Sandbox":
+        """Puts the sandbox's files back as they were at a checkpoint (by name, or a
+        :class:`~sbx.models.Checkpoint` of this sandbox); returns self, updated. Its processes end; a
+        running or paused sandbox is started again (with no processes), a stopped one stays stopped.
+
+        Raises:
+            NotFoundError: no such checkpoint. BusyError: a checkpoint, restore or fork is in progress.
+        """
+        return self._set(self._http.request("POST", self._checkpoint_path(checkpoint, "/restore"), timeout=None,
+                                            idempotent=False).json())
+
+    def fork(self, count: int = 1) -> List["Sandbox"]:
+        """``count`` (1-16) new sandboxes, each with a copy of this sandbox's files as they are now and
+        its snapshot, env, metadata, resources and lifecycle settings; no name, no processes. All or
+        nothing. Delete them when done (each is a context manager).
+
+        Raises:
+            QuotaExceededError, ResourceExhaustedError: ``count`` more sandboxes do not fit.
+            BusyError: a checkpoint, restore or fork of the sandbox is in progress.
+            CreationError: the daemon failed to build one of them (none is left).
+        """
+        try:
+            d = self._http.request("POST", self._path + "/fork", json_body={"count": int(count)}, timeout=None,
+                                   idempotent=False).json()
+        except errors.APIError as e:
+            if e.status is not None and e.status >= 500:
+                raise errors.CreationError(e.message, code=e.code, status=e.status) from e
+            raise
+        return [Sandbox(self._client, x) for x in iter_sandboxes(d)]
 
     # --- commands -----------------------------------------------------------------------------------
 

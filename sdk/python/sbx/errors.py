@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "SandboxError", "APIError", "InvalidArgumentError", "AuthenticationError", "PermissionDeniedError",
     "NotFoundError", "ExpiredError", "MethodNotAllowedError", "ConflictError", "NotReadyError",
-    "NotRunningError", "TooLargeError", "ResourceExhaustedError", "QuotaExceededError", "InternalError",
-    "UnimplementedError", "TimeoutError", "NoSpaceError", "CreationError", "CommandTimeoutError",
+    "NotRunningError", "BusyError", "TooLargeError", "ResourceExhaustedError", "QuotaExceededError",
+    "InternalError", "UnimplementedError", "TimeoutError", "NoSpaceError", "CreationError", "CommandTimeoutError",
     "ConnectionError", "StreamError", "SnapshotImportError", "error_from_response",
 ]
 
@@ -108,7 +108,8 @@ class ConflictError(APIError):
 
 
 class NotReadyError(ConflictError):
-    """The sandbox cannot serve the call in its current state. Base of :class:`NotRunningError`."""
+    """The sandbox cannot serve the call in its current state. Base of :class:`NotRunningError` and
+    :class:`BusyError`."""
 
     default_code = "not_ready"
 
@@ -117,6 +118,13 @@ class NotRunningError(NotReadyError):
     """``409 not_running``: the sandbox is stopped or failed; ``start()`` it first."""
 
     default_code = "not_running"
+
+
+class BusyError(NotReadyError):
+    """``409 busy``: a checkpoint, restore or fork of the sandbox is in progress (or a sandbox is being
+    created from the checkpoint being deleted); try again once it ends."""
+
+    default_code = "busy"
 
 
 class TooLargeError(APIError):
@@ -246,6 +254,7 @@ _BY_CODE: Dict[str, Type[APIError]] = {
     "method_not_allowed": MethodNotAllowedError,
     "conflict": ConflictError,
     "not_running": NotRunningError,
+    "busy": BusyError,
     "too_large": TooLargeError,
     "resource_exhausted": ResourceExhaustedError,
     "quota_exceeded": QuotaExceededError,

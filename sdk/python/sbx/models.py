@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 __all__ = [
     "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
-    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "ListeningPort", "ServiceResponse",
+    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "Checkpoint", "ListeningPort", "ServiceResponse",
 ]
 
 
@@ -303,6 +303,29 @@ class Snapshot:
         return cls(str(d.get("id", "")), str(d.get("name") or ""), str(d.get("source") or ""),
                    str(d.get("status") or ""), d.get("reason"), [str(x) for x in d.get("layers") or []],
                    int(d.get("size_bytes") or 0), d.get("created_at"), dict(d.get("config") or {}), d)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint of a sandbox (``Sandbox.checkpoint()``): a copy of everything the sandbox wrote (its
+    disk over ``snapshot``), without processes or memory. ``name`` is unique per sandbox (the ``id``
+    when none was given); ``size_bytes`` is what the copy holds on the host, ``disk_mb`` the disk's size.
+    A checkpoint goes with its sandbox when that is deleted."""
+
+    id: str
+    sandbox_id: str
+    name: str
+    snapshot: str
+    disk_mb: int
+    size_bytes: int
+    created_at: Optional[str]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Checkpoint":
+        cid = str(d.get("id", ""))
+        return cls(cid, str(d.get("sandbox_id") or ""), str(d.get("name") or cid), str(d.get("snapshot") or ""),
+                   int(d.get("disk_mb") or 0), int(d.get("size_bytes") or 0), d.get("created_at"), d)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ export class SandboxClient {
   async createSandbox(options: CreateSandboxOptions = {}): Promise<Sandbox> {
     const body: Record<string, unknown> = lifecycleBody(options);
     if (options.snapshot !== undefined) body.snapshot = options.snapshot;
+    if (options.checkpoint !== undefined)
+      body.checkpoint = typeof options.checkpoint === "string" ? options.checkpoint : options.checkpoint.id;
     if (options.name !== undefined) body.name = options.name;
     if (options.env !== undefined) body.env = options.env;
     if (options.resources) {

@@ -40,6 +40,11 @@ export class MethodNotAllowedError extends SandboxError {}
 export class ConflictError extends SandboxError {}
 /** `409 not_running`: the sandbox is stopped or failed; nothing can run in it. */
 export class NotRunningError extends ConflictError {}
+/**
+ * `409 busy`: a checkpoint, restore or fork of the sandbox is in progress (or a sandbox is being created
+ * from the checkpoint being deleted); try again once it ends.
+ */
+export class BusyError extends ConflictError {}
 /** `413 too_large`: body, header, JSON document or field over its limit. */
 export class TooLargeError extends SandboxError {}
 /** `429 resource_exhausted`: too many sandboxes, commands or streams on the daemon. */
@@ -100,6 +105,7 @@ const BY_CODE: Record<string, new (m: string, c: string, s: number, b?: unknown)
   method_not_allowed: MethodNotAllowedError,
   conflict: ConflictError,
   not_running: NotRunningError,
+  busy: BusyError,
   too_large: TooLargeError,
   resource_exhausted: ResourceExhaustedError,
   quota_exceeded: QuotaExceededError,

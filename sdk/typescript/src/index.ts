@@ -20,6 +20,7 @@ export type { StreamTransport } from "./stream.js";
 export * from "./errors.js";
 export type {
   ApiKeyInfo,
+  CheckpointInfo,
   CommandError,
   CommandInfo,
   CreateSandboxOptions,

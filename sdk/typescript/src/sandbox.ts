@@ -3,13 +3,14 @@ import { randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
 import { CommandHandle, fetchLogs } from "./command.js";
 import type { CommandContext, HandleOptions } from "./command.js";
-import { NotFoundError } from "./errors.js";
+import { InvalidArgumentError, NotFoundError } from "./errors.js";
 import { Tunnel } from "./tunnel.js";
 import type { TunnelOptions } from "./tunnel.js";
 import type { Transport } from "./http.js";
 import type { StreamTransport } from "./stream.js";
-import { lifecycleBody, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo } from "./types.js";
+import { lifecycleBody, toCheckpointInfo, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo } from "./types.js";
 import type {
+  CheckpointInfo,
   CommandInfo,
   ExecutionResult,
   FileEntry,
@@ -188,6 +189,73 @@ export class Sandbox implements AsyncDisposable {
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
     }
+  }
+
+  /* ------------------------------------------------------------ checkpoints and fork */
+
+  /** The path of a checkpoint of this sandbox, by name or by its {@link CheckpointInfo}. */
+  #ckp(checkpoint: string | CheckpointInfo, suffix = ""): string {
+    if (typeof checkpoint !== "string" && checkpoint.sandboxId && checkpoint.sandboxId !== this.info.id)
+      throw new InvalidArgumentError(
+        `checkpoint ${checkpoint.id} is of sandbox ${checkpoint.sandboxId}, not ${this.info.id}`,
+        "invalid_argument",
+        0,
+      );
+    const name = typeof checkpoint === "string" ? checkpoint : checkpoint.name;
+    if (!name) throw new InvalidArgumentError("empty checkpoint name", "invalid_argument", 0);
+    return this.#p(`/checkpoints/${encodeURIComponent(name)}${suffix}`);
+  }
+
+  /**
+   * Copies everything the sandbox wrote (its disk) into a checkpoint, with its filesystem frozen for the
+   * length of the copy (processes keep running; their writes wait). Processes and memory are not part of
+   * it. Resolves when the copy is done. `name`: unique per sandbox, `[A-Za-z0-9_.-]{1,64}` (default: the
+   * checkpoint's id). Throws {@link ConflictError} for a taken name, {@link BusyError} while another
+   * checkpoint, restore or fork of the sandbox runs.
+   */
+  async checkpoint(options: { name?: string } = {}): Promise<CheckpointInfo> {
+    const json = options.name === undefined ? {} : { name: options.name };
+    // Not retried once sent (an unnamed one would be made twice); no request timeout: the copy takes
+    // as long as the data written.
+    return toCheckpointInfo(await this.#ctx.transport.json("POST", this.#p("/checkpoints"), { json, timeoutMs: 0 }));
+  }
+
+  /** The sandbox's checkpoints, oldest first. */
+  async listCheckpoints(): Promise<CheckpointInfo[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/checkpoints"));
+    return (j.checkpoints ?? []).map(toCheckpointInfo);
+  }
+
+  /** A checkpoint by name. Throws {@link NotFoundError} when unknown. */
+  async getCheckpoint(name: string | CheckpointInfo): Promise<CheckpointInfo> {
+    return toCheckpointInfo(await this.#ctx.transport.json("GET", this.#ckp(name)));
+  }
+
+  /** Deletes a checkpoint by name ({@link BusyError} while a sandbox is being created from it). */
+  async deleteCheckpoint(name: string | CheckpointInfo): Promise<void> {
+    await this.#ctx.transport.request("DELETE", this.#ckp(name));
+  }
+
+  /**
+   * Puts the sandbox's files back as they were at a checkpoint (by name, or a {@link CheckpointInfo} of
+   * this sandbox). Its processes end; a running or paused sandbox is started again (with no processes),
+   * a stopped one stays stopped. Updates and resolves with `info`.
+   */
+  async restore(checkpoint: string | CheckpointInfo): Promise<SandboxInfo> {
+    const path = this.#ckp(checkpoint, "/restore");
+    this.info = toSandboxInfo(await this.#ctx.transport.json("POST", path, { timeoutMs: 0 }));
+    return this.info;
+  }
+
+  /**
+   * `count` (1–16, default 1) new sandboxes, each with a copy of this sandbox's files as they are now
+   * and its snapshot, env, metadata, resources and lifecycle settings; no name, no processes. All or
+   * nothing. Delete them when done (`await using` works on each).
+   */
+  async fork(options: { count?: number } = {}): Promise<Sandbox[]> {
+    const json = options.count === undefined ? {} : { count: options.count };
+    const j = await this.#ctx.transport.json("POST", this.#p("/fork"), { json, timeoutMs: 0 });
+    return (j.sandboxes ?? []).map((s: Record<string, unknown>) => new Sandbox(this.#ctx, toSandboxInfo(s)));
   }
 
   /* ------------------------------------------------------------ commands */

@@ -27,6 +27,12 @@ export interface LifecycleSettings {
 export interface CreateSandboxOptions extends LifecycleSettings {
   /** Root filesystem to start from; `"host"` (the default) is the only one sbxd has today. */
   snapshot?: string;
+  /**
+   * Start with the files of a checkpoint (`sb.checkpoint()`): the {@link CheckpointInfo}, its id
+   * (`"ckp_..."`) or `"SANDBOX:NAME"` (SANDBOX an id or a name). The snapshot and the disk size are the
+   * checkpoint's: not with `snapshot`, and `resources.diskMb`, if given, must match.
+   */
+  checkpoint?: string | CheckpointInfo;
   /** Unique name, `[A-Za-z0-9_.-]{1,64}`; usable instead of the id. A named sandbox is built, not taken from the warm pool. */
   name?: string;
   /** Environment every command gets (merged under the command's own `env`). */
@@ -335,4 +341,36 @@ export interface ListeningPort {
   port: number;
   /** The bound address: `127.0.0.1`, `::1`, `0.0.0.0`, `::`, ... */
   address: string;
+}
+
+/**
+ * A checkpoint of a sandbox (`sb.checkpoint()`): a copy of everything the sandbox wrote (its disk over
+ * `snapshot`), without processes or memory. It goes with its sandbox when that is deleted.
+ */
+export interface CheckpointInfo {
+  /** `ckp_...`. */
+  id: string;
+  sandboxId: string;
+  /** Unique per sandbox; the id when none was given. */
+  name: string;
+  /** The snapshot id the sandbox's disk lies over (`"host"`). */
+  snapshot: string;
+  /** The disk's size in MiB (a sandbox created from the checkpoint gets the same). */
+  diskMb: number;
+  /** What the copy holds on the host (not the disk's size). */
+  sizeBytes: number;
+  createdAt: string;
+}
+
+/** @internal */
+export function toCheckpointInfo(j: Json): CheckpointInfo {
+  return {
+    id: j.id,
+    sandboxId: String(j.sandbox_id ?? ""),
+    name: typeof j.name === "string" ? j.name : j.id,
+    snapshot: String(j.snapshot ?? ""),
+    diskMb: num(j.disk_mb),
+    sizeBytes: num(j.size_bytes),
+    createdAt: j.created_at,
+  };
 }

@@ -11,6 +11,9 @@ test("require('@sbx/sdk') loads the CommonJS build", () => {
   const e = new sdk.NotFoundError("x", "not_found", 404);
   assert.ok(e instanceof sdk.SandboxError);
   assert.equal(e.name, "NotFoundError");
+  assert.ok(new sdk.BusyError("x", "busy", 409) instanceof sdk.ConflictError);
+  for (const m of ["checkpoint", "listCheckpoints", "getCheckpoint", "deleteCheckpoint", "restore", "fork"])
+    assert.equal(typeof sdk.Sandbox.prototype[m], "function", m);
   const c = new sdk.SandboxClient({ url: "http://127.0.0.1:1/" });
   assert.equal(c.url, "http://127.0.0.1:1");
 });

@@ -186,7 +186,8 @@ describe("commands", () => {
   });
 
   test("an expired command answers ExpiredError", async () => {
-    await sb.run("echo gone", { id: "ts-expiring", ttlSeconds: 0.05 });
+    // Long enough for run() to read the result back before the command expires (50 ms was not, under load).
+    await sb.run("echo gone", { id: "ts-expiring", ttlSeconds: 1 });
     await waitFor(
       () => sb.getCommand("ts-expiring").then(() => false, (e) => e instanceof ExpiredError),
       5000,
