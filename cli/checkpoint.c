@@ -121,17 +121,18 @@ const struct cli_command cli_cmd_checkpoint = {
     .name = "checkpoint",
     .run = checkpoint_main,
     .summary = "take, list, restore and remove checkpoints of a sandbox's files",
-    .usage = "Usage: sbx checkpoint create SANDBOX [NAME] [--json]\n"
-             "       sbx checkpoint ls SANDBOX [--json]\n"
-             "       sbx checkpoint get SANDBOX NAME\n"
-             "       sbx checkpoint restore SANDBOX NAME [--json]\n"
-             "       sbx checkpoint rm SANDBOX NAME...\n"
-             "\n"
-             "A checkpoint is a copy of everything the sandbox wrote (its disk), taken with its filesystem\n"
-             "frozen for the length of the copy; processes and memory are not part of it. create prints the\n"
-             "new checkpoint's id and name (unnamed ones are named by their id). restore puts the files back\n"
-             "as they were and restarts the sandbox (its processes end). Start a new sandbox from one with\n"
-             "`sbx create --checkpoint SANDBOX:NAME`. Checkpoints go with their sandbox when it is deleted.\n",
+    .usage =
+        "Usage: sbx checkpoint create SANDBOX [NAME] [--json]\n"
+        "       sbx checkpoint ls SANDBOX [--json]\n"
+        "       sbx checkpoint get SANDBOX NAME\n"
+        "       sbx checkpoint restore SANDBOX NAME [--json]\n"
+        "       sbx checkpoint rm SANDBOX NAME...\n"
+        "\n"
+        "A checkpoint is a copy of everything the sandbox wrote (its disk), taken with its filesystem\n"
+        "frozen for the length of the copy; processes and memory are not part of it. create prints the\n"
+        "new checkpoint's id and name (unnamed ones are named by their id). restore puts the files back\n"
+        "as they were and restarts the sandbox (its processes end). Start a new sandbox from one with\n"
+        "`sbx create --checkpoint SANDBOX:NAME`. Checkpoints go with their sandbox when it is deleted.\n",
 };
 
 static int fork_main(int argc, char **argv)
