@@ -177,25 +177,16 @@ int cli_parse_lifetime(const char *s, int64_t *ret)
 }
 
 static const struct cli_option all_options[] = {
-    {"help", 'h', false, OPT_HELP},
-    {"env", 'e', true, OPT_ENV},
-    {"snapshot", 0, true, OPT_SNAPSHOT},
-    {"memory", 'm', true, OPT_MEMORY},
-    {"cpus", 0, true, OPT_CPUS},
-    {"pids", 0, true, OPT_PIDS},
-    {"name", 0, true, OPT_NAME},
-    {"metadata", 0, true, OPT_METADATA},
-    {"cwd", 'w', true, OPT_CWD},
-    {"timeout", 't', true, OPT_TIMEOUT},
-    {"stdin", 'i', false, OPT_STDIN},
-    {"interactive", 0, false, OPT_STDIN},
-    {"tty", 0, false, OPT_TTY},
-    {"idle-ttl", 0, true, OPT_IDLE_TTL},
-    {"lifetime", 0, true, OPT_LIFETIME},
-    {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
-    {"json", 0, false, OPT_JSON},
-    {"checkpoint", 0, true, OPT_CHECKPOINT},
-    {NULL, 0, false, 0},
+    {"help", 'h', false, OPT_HELP},      {"env", 'e', true, OPT_ENV},
+    {"snapshot", 0, true, OPT_SNAPSHOT}, {"memory", 'm', true, OPT_MEMORY},
+    {"cpus", 0, true, OPT_CPUS},         {"pids", 0, true, OPT_PIDS},
+    {"name", 0, true, OPT_NAME},         {"metadata", 0, true, OPT_METADATA},
+    {"cwd", 'w', true, OPT_CWD},         {"timeout", 't', true, OPT_TIMEOUT},
+    {"stdin", 'i', false, OPT_STDIN},    {"interactive", 0, false, OPT_STDIN},
+    {"tty", 0, false, OPT_TTY},          {"idle-ttl", 0, true, OPT_IDLE_TTL},
+    {"lifetime", 0, true, OPT_LIFETIME}, {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
+    {"json", 0, false, OPT_JSON},        {"checkpoint", 0, true, OPT_CHECKPOINT},
+    {"volume", 'v', true, OPT_VOLUME},   {NULL, 0, false, 0},
 };
 
 static bool option_allowed(int id, unsigned flags)
@@ -207,6 +198,7 @@ static bool option_allowed(int id, unsigned flags)
         return flags & (ARGS_CREATE | ARGS_EXEC);
     case OPT_SNAPSHOT:
     case OPT_CHECKPOINT:
+    case OPT_VOLUME:
     case OPT_MEMORY:
     case OPT_CPUS:
     case OPT_PIDS:
@@ -235,17 +227,19 @@ void cli_args_done(struct cli_args *a)
 {
     free(a->env);
     free(a->metadata);
+    free(a->volumes);
     *a = (struct cli_args){0};
 }
 
 int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, char *errbuf, size_t errlen)
 {
     struct cli_args a = {.idle_ttl_s = -1, .lifetime_s = -1, .delete_after_stop_s = -1};
-    size_t n_env = 0, n_meta = 0;
+    size_t n_env = 0, n_meta = 0, n_vol = 0;
     /* At most argc entries each: allocate once. */
     a.env = calloc((size_t)argc + 1, sizeof(char *));
     a.metadata = calloc((size_t)argc + 1, sizeof(char *));
-    if (!a.env || !a.metadata) {
+    a.volumes = calloc((size_t)argc + 1, sizeof(char *));
+    if (!a.env || !a.metadata || !a.volumes) {
         cli_args_done(&a);
         return -ENOMEM;
     }
@@ -300,6 +294,9 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
             break;
         case OPT_CHECKPOINT:
             a.checkpoint = v;
+            break;
+        case OPT_VOLUME:
+            a.volumes[n_vol++] = v;
             break;
         case OPT_NAME:
             a.name = v;

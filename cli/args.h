@@ -27,6 +27,7 @@ enum {
     OPT_MAX_MEMORY,
     OPT_TTY,
     OPT_CHECKPOINT,
+    OPT_VOLUME,
 };
 
 struct cli_option {
@@ -82,6 +83,7 @@ struct cli_args {
     int64_t memory_mb;
     int64_t pids;
     const char **metadata; /* NULL-terminated, entries borrowed from argv */
+    const char **volumes;  /* NULL-terminated "VOLUME:/path[:ro]", entries borrowed from argv */
     /* Lifecycle in seconds: -1 when not given, 0 for "never" (--lifetime is the sandbox's timeout). */
     int64_t idle_ttl_s;
     int64_t lifetime_s;

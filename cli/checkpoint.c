@@ -6,45 +6,6 @@
 
 #include "cli.h"
 
-static const char *str(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s && *s ? s : "-";
-}
-
-/* Sandbox ids and names and checkpoint names are [A-Za-z0-9_.-]: anything else would change the path. */
-static bool path_safe(const char *s)
-{
-    if (!*s || strlen(s) > 100)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-              *p == '.' || *p == '-'))
-            return false;
-    return strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
-}
-
-/* One request; prints the error and returns 1 on failure. *ret_body (may be NULL) is the answer. */
-static int call(const char *method, const char *path, json_t *body, char **ret_body)
-{
-    struct sbx_client *c = NULL;
-    if (cli_client(&c) < 0) {
-        json_decref(body);
-        return 1;
-    }
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    struct sbx_err err = {0};
-    int r = sbx_request(c, method, path, text, ret_body, &err);
-    free(text);
-    sbx_client_free(c);
-    if (r < 0) {
-        cli_print_err(&err, r);
-        return 1;
-    }
-    return 0;
-}
-
 static void print_table(json_t *list)
 {
     printf("%-26s %-24s %12s  %s\n", "ID", "NAME", "SIZE", "CREATED");
@@ -52,8 +13,9 @@ static void print_table(json_t *list)
     json_t *ck;
     json_array_foreach(list, i, ck)
     {
-        printf("%-26s %-24s %12lld  %s\n", str(ck, "id"), str(ck, "name"),
-               (long long)json_integer_value(json_object_get(ck, "size_bytes")), str(ck, "created_at"));
+        printf("%-26s %-24s %12lld  %s\n", cli_json_str(ck, "id"), cli_json_str(ck, "name"),
+               (long long)json_integer_value(json_object_get(ck, "size_bytes")),
+               cli_json_str(ck, "created_at"));
     }
 }
 
@@ -67,7 +29,7 @@ static int checkpoint_main(int argc, char **argv)
     int nargs = argc - 2 - json; /* positional arguments after the subcommand */
     char **args = argv + 2;
     for (int i = 0; i < nargs; i++)
-        if (!path_safe(args[i])) {
+        if (!cli_name_safe(args[i])) {
             fprintf(stderr, "sbx: bad sandbox or checkpoint name `%s`\n", args[i]);
             return 2;
         }
@@ -76,17 +38,17 @@ static int checkpoint_main(int argc, char **argv)
     if (strcmp(sub, "create") == 0 && (nargs == 1 || nargs == 2)) {
         snprintf(path, sizeof(path), "/v1/sandboxes/%s/checkpoints", args[0]);
         json_t *req = nargs == 2 ? json_pack("{s:s}", "name", args[1]) : json_object();
-        if ((status = call("POST", path, req, &body)) == 0) {
+        if ((status = cli_call("POST", path, req, &body)) == 0) {
             json_t *o = json_loads(body, 0, NULL);
             if (json)
                 cli_print_json(body);
             else
-                printf("%s %s\n", str(o, "id"), str(o, "name"));
+                printf("%s %s\n", cli_json_str(o, "id"), cli_json_str(o, "name"));
             json_decref(o);
         }
     } else if ((strcmp(sub, "ls") == 0 || strcmp(sub, "list") == 0) && nargs == 1) {
         snprintf(path, sizeof(path), "/v1/sandboxes/%s/checkpoints", args[0]);
-        if ((status = call("GET", path, NULL, &body)) == 0) {
+        if ((status = cli_call("GET", path, NULL, &body)) == 0) {
             json_t *o = json_loads(body, 0, NULL);
             if (json) {
                 char *s = json_dumps(json_object_get(o, "checkpoints"), JSON_INDENT(2));
@@ -98,17 +60,17 @@ static int checkpoint_main(int argc, char **argv)
         }
     } else if (strcmp(sub, "get") == 0 && nargs == 2) {
         snprintf(path, sizeof(path), "/v1/sandboxes/%s/checkpoints/%s", args[0], args[1]);
-        if ((status = call("GET", path, NULL, &body)) == 0)
+        if ((status = cli_call("GET", path, NULL, &body)) == 0)
             cli_print_json(body);
     } else if (strcmp(sub, "restore") == 0 && nargs == 2) {
         snprintf(path, sizeof(path), "/v1/sandboxes/%s/checkpoints/%s/restore", args[0], args[1]);
-        if ((status = call("POST", path, NULL, &body)) == 0 && json)
+        if ((status = cli_call("POST", path, NULL, &body)) == 0 && json)
             cli_print_json(body);
     } else if (strcmp(sub, "rm") == 0 && nargs >= 2) {
         status = 0;
         for (int i = 1; i < nargs; i++) {
             snprintf(path, sizeof(path), "/v1/sandboxes/%s/checkpoints/%s", args[0], args[i]);
-            status |= call("DELETE", path, NULL, NULL);
+            status |= cli_call("DELETE", path, NULL, NULL);
         }
     } else {
         return cli_usage_error(&cli_cmd_checkpoint, "bad arguments (see --help)", 2);
@@ -155,11 +117,11 @@ static int fork_main(int argc, char **argv)
         else
             return cli_usage_error(&cli_cmd_fork, "usage: sbx fork SANDBOX [--count N] [--json]", 2);
     }
-    if (!sid || !path_safe(sid))
+    if (!sid || !cli_name_safe(sid))
         return cli_usage_error(&cli_cmd_fork, "expected a sandbox id or name", 2);
     char path[256], *body = NULL;
     snprintf(path, sizeof(path), "/v1/sandboxes/%s/fork", sid);
-    int status = call("POST", path, json_pack("{s:I}", "count", (json_int_t)count), &body);
+    int status = cli_call("POST", path, json_pack("{s:I}", "count", (json_int_t)count), &body);
     if (status == 0) {
         json_t *o = json_loads(body, 0, NULL);
         json_t *list = json_object_get(o, "sandboxes");
@@ -170,7 +132,7 @@ static int fork_main(int argc, char **argv)
         } else {
             size_t i;
             json_t *sb;
-            json_array_foreach(list, i, sb) printf("%s\n", str(sb, "id"));
+            json_array_foreach(list, i, sb) printf("%s\n", cli_json_str(sb, "id"));
         }
         json_decref(o);
     }

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "args.h"
 #include "sbx.h"
 
@@ -22,7 +24,7 @@ struct cli_command {
 extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
     cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start, cli_cmd_update,
     cli_cmd_renew, cli_cmd_keys, cli_cmd_snapshot, cli_cmd_shell, cli_cmd_url, cli_cmd_tunnel,
-    cli_cmd_checkpoint, cli_cmd_fork;
+    cli_cmd_checkpoint, cli_cmd_fork, cli_cmd_volume;
 
 /* A lifecycle value of struct cli_args (-1 not given, 0 never) as libsbx wants it (0 default/unchanged,
  * SBX_NEVER never). */
@@ -39,6 +41,13 @@ int cli_usage_error(const struct cli_command *cmd, const char *msg, int status);
 int cli_help(const struct cli_command *cmd);
 /* Creates a client from $SBX_URL / $SBX_API_KEY; prints the error on failure. */
 int cli_client(struct sbx_client **ret);
+/* o[key] as a string, "-" when absent or empty (for tables). */
+const char *cli_json_str(json_t *o, const char *key);
+/* Whether s can go into a request path as is: an id or name, [A-Za-z0-9_.-]{1,100}, not "." or "..". */
+bool cli_name_safe(const char *s);
+/* One request with an optional JSON body (taken); prints the error and returns 1 on failure, else 0 with
+ * the answer in *ret_body (may be NULL; caller frees). */
+int cli_call(const char *method, const char *path, json_t *body, char **ret_body);
 /* Pretty-prints JSON text (falls back to the raw text). */
 void cli_print_json(const char *text);
 /* Prints a JSON array of the objects whose compact text is the `char *` at json_offset of each of the n

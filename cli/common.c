@@ -134,3 +134,42 @@ int cli_for_each_id(const struct cli_command *cmd, const char *what, int argc, c
     sbx_client_free(c);
     return status;
 }
+
+const char *cli_json_str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && *s ? s : "-";
+}
+
+/* Sandbox ids and names and checkpoint names are [A-Za-z0-9_.-]: anything else would change the path. */
+bool cli_name_safe(const char *s)
+{
+    if (!*s || strlen(s) > 100)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+              *p == '.' || *p == '-'))
+            return false;
+    return strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+/* One request; prints the error and returns 1 on failure. *ret_body (may be NULL) is the answer. */
+int cli_call(const char *method, const char *path, json_t *body, char **ret_body)
+{
+    struct sbx_client *c = NULL;
+    if (cli_client(&c) < 0) {
+        json_decref(body);
+        return 1;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    struct sbx_err err = {0};
+    int r = sbx_request(c, method, path, text, ret_body, &err);
+    free(text);
+    sbx_client_free(c);
+    if (r < 0) {
+        cli_print_err(&err, r);
+        return 1;
+    }
+    return 0;
+}

@@ -23,6 +23,7 @@ static int create_main(int argc, char **argv)
     struct sbx_create_opts o = {
         .snapshot = a.snapshot,
         .checkpoint = a.checkpoint,
+        .volumes = a.volumes,
         .name = a.name,
         .cpus = a.cpus,
         .memory_mb = a.memory_mb,
@@ -58,6 +59,8 @@ const struct cli_command cli_cmd_create = {
              "  --snapshot NAME     root filesystem snapshot (default: host)\n"
              "  --checkpoint REF    start from a checkpoint's files: SANDBOX:NAME or its ckp_ id (its\n"
              "                      snapshot and disk size come with it)\n"
+             "  -v, --volume VOL:/PATH[:ro]\n"
+             "                      mount a volume (`sbx volume create`) at PATH (repeatable)\n"
              "  --name NAME         unique name ([A-Za-z0-9_.-], up to 64)\n"
              "  -m, --memory SIZE   memory limit: 512M, 1G, or MiB as a plain number (default 512M)\n"
              "  --cpus N            CPU limit, fractions allowed (default 1)\n"

@@ -10,12 +10,6 @@
 
 #include "cli.h"
 
-static const char *str(json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s && *s ? s : "-";
-}
-
 /* Polls the snapshot until its import ends; prints progress on stderr. Returns 0 when ready. */
 static int wait_ready(struct sbx_client *c, const char *id)
 {
@@ -31,15 +25,16 @@ static int wait_ready(struct sbx_client *c, const char *id)
         }
         json_t *o = json_loads(body, 0, NULL);
         free(body);
-        const char *status = str(o, "status");
+        const char *status = cli_json_str(o, "status");
         if (strcmp(status, "building") != 0) {
             int ok = strcmp(status, "ready") == 0;
             if (ok)
-                printf("%s %s ready: %zu layers, %lld bytes\n", str(o, "id"), str(o, "name"),
-                       json_array_size(json_object_get(o, "layers")),
+                printf("%s %s ready: %zu layers, %lld bytes\n", cli_json_str(o, "id"),
+                       cli_json_str(o, "name"), json_array_size(json_object_get(o, "layers")),
                        (long long)json_integer_value(json_object_get(o, "size_bytes")));
             else
-                fprintf(stderr, "sbx: snapshot %s failed: %s\n", str(o, "name"), str(o, "reason"));
+                fprintf(stderr, "sbx: snapshot %s failed: %s\n", cli_json_str(o, "name"),
+                        cli_json_str(o, "reason"));
             json_decref(o);
             return ok ? 0 : 1;
         }
@@ -89,9 +84,9 @@ static int snap_import(int argc, char **argv)
     } else {
         json_t *o = json_loads(body, 0, NULL);
         if (no_wait)
-            printf("%s\n", str(o, "id"));
+            printf("%s\n", cli_json_str(o, "id"));
         else
-            status = wait_ready(c, str(o, "id"));
+            status = wait_ready(c, cli_json_str(o, "id"));
         json_decref(o);
     }
     free(body);
@@ -124,9 +119,10 @@ static int snap_ls(int argc, char **argv)
         json_t *s;
         json_array_foreach(json_object_get(o, "snapshots"), i, s)
         {
-            printf("%-26s %-24s %-9s %6zu %12lld  %s\n", str(s, "id"), str(s, "name"), str(s, "status"),
-                   json_array_size(json_object_get(s, "layers")),
-                   (long long)json_integer_value(json_object_get(s, "size_bytes")), str(s, "reason"));
+            printf("%-26s %-24s %-9s %6zu %12lld  %s\n", cli_json_str(s, "id"), cli_json_str(s, "name"),
+                   cli_json_str(s, "status"), json_array_size(json_object_get(s, "layers")),
+                   (long long)json_integer_value(json_object_get(s, "size_bytes")),
+                   cli_json_str(s, "reason"));
         }
     }
     json_decref(o);

@@ -87,6 +87,8 @@ struct sbx_create_opts {
     /* NULL, or a checkpoint to start from: "ckp_..." or "SANDBOX:NAME" (its snapshot and disk size are
      * the checkpoint's; do not set snapshot with it). */
     const char *checkpoint;
+    /* NULL-terminated "VOLUME:/path" or "VOLUME:/path:ro" array (VOLUME: a volume's name or id), or NULL */
+    const char *const *volumes;
 };
 
 /* Lifecycle value meaning "never" (0 on the wire) where 0 in a struct means "default" or "unchanged". */

@@ -98,6 +98,43 @@ static int sandbox_from_json(json_t *o, struct sbx_sandbox *ret, struct sbx_err 
     return 0;
 }
 
+/* "volumes": [{"volume": V, "path": P, "read_only": bool}] from "V:/P" or "V:/P:ro" entries. -EINVAL on a
+ * malformed entry, -ENOMEM. */
+static int set_volume_mounts(json_t *body, const char *const *mounts)
+{
+    if (!mounts || !mounts[0])
+        return 0;
+    json_t *list = json_array();
+    if (!list)
+        return -ENOMEM;
+    for (size_t i = 0; mounts[i]; i++) {
+        const char *m = mounts[i], *colon = strchr(m, ':');
+        if (!colon || colon == m || colon[1] != '/') {
+            json_decref(list);
+            return -EINVAL;
+        }
+        char *path = strdup(colon + 1);
+        char *name = strndup(m, (size_t)(colon - m));
+        bool ro = false;
+        size_t pl = path ? strlen(path) : 0;
+        if (pl > 3 && strcmp(path + pl - 3, ":ro") == 0) {
+            path[pl - 3] = '\0';
+            ro = true;
+        } else if (pl > 3 && strcmp(path + pl - 3, ":rw") == 0) {
+            path[pl - 3] = '\0';
+        }
+        json_t *o =
+            path && name ? json_pack("{s:s, s:s, s:b}", "volume", name, "path", path, "read_only", ro) : NULL;
+        free(path);
+        free(name);
+        if (!o || json_array_append_new(list, o) < 0) {
+            json_decref(list);
+            return -ENOMEM;
+        }
+    }
+    return json_object_set_new(body, "volumes", list) < 0 ? -ENOMEM : 0;
+}
+
 SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_opts *opts,
                                   struct sbx_sandbox *ret, struct sbx_err *err)
 {
@@ -136,6 +173,12 @@ SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_
         return r == -ENOMEM
                    ? OOM(err)
                    : client_err(err, r, 0, "invalid_argument", "env and metadata entries must be K=V");
+    }
+    r = set_volume_mounts(body, opts->volumes);
+    if (r < 0) {
+        json_decref(body);
+        return r == -ENOMEM ? OOM(err)
+                            : client_err(err, r, 0, "invalid_argument", "volumes must be VOLUME:/path[:ro]");
     }
     r = set_lifecycle_fields(body, opts->idle_ttl_s, opts->delete_after_stop_s, opts->timeout_s);
     if (r < 0) {

@@ -9,6 +9,7 @@
 #include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
+#include "daemon/volume.h"
 #include "store/store.h"
 #include "runtime/runtime.h"
 
@@ -128,6 +129,10 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         parse_lifecycle(body, &opts.life, &err) < 0 ||
         keys_check_quota(c->d, c->owner, 1, opts.res.memory_mb, &err) < 0)
         return api_reply_error(c->req, &err);
+    json_auto_t *volumes = NULL;
+    if (volume_parse_mounts(c->d, json_object_get(body, "volumes"), c->owner, &volumes, &err) < 0)
+        return api_reply_error(c->req, &err);
+    opts.volumes = volumes;
     _cleanup_free_ char *disk_source = NULL;
     if (checkpoint && from_checkpoint(c, body, checkpoint, &opts, &disk_source, &err) < 0)
         return api_reply_error(c->req, &err);

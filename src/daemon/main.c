@@ -27,6 +27,7 @@
 #include "runtime/runtime.h"
 #include "api/keys.h"
 #include "daemon/lifecycle.h"
+#include "daemon/volume.h"
 #include "daemon/warm.h"
 #include "store/store.h"
 
@@ -308,6 +309,10 @@ int main(int argc, char **argv)
         log_error("snapshots: %s", err.msg);
         return 1;
     }
+    if (volume_init(&d, &err) < 0) {
+        log_error("volumes: %s", err.msg);
+        return 1;
+    }
     if (sandbox_recover_all(&d, &err) < 0)
         log_warning("recover sandboxes: %s, ignoring", err.msg);
     if (checkpoint_init(&d, &err) < 0) {
@@ -334,7 +339,9 @@ int main(int argc, char **argv)
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);
         sandbox_delete_all(&d);
+        volume_done(&d); /* every volume unmounted: no sandbox is left */
     } else {
+        volume_done(&d); /* those a kept sandbox mounts stay mounted */
         /* Sandboxes keep running under their shims; drop our references only. */
         while (d.sandboxes) {
             struct sandbox *sb = d.sandboxes;

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
+#include "daemon/volume.h"
 #include "daemon/lifecycle.h"
 #include "daemon/metrics.h"
 #include "daemon/snapshot.h"
@@ -81,6 +82,7 @@ static void sandbox_free(struct sandbox *sb)
     free(sb->snapshot);
     json_decref(sb->env);
     json_decref(sb->metadata);
+    json_decref(sb->volumes);
     free(sb->state_dir);
     free(sb->reason);
     free(sb->owner);
@@ -152,10 +154,10 @@ static json_t *sandbox_base_json(const struct sandbox *sb)
 {
     char created[40];
     format_time_ms(created, sizeof(created), sb->created_ms);
-    return json_pack("{s:s, s:s?, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:I, s:I, s:I}}", "id", sb->id, "name",
-                     sb->name, "snapshot", sb->snapshot, "state", sandbox_state_to_string(sb->state),
-                     "created_at", created, "env", sb->env, "metadata", sb->metadata, "resources", "cpus",
-                     sb->res.cpus, "memory_mb", (json_int_t)sb->res.memory_mb, "pids",
+    return json_pack("{s:s, s:s?, s:s, s:s, s:s, s:O, s:O, s:O, s:{s:f, s:I, s:I, s:I}}", "id", sb->id,
+                     "name", sb->name, "snapshot", sb->snapshot, "state", sandbox_state_to_string(sb->state),
+                     "created_at", created, "env", sb->env, "metadata", sb->metadata, "volumes", sb->volumes,
+                     "resources", "cpus", sb->res.cpus, "memory_mb", (json_int_t)sb->res.memory_mb, "pids",
                      (json_int_t)sb->res.pids, "disk_mb", (json_int_t)sb->res.disk_mb);
 }
 
@@ -205,12 +207,13 @@ static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *er
     if (lr < 0)
         return lr;
     json_t *cfg = json_pack(
-        "{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:o, s:s?, s:I}", "id", sb->id, "uid_base",
+        "{s:s, s:I, s:s, s:I, s:f, s:I, s:I, s:s, s:s, s:s, s:o, s:s?, s:I, s:o}", "id", sb->id, "uid_base",
         (json_int_t)sb->uid_base, "hostname", sb->name ? sb->name : sb->id, "memory_bytes",
         (json_int_t)(sb->res.memory_mb << 20), "cpus", sb->res.cpus, "pids_max", (json_int_t)sb->res.pids,
         "disk_bytes", (json_int_t)(sb->res.disk_mb << 20), "disk_template_dir", disk_templates, "init_path",
         d->init_path, "seccomp_path", d->seccomp_path, "lower_dirs", lowers, "disk_source", sb->disk_source,
-        "disk_source_uid_base", (json_int_t)sb->disk_source_uid_base);
+        "disk_source_uid_base", (json_int_t)sb->disk_source_uid_base, "volumes",
+        volume_shim_mounts(d, sb->volumes));
     if (!cfg)
         return sbx_error_set(err, -ENOMEM, "build shim config");
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
@@ -311,6 +314,7 @@ static int store_row(struct daemon *d, const struct sandbox *sb, const char *sta
 {
     _cleanup_free_ char *env_json = json_dumps(sb->env, JSON_COMPACT);
     _cleanup_free_ char *meta_json = json_dumps(sb->metadata, JSON_COMPACT);
+    _cleanup_free_ char *vol_json = json_dumps(sb->volumes, JSON_COMPACT);
     json_t *resj = resources_to_json(&sb->res);
     _cleanup_free_ char *res_json = json_dumps(resj, JSON_COMPACT);
     json_decref(resj);
@@ -322,6 +326,7 @@ static int store_row(struct daemon *d, const struct sandbox *sb, const char *sta
         .created_ms = sb->created_ms,
         .env_json = env_json,
         .metadata_json = meta_json,
+        .volumes_json = vol_json,
         .resources_json = res_json,
         .uid_slot = sb->uid_slot,
         .shim_pid = sb->shim_pid,
@@ -358,6 +363,7 @@ int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, co
     sb->snapshot = xstrdup(opts->snapshot ? opts->snapshot : "host");
     sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
     sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
+    sb->volumes = opts->volumes ? json_deep_copy(opts->volumes) : json_array();
     sb->res = opts->res;
     sb->disk_source = opts->disk_source ? xstrdup(opts->disk_source) : NULL;
     sb->disk_source_uid_base = opts->disk_source_uid_base;
@@ -899,6 +905,11 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
         sb->env = json_object();
     if (!sb->metadata)
         sb->metadata = json_object();
+    sb->volumes = json_loads(row->volumes_json ? row->volumes_json : "[]", 0, NULL);
+    if (!json_is_array(sb->volumes)) {
+        json_decref(sb->volumes);
+        sb->volumes = json_array();
+    }
     json_t *res = json_loads(row->resources_json, 0, NULL);
     if (res) {
         sb->res.cpus = json_number_value(json_object_get(res, "cpus"));

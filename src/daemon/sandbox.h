@@ -51,6 +51,7 @@ struct sandbox {
     int64_t created_ms;
     json_t *env;      /* object of strings */
     json_t *metadata; /* object */
+    json_t *volumes;  /* its volume mounts: [{"volume": id, "path": "/data", "read_only": bool}] */
     struct sandbox_resources res;
     struct sandbox_lifecycle life;
     int64_t last_active_ms; /* Unix ms of the last command, file or stream activity (not persisted) */
@@ -88,6 +89,7 @@ struct sandbox_create_opts {
      * disk_source_uid_base; NULL = a new, empty disk. */
     const char *disk_source;
     uid_t disk_source_uid_base;
+    json_t *volumes; /* borrowed, may be NULL: checked mounts (volume_parse_mounts) */
 };
 
 #define SANDBOX_UID_BASE ((uid_t)1 << 28)

@@ -140,7 +140,8 @@ struct sandbox *warm_take(struct daemon *d, const struct sandbox_create_opts *op
     struct warm_pool *p = d->warm;
     const struct sandbox_resources def = SANDBOX_DEFAULT_RESOURCES;
     /* The hostname is the id, set when the sandbox was made: a named sandbox is made to measure. */
-    if (!p || opts->name || opts->disk_source || (opts->snapshot && strcmp(opts->snapshot, "host") != 0))
+    if (!p || opts->name || opts->disk_source || json_array_size(opts->volumes) ||
+        (opts->snapshot && strcmp(opts->snapshot, "host") != 0))
         return NULL;
     for (struct warm_slot *s = p->slots, *next; s; s = next) {
         next = s->next;

@@ -513,6 +513,26 @@ int disk_detach(const char *state_dir, int wait_ms)
     return wait_loop_released(state_dir, wait_ms);
 }
 
+int runtime_volume_mount(const char *dir, uint64_t bytes, const char *template_dir, sbx_error *err)
+{
+    char mnt[PATH_MAX + 8];
+    snprintf(mnt, sizeof(mnt), "%s/disk", dir);
+    struct stat dir_st, mnt_st;
+    if (stat(dir, &dir_st) == 0 && stat(mnt, &mnt_st) == 0 && dir_st.st_dev != mnt_st.st_dev)
+        return 0;
+    struct runtime_config cfg = {.id = "volume",
+                                 .state_dir = dir,
+                                 .disk_bytes = bytes,
+                                 .disk_template_dir = template_dir,
+                                 .uid_base = 0};
+    return disk_attach(&cfg, err);
+}
+
+int runtime_volume_unmount(const char *dir)
+{
+    return disk_detach(dir, 2000);
+}
+
 int runtime_disk_metrics(const char *state_dir, struct runtime_disk_metrics *ret)
 {
     *ret = (struct runtime_disk_metrics){0};

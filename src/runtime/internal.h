@@ -21,6 +21,8 @@ int rootfs_mount_system(const struct runtime_config *cfg, int userns_fd, sbx_err
 /* rootfs is a path from the current directory ("." after fchdir). Runs in the sandbox's first process, inside
  * its user, mount, PID and network namespaces: mounts /proc, /sys, /dev, masks what must not be seen and
  * pivots into rootfs. */
+/* Binds cfg->volumes into the rootfs (after rootfs_mount_system; userns_fd: the sandbox's). */
+int rootfs_mount_volumes(const struct runtime_config *cfg, int userns_fd, sbx_error *err);
 int rootfs_enter(const char *rootfs, sbx_error *err);
 
 /* Detaches <state_dir>/rootfs and everything mounted below it. Idempotent. */

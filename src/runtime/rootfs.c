@@ -323,6 +323,68 @@ int rootfs_mount_system(const struct runtime_config *cfg, int userns_fd, sbx_err
     return 0;
 }
 
+/* Opens (O_PATH) the directory at the absolute path rel inside rootfs_fd, making missing components
+ * (0755, root inside). Never follows a symlink: what the sandbox's disk holds (from a checkpoint, say)
+ * cannot redirect a mount onto a host path. */
+static int open_mount_point(int rootfs_fd, const char *rel, uid_t uid_base)
+{
+    _cleanup_free_ char *copy = xstrdup(rel);
+    int fd = fcntl(rootfs_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return -errno;
+    char *save = NULL;
+    for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (strcmp(c, ".") == 0 || strcmp(c, "..") == 0) {
+            close(fd);
+            return -EINVAL;
+        }
+        if (mkdirat(fd, c, 0755) == 0)
+            (void)fchownat(fd, c, uid_base, uid_base, AT_SYMLINK_NOFOLLOW);
+        else if (errno != EEXIST) {
+            int r = -errno;
+            close(fd);
+            return r;
+        }
+        int next = openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int r = -errno;
+        close(fd);
+        if (next < 0)
+            return r;
+        fd = next;
+    }
+    return fd;
+}
+
+int rootfs_mount_volumes(const struct runtime_config *cfg, int userns_fd, sbx_error *err)
+{
+    if (!cfg->n_volumes)
+        return 0;
+    char rootfs[PATH_MAX];
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", cfg->state_dir);
+    _cleanup_close_ int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return sbx_error_set(err, -errno, "open %s: %m", rootfs);
+    for (size_t i = 0; i < cfg->n_volumes; i++) {
+        const struct runtime_volume *v = &cfg->volumes[i];
+        _cleanup_close_ int tree = open_tree(AT_FDCWD, v->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+            return sbx_error_set(err, -errno, "volume %s: %m", v->source);
+        struct mount_attr attr = {
+            .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP |
+                        (v->read_only ? MOUNT_ATTR_RDONLY : 0),
+            .userns_fd = (uint64_t)userns_fd,
+        };
+        if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+            return sbx_error_set(err, -errno, "idmap volume %s: %m", v->source);
+        _cleanup_close_ int target = open_mount_point(root, v->target, cfg->uid_base);
+        if (target < 0)
+            return sbx_error_set(err, target, "volume mount point %s: %s", v->target, strerror(-target));
+        if (move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            return sbx_error_set(err, -errno, "mount volume at %s: %m", v->target);
+    }
+    return 0;
+}
+
 int rootfs_unmount(const char *state_dir)
 {
     char rootfs[PATH_MAX];

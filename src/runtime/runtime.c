@@ -328,6 +328,8 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
     }
     if (!cfg->lower_dirs && (r = rootfs_mount_system(cfg, userns_fd, err)) < 0)
         goto fail;
+    if ((r = rootfs_mount_volumes(cfg, userns_fd, err)) < 0)
+        goto fail;
     t[4] = now_usec(CLOCK_MONOTONIC);
     if ((r = cgroup_attach(ret->cgroup_name, pid, err)) < 0)
         goto fail;

@@ -11,6 +11,17 @@
 
 #define RUNTIME_UID_RANGE 65536u /* ids mapped into each sandbox's user namespace */
 
+/* A volume mounted into a sandbox: source is a host directory whose files hold ids 0..65535 (a
+ * volume's disk, see runtime_volume_mount), bound at target (absolute, inside the sandbox) idmapped into
+ * the sandbox's range, nosuid and nodev. */
+struct runtime_volume {
+    const char *source;
+    const char *target;
+    bool read_only;
+};
+
+#define RUNTIME_VOLUMES_MAX 16
+
 struct runtime_config {
     const char *id;        /* sandbox id, used for cgroup names and the hostname */
     const char *state_dir; /* <data-dir>/sandboxes/<id>; the runtime creates upper/ work/ rootfs/ in it */
@@ -23,6 +34,8 @@ struct runtime_config {
      * the sandbox whose root was disk_source_uid_base; they are moved to uid_base once (see disk.c). */
     const char *disk_source;
     uid_t disk_source_uid_base;
+    const struct runtime_volume *volumes;
+    size_t n_volumes;
     const char *const
         *lower_dirs;          /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
     uid_t uid_base;           /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
@@ -128,6 +141,13 @@ int runtime_disk_copy(const char *src, const char *dst, uint64_t *ret_bytes, sbx
 /* Freezes (FIFREEZE: everything written so far reaches the image, later writers wait) or thaws the
  * filesystem mounted at <state_dir>/disk. Thawing one that is not frozen returns -EINVAL. */
 int runtime_disk_freeze(const char *state_dir, bool frozen);
+
+/* A volume's own disk, like a sandbox's: <dir>/disk.img (bytes, sparse ext4) mounted at <dir>/disk, the
+ * volume's files in <dir>/disk/upper (its root owned by 0: root of every sandbox that mounts it). Mounting
+ * one that is mounted already (by an earlier sbxd, with sandboxes still holding it) is a no-op. Unmount
+ * detaches it lazily and waits (bounded) for its loop device to go. */
+int runtime_volume_mount(const char *dir, uint64_t bytes, const char *template_dir, sbx_error *err);
+int runtime_volume_unmount(const char *dir);
 
 /* Compiles the seccomp profile once and writes the raw BPF program to path (sbxd does this at start). */
 int runtime_seccomp_export(const char *path, sbx_error *err);

@@ -2088,6 +2088,27 @@ static int load_config(const char *state_dir, json_t **ret_json, struct runtime_
             return sbx_error_set(err, -EINVAL, "config: `lower_dirs` must be null or an array of paths");
         cfg->lower_dirs = *ret_lowers;
     }
+    /* Strings stay in the config's JSON, which lives as long as the shim. */
+    static struct runtime_volume volumes[RUNTIME_VOLUMES_MAX];
+    json_t *vols = json_object_get(j, "volumes"), *v;
+    size_t i;
+    if (vols && !json_is_array(vols))
+        return sbx_error_set(err, -EINVAL, "config: `volumes` must be an array");
+    if (json_array_size(vols) > RUNTIME_VOLUMES_MAX)
+        return sbx_error_set(err, -EINVAL, "config: more than %d volumes", RUNTIME_VOLUMES_MAX);
+    json_array_foreach(vols, i, v)
+    {
+        volumes[i] = (struct runtime_volume){
+            .source = json_string_value(json_object_get(v, "source")),
+            .target = json_string_value(json_object_get(v, "target")),
+            .read_only = json_is_true(json_object_get(v, "read_only")),
+        };
+        if (!volumes[i].source || !volumes[i].target || volumes[i].target[0] != '/')
+            return sbx_error_set(err, -EINVAL, "config: volume %zu needs `source` and an absolute `target`",
+                                 i);
+    }
+    cfg->volumes = volumes;
+    cfg->n_volumes = json_array_size(vols);
     return 0;
 }
 

@@ -110,11 +110,22 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  UNIQUE (sandbox_id, name)"
     ");",
+    /* 5: named volumes (an ext4 image each, <data-dir>/volumes/<id>/), unique per owner ('' = the admin),
+     * and the volumes each sandbox mounts (JSON: [{"volume": id, "path": "/data", "read_only": false}]). */
+    "CREATE TABLE volumes ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  size_mb INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (owner, name)"
+    ");"
+    "ALTER TABLE sandboxes ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]';",
 };
 
 #define SANDBOX_COLUMNS                                                                                      \
     "id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot, shim_pid, init_pid, owner,"  \
-    " reason, idle_ttl_s, delete_after_stop_s, timeout_s, expires_ms, stopped_ms"
+    " reason, idle_ttl_s, delete_after_stop_s, timeout_s, expires_ms, stopped_ms, volumes"
 
 static int db_error(struct store *s, sbx_error *err, const char *what)
 {
@@ -188,13 +199,13 @@ int store_open(const char *path, struct store **ret, sbx_error *err)
                       err)) < 0 ||
         (r = migrate(s, err)) < 0 ||
         (r = prepare(
-             s, "INSERT INTO sandboxes (" SANDBOX_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             s, "INSERT INTO sandboxes (" SANDBOX_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
              &s->insert, err)) < 0 ||
         (r = prepare(s,
                      "UPDATE sandboxes SET name = ?2, snapshot = ?3, state = ?4, created_ms = ?5, env = ?6,"
                      " metadata = ?7, resources = ?8, shim_pid = ?10, init_pid = ?11, owner = ?12,"
                      " reason = ?13, idle_ttl_s = ?14, delete_after_stop_s = ?15, timeout_s = ?16,"
-                     " expires_ms = ?17, stopped_ms = ?18 WHERE id = ?1 AND uid_slot = ?9",
+                     " expires_ms = ?17, stopped_ms = ?18, volumes = ?19 WHERE id = ?1 AND uid_slot = ?9",
                      &s->update, err)) < 0 ||
         (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
                      &s->set_state, err)) < 0 ||
@@ -281,6 +292,7 @@ static void bind_sandbox(sqlite3_stmt *st, const struct store_sandbox *sb)
     sqlite3_bind_int64(st, 16, sb->timeout_s);
     sqlite3_bind_int64(st, 17, sb->expires_ms);
     sqlite3_bind_int64(st, 18, sb->stopped_ms);
+    bind_text(st, 19, sb->volumes_json ? sb->volumes_json : "[]");
 }
 
 int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err)
@@ -359,6 +371,7 @@ static int sandbox_row(sqlite3_stmt *st, void *ctx)
         .timeout_s = sqlite3_column_int64(st, 15),
         .expires_ms = sqlite3_column_int64(st, 16),
         .stopped_ms = sqlite3_column_int64(st, 17),
+        .volumes_json = col_text(st, 18),
     };
     return w->cb(&sb, w->userdata);
 }
@@ -744,4 +757,63 @@ int store_checkpoint_foreach(struct store *s, int (*cb)(const struct store_check
         return r;
     struct checkpoint_walk w = {cb, userdata};
     return each_row(s, st, "list checkpoints", checkpoint_row, &w, err);
+}
+
+int store_volume_insert(struct store *s, const struct store_volume *v, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "INSERT INTO volumes (id, name, owner, size_mb, created_ms) VALUES (?,?,?,?,?)",
+                         &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, v->id);
+    bind_text(st, 2, v->name);
+    bind_text(st, 3, v->owner ? v->owner : "");
+    sqlite3_bind_int64(st, 4, v->size_mb);
+    sqlite3_bind_int64(st, 5, v->created_ms);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        return 0;
+    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE)
+        return sbx_error_setk(err, -EEXIST, "conflict", 409, "a volume named `%s` exists", v->name);
+    return db_error(s, err, "insert volume");
+}
+
+int store_volume_delete(struct store *s, const char *id, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "DELETE FROM volumes WHERE id = ?", &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "delete volume");
+}
+
+struct volume_walk {
+    int (*cb)(const struct store_volume *v, void *userdata);
+    void *userdata;
+};
+
+static int volume_row(sqlite3_stmt *st, void *ctx)
+{
+    struct volume_walk *w = ctx;
+    struct store_volume v = {
+        .id = col_text(st, 0),
+        .name = col_text(st, 1),
+        .owner = *col_text(st, 2) ? col_text(st, 2) : NULL,
+        .size_mb = sqlite3_column_int64(st, 3),
+        .created_ms = sqlite3_column_int64(st, 4),
+    };
+    return w->cb(&v, w->userdata);
+}
+
+int store_volume_foreach(struct store *s, int (*cb)(const struct store_volume *v, void *userdata),
+                         void *userdata, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(
+        s, "SELECT id, name, owner, size_mb, created_ms FROM volumes ORDER BY created_ms, id", &st, err);
+    if (r < 0)
+        return r;
+    struct volume_walk w = {cb, userdata};
+    return each_row(s, st, "list volumes", volume_row, &w, err);
 }

@@ -26,6 +26,7 @@ struct store_sandbox {
     char *reason; /* why it is in its state (stopped or failed); may be NULL */
     int64_t idle_ttl_s, delete_after_stop_s, timeout_s; /* lifecycle settings, 0 = never */
     int64_t expires_ms, stopped_ms;                     /* Unix ms, 0 = none */
+    char *volumes_json; /* JSON array text: [{"volume": id, "path": ..., "read_only": bool}] */
 };
 
 /* A deleted sandbox, kept for a while so that GET can say what happened to it. */
@@ -136,3 +137,18 @@ int store_checkpoint_insert(struct store *s, const struct store_checkpoint *ck, 
 int store_checkpoint_delete(struct store *s, const char *id, sbx_error *err);
 int store_checkpoint_foreach(struct store *s, int (*cb)(const struct store_checkpoint *ck, void *userdata),
                              void *userdata, sbx_error *err);
+
+/* A named volume (its disk is <data-dir>/volumes/<id>/); owner NULL = the admin. */
+struct store_volume {
+    char *id;
+    char *name;
+    char *owner;
+    int64_t size_mb;
+    int64_t created_ms;
+};
+
+/* Volumes: insert (409 conflict when the owner has one of that name), delete, list (oldest first). */
+int store_volume_insert(struct store *s, const struct store_volume *v, sbx_error *err);
+int store_volume_delete(struct store *s, const char *id, sbx_error *err);
+int store_volume_foreach(struct store *s, int (*cb)(const struct store_volume *v, void *userdata),
+                         void *userdata, sbx_error *err);

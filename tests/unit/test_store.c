@@ -313,6 +313,60 @@ static int test_checkpoints(void)
     return 0;
 }
 
+static int remember_volumes_json(const struct store_sandbox *sb, void *userdata)
+{
+    snprintf(userdata, 64, "%s", sb->volumes_json);
+    return 0;
+}
+
+static int remember_volume(const struct store_volume *v, void *userdata)
+{
+    char *seen = userdata;
+    size_t n = strlen(seen);
+    snprintf(seen + n, 128 - n, "%s%s:%s:%lld", n ? "," : "", v->owner ? v->owner : "(admin)", v->name,
+             (long long)v->size_mb);
+    return 0;
+}
+
+/* Volume names are unique per owner (the admin being one owner), a sandbox row keeps its mounts. */
+static int test_volumes(void)
+{
+    dbdir[strlen(dbdir) - 6] = '\0';
+    strcat(dbdir, "XXXXXX");
+    struct store *s;
+    ASSERT_OK(open_fresh(&s));
+    sbx_error err = {0};
+    struct store_volume a = {.id = "vol_a", .name = "data", .size_mb = 64, .created_ms = 1};
+    struct store_volume b = {
+        .id = "vol_b", .name = "data", .owner = "key_t", .size_mb = 128, .created_ms = 2};
+    struct store_volume c = {.id = "vol_c", .name = "data", .size_mb = 64, .created_ms = 3};
+    ASSERT_OK(store_volume_insert(s, &a, &err));
+    ASSERT_OK(store_volume_insert(s, &b, &err));
+    ASSERT_EQ(store_volume_insert(s, &c, &err), -EEXIST);
+    ASSERT_EQ(err.http, 409);
+    char seen[128] = "";
+    ASSERT_OK(store_volume_foreach(s, remember_volume, seen, &err));
+    ASSERT_STREQ(seen, "(admin):data:64,key_t:data:128");
+    ASSERT_OK(store_volume_delete(s, "vol_a", &err));
+    seen[0] = '\0';
+    ASSERT_OK(store_volume_foreach(s, remember_volume, seen, &err));
+    ASSERT_STREQ(seen, "key_t:data:128");
+
+    struct store_sandbox sb = {.id = "sbx_v",
+                               .snapshot = "host",
+                               .state = "running",
+                               .created_ms = 1,
+                               .uid_slot = 9,
+                               .volumes_json = "[{\"volume\":\"vol_b\",\"path\":\"/d\"}]"};
+    ASSERT_OK(store_sandbox_insert(s, &sb, &err));
+    char got[64] = "";
+    ASSERT_OK(store_sandbox_foreach(s, remember_volumes_json, got, &err));
+    ASSERT_STREQ(got, "[{\"volume\":\"vol_b\",\"path\":\"/d\"}]");
+    store_close(s);
+    rm_rf(dbdir);
+    return 0;
+}
+
 static int test_open_bad_path(void)
 {
     struct store *s = NULL;
@@ -323,4 +377,4 @@ static int test_open_bad_path(void)
 }
 
 TESTS(TEST(test_insert_list_delete) TEST(test_lifecycle_columns_and_owners) TEST(test_tombstones_and_keys)
-          TEST(test_migrates_schema_1) TEST(test_checkpoints) TEST(test_open_bad_path))
+          TEST(test_migrates_schema_1) TEST(test_checkpoints) TEST(test_volumes) TEST(test_open_bad_path))
