@@ -569,6 +569,8 @@ static void start_forks(struct checkpoint_op *op)
         .disk_source = op->dst,
         .disk_source_uid_base = src->uid_base,
         .volumes = src->volumes, /* volumes are shared: the forks mount the same ones */
+        /* One fork: the copy becomes its disk as it is (a rename), saving the second copy. */
+        .disk_source_take = op->count == 1,
     };
     op->pending = 1; /* held while the creates are started, so that none can finish the fork early */
     for (unsigned i = 0; i < op->count && op->fork_err.code == 0; i++) {

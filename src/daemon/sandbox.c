@@ -378,6 +378,13 @@ int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, co
         r = sbx_error_set(err, -errno, "create `%s`: %m", sb->state_dir);
         goto out_free;
     }
+    if (opts->disk_source_take && opts->disk_source) {
+        _cleanup_free_ char *img = xasprintf("%s/disk.img", sb->state_dir);
+        if (rename(opts->disk_source, img) < 0) {
+            r = sbx_error_set(err, -errno, "move `%s` to `%s`: %m", opts->disk_source, img);
+            goto out_rmdir;
+        }
+    }
     if ((r = write_shim_config(d, sb, err)) < 0)
         goto out_rmdir;
     /* The row goes in first so a crash between here and the shim's start leaves a record that recovery

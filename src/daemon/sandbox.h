@@ -89,6 +89,7 @@ struct sandbox_create_opts {
      * disk_source_uid_base; NULL = a new, empty disk. */
     const char *disk_source;
     uid_t disk_source_uid_base;
+    bool disk_source_take; /* the image is this sandbox's alone: moved, not copied, into its state dir */
     json_t *volumes; /* borrowed, may be NULL: checked mounts (volume_parse_mounts) */
 };
 

@@ -148,6 +148,14 @@ def test_fork_makes_independent_copies(daemon):
     assert processes_with_cmdline(marker)
     # The temporary image is gone once the forks have their own copies.
     assert os.listdir(os.path.join(daemon.data_dir, "checkpoints")) == []
+    # One fork takes the copy as its disk (moved, not copied again): same files, owners moved over.
+    daemon.run(src, "chown 1234:1234 /root/d/x")
+    r = daemon.request("POST", f"/v1/sandboxes/{src}/fork", {})
+    assert r.status == 201 and len(r.json()["sandboxes"]) == 1, r
+    one = r.json()["sandboxes"][0]["id"]
+    assert daemon.run(one, "cat /root/state; stat -c %u:%g /root/d/x")["stdout"] == "shared\n1234:1234\n"
+    daemon.delete(one)
+    assert os.listdir(os.path.join(daemon.data_dir, "checkpoints")) == []
     for body in ({"count": 0}, {"count": 17}, {"count": "2"}):
         r = daemon.request("POST", f"/v1/sandboxes/{src}/fork", body)
         assert r.status == 400 and r.error_code() == "invalid_argument", (body, r)
