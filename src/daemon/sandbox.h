@@ -90,7 +90,7 @@ struct sandbox_create_opts {
     const char *disk_source;
     uid_t disk_source_uid_base;
     bool disk_source_take; /* the image is this sandbox's alone: moved, not copied, into its state dir */
-    json_t *volumes; /* borrowed, may be NULL: checked mounts (volume_parse_mounts) */
+    json_t *volumes;       /* borrowed, may be NULL: checked mounts (volume_parse_mounts) */
 };
 
 #define SANDBOX_UID_BASE ((uid_t)1 << 28)
