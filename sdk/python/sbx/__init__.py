@@ -15,7 +15,7 @@ from .errors import (AuthenticationError, BusyError, CommandTimeoutError, Confli
                      CreationError, ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
                      QuotaExceededError, SandboxError, SnapshotImportError, TimeoutError)
 from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogChunk,
-                     LogPage, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot)
+                     LogPage, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot, Volume, VolumeMount)
 
 __version__ = "0.1.0"
 
@@ -26,5 +26,5 @@ __all__ = [
     "NotReadyError", "NotRunningError", "BusyError", "PermissionDeniedError", "AuthenticationError",
     "QuotaExceededError", "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError",
     "SnapshotImportError", "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot",
-    "Checkpoint", "ListeningPort", "__version__",
+    "Checkpoint", "Volume", "VolumeMount", "ListeningPort", "__version__",
 ]

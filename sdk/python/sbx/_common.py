@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from . import errors
 from .errors import CommandTimeoutError, SnapshotImportError, StreamError
-from .models import Checkpoint, CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot
+from .models import Checkpoint, CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot, Volume, VolumeMount
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 USER_AGENT = "sbx-python/0.1.0"
@@ -23,6 +23,10 @@ USER_AGENT = "sbx-python/0.1.0"
 Command = Union[str, Sequence[str]]
 OutputCallback = Callable[[str], Any]
 CheckpointRef = Union[str, Checkpoint]  # a checkpoint's name, or the Checkpoint itself
+VolumeRef = Union[str, Volume]  # a volume's name or id, or the Volume itself
+# A volume to mount in a new sandbox: a VolumeMount, {"volume": ..., "path": ..., "read_only"?: ...}, or
+# (volume, path) / (volume, path, read_only); volume a name, an id or a Volume.
+VolumeSpec = Union[VolumeMount, Mapping[str, Any], Tuple[VolumeRef, str], Tuple[VolumeRef, str, bool]]
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapp
                 pids: Optional[int], disk_mb: Optional[int], idle_ttl_seconds: Optional[int],
                 delete_after_stop_seconds: Optional[int], timeout_seconds: Optional[int],
                 extra: Optional[Mapping[str, Any]],
-                checkpoint: Union[str, Checkpoint, None] = None) -> Dict[str, Any]:
+                checkpoint: Union[str, Checkpoint, None] = None,
+                volumes: Optional[Sequence[VolumeSpec]] = None) -> Dict[str, Any]:
     resources = drop_none({"cpus": cpus, "memory_mb": memory_mb, "pids": pids, "disk_mb": disk_mb})
     body = drop_none({
         "snapshot": snapshot, "checkpoint": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
@@ -106,10 +111,44 @@ def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapp
         "metadata": dict(metadata) if metadata is not None else None, "resources": resources or None,
         "idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
         "timeout_seconds": timeout_seconds,
+        "volumes": volume_mounts(volumes) if volumes is not None else None,
     })
     if extra:
         body.update(extra)
     return body
+
+
+def volume_ref(volume: VolumeRef) -> str:
+    """A volume's id (for a :class:`Volume`) or the name or id given; never empty."""
+    ref = volume.id if isinstance(volume, Volume) else volume
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"a volume is a name, an id or a Volume, not {volume!r}")
+    return ref
+
+
+def volume_mounts(volumes: Sequence[VolumeSpec]) -> List[Dict[str, Any]]:
+    """The ``volumes`` field of a create: ``[{"volume", "path", "read_only"}]`` from each accepted form."""
+    if isinstance(volumes, (str, bytes, Mapping, VolumeMount)) or (
+            isinstance(volumes, tuple) and volumes and isinstance(volumes[0], (str, Volume))):
+        raise ValueError("volumes is a list of mounts: [VolumeMount(...)], [(volume, path)] or "
+                         "[{'volume': ..., 'path': ...}]")
+    out: List[Dict[str, Any]] = []
+    for m in volumes:
+        if isinstance(m, VolumeMount):
+            vol, path, ro = m.volume, m.path, m.read_only
+        elif isinstance(m, Mapping):
+            unknown = set(m) - {"volume", "path", "read_only"}
+            if unknown or "volume" not in m or "path" not in m:
+                raise ValueError(f"a volume mount has 'volume', 'path' and maybe 'read_only', not {dict(m)!r}")
+            vol, path, ro = m["volume"], m["path"], m.get("read_only", False)
+        elif isinstance(m, tuple) and len(m) in (2, 3):
+            vol, path, ro = m[0], m[1], (m[2] if len(m) == 3 else False)  # type: ignore[misc]
+        else:
+            raise ValueError(f"a volume mount is a VolumeMount, a dict or (volume, path[, read_only]), not {m!r}")
+        if not isinstance(path, str) or not isinstance(ro, bool):
+            raise ValueError(f"a volume mount's path is a str and read_only a bool: {m!r}")
+        out.append({"volume": volume_ref(vol), "path": path, "read_only": ro})
+    return out
 
 
 def update_body(idle_ttl_seconds: Optional[int], delete_after_stop_seconds: Optional[int],
@@ -421,6 +460,11 @@ class SandboxData:
     @property
     def last_active_at(self) -> Optional[str]:
         return self._data.get("last_active_at")
+
+    @property
+    def volumes(self) -> List[VolumeMount]:
+        """The volumes mounted in the sandbox (``volume`` is each one's id, ``"vol_..."``)."""
+        return [VolumeMount.from_json(m) for m in self._data.get("volumes") or [] if isinstance(m, dict)]
 
     def _checkpoint_path(self, checkpoint: CheckpointRef, op: str = "") -> str:
         """``/v1/sandboxes/{id}/checkpoints/{name}{op}`` for a checkpoint name or a :class:`Checkpoint`

@@ -13,18 +13,19 @@ import os
 import ssl
 import tempfile
 from typing import (Any, AsyncIterator, Awaitable, BinaryIO, Dict, Generator, List, Literal, Mapping, Optional,
-                    Union, overload)
+                    Sequence, Union, overload)
 
 from . import errors
 from ._async_http import NETWORK_ERRORS, AsyncTransport, Conn, read_head
 from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
-                      SandboxData, ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
-                      iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
-                      signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
+                      SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec, check_timeout,
+                      command_spec, create_body, iter_sandboxes, list_query, make_config, result_from_wait, seg,
+                      service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout, update_body,
+                      volume_ref, with_query)
 from ._tunnel import AsyncTunnel
 from .client import SnapshotSource, _mode
 from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
-                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot)
+                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
 
 try:  # optional: Debian's python3-websockets
     import websockets  # type: ignore[import-not-found]
@@ -95,12 +96,12 @@ class AsyncSandboxClient:
                              cpus: Optional[float] = None, memory_mb: Optional[int] = None,
                              pids: Optional[int] = None, disk_mb: Optional[int] = None,
                              idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
-                             timeout_seconds: Optional[int] = None,
+                             timeout_seconds: Optional[int] = None, volumes: Optional[Sequence[VolumeSpec]] = None,
                              extra: Optional[Mapping[str, Any]] = None) -> "AsyncSandbox":
         """See :meth:`sbx.SandboxClient.create_sandbox` (``checkpoint``: a Checkpoint, ``"ckp_..."`` or
-        ``"SANDBOX:NAME"``)."""
+        ``"SANDBOX:NAME"``; ``volumes``: VolumeMounts, ``(volume, path[, read_only])`` tuples or dicts)."""
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes)
         try:
             d = (await self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False)).json()
         except errors.APIError as e:
@@ -185,6 +186,35 @@ class AsyncSandboxClient:
         except errors.NotFoundError:
             if not missing_ok:
                 raise
+
+    # --- volumes ------------------------------------------------------------------------------------
+
+    async def create_volume(self, name: str, *, size_mb: Optional[int] = None) -> Volume:
+        """See :meth:`sbx.SandboxClient.create_volume`."""
+        body: Dict[str, Any] = {"name": name}
+        if size_mb is not None:
+            body["size_mb"] = int(size_mb)
+        r = await self._http.request("POST", "/v1/volumes", json_body=body, idempotent=False)
+        return Volume.from_json(r.json())
+
+    async def list_volumes(self) -> List[Volume]:
+        """The key's volumes (the admin's: every one)."""
+        d = (await self._http.request("GET", "/v1/volumes")).json()
+        return [Volume.from_json(v) for v in d.get("volumes") or []]
+
+    async def get_volume(self, volume: VolumeRef) -> Volume:
+        """The volume with this name or id (NotFoundError if none)."""
+        return Volume.from_json((await self._http.request("GET", f"/v1/volumes/{seg(volume_ref(volume))}")).json())
+
+    async def delete_volume(self, volume: VolumeRef, *, missing_ok: bool = False) -> None:
+        """See :meth:`sbx.SandboxClient.delete_volume` (BusyError while a sandbox mounts it)."""
+        try:
+            await self._http.request("DELETE", f"/v1/volumes/{seg(volume_ref(volume))}")
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    # --- keys (admin) -------------------------------------------------------------------------------
 
     async def create_key(self, name: Optional[str] = None, *, max_sandboxes: Optional[int] = None,
                          max_memory_mb: Optional[int] = None) -> ApiKey:

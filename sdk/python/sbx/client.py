@@ -7,16 +7,18 @@ import shutil
 import ssl
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Union, overload
+from typing import (TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union,
+                    overload)
 
 from . import errors
 from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
-                      SandboxData, ServiceURLData, SSEParser, StreamState, check_timeout, command_spec, create_body,
-                      emit, iter_sandboxes, list_query, make_config, result_from_wait, seg, service_request_parts,
-                      signal_name, snapshot_done, snapshot_wait_timeout, update_body, with_query)
+                      SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec, check_timeout,
+                      command_spec, create_body, emit, iter_sandboxes, list_query, make_config, result_from_wait, seg,
+                      service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout, update_body,
+                      volume_ref, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
 from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
-                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot)
+                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
 
 __all__ = ["SandboxClient", "Sandbox", "CommandHandle", "ServiceURL"]
 
@@ -85,7 +87,8 @@ class SandboxClient:
                        metadata: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None,
                        memory_mb: Optional[int] = None, pids: Optional[int] = None, disk_mb: Optional[int] = None,
                        idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
-                       timeout_seconds: Optional[int] = None, extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
+                       timeout_seconds: Optional[int] = None, volumes: Optional[Sequence[VolumeSpec]] = None,
+                       extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
         """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
 
         Args:
@@ -102,16 +105,21 @@ class SandboxClient:
             idle_ttl_seconds: stop (not delete) after this long without activity (default 600; 0 never).
             delete_after_stop_seconds: delete after being stopped this long (default 0: never).
             timeout_seconds: lifetime: deleted this long after creation or the last ``renew()``.
+            volumes: volumes to mount (up to 16; :meth:`create_volume`), each a
+                :class:`~sbx.models.VolumeMount`, a ``(volume, path)`` or ``(volume, path, read_only)``
+                tuple, or a ``{"volume": ..., "path": ..., "read_only": ...}`` dict; ``volume`` is a name,
+                an id or a :class:`~sbx.models.Volume`, ``path`` absolute. Listed in :attr:`Sandbox.volumes`.
             extra: more top-level fields, passed as they are (for API fields newer than this SDK).
 
         Raises:
             QuotaExceededError: the API key's quota would be exceeded.
             ResourceExhaustedError: the daemon's sandbox limit is reached.
-            NotFoundError: an unknown ``snapshot`` or ``checkpoint``.
+            NotFoundError: an unknown ``snapshot``, ``checkpoint`` or volume.
+            InvalidArgumentError: a bad field (a volume path that is relative, ``/``, under ``/proc``, ...).
             CreationError: the daemon failed to build the sandbox.
         """
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes)
         try:
             d = self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False).json()
         except errors.APIError as e:
@@ -214,6 +222,48 @@ class SandboxClient:
         """
         try:
             self._http.request("DELETE", f"/v1/snapshots/{seg(snapshot)}")
+        except errors.NotFoundError:
+            if not missing_ok:
+                raise
+
+    # --- volumes ------------------------------------------------------------------------------------
+
+    def create_volume(self, name: str, *, size_mb: Optional[int] = None) -> Volume:
+        """Creates a named volume (``POST /v1/volumes``): a disk of its own that outlives sandboxes and can
+        be mounted into several at once (``create_sandbox(volumes=[(name, "/data")])``).
+
+        Args:
+            name: unique per API key (``[A-Za-z0-9_.-]{1,64}``).
+            size_mb: its size, 16-1048576 MiB (default 1024); space is taken on the host as files are
+                written, and a write past the size fails with ``ENOSPC`` inside the sandbox.
+
+        Raises:
+            ConflictError: the name is taken. InvalidArgumentError: a bad name or size.
+            ResourceExhaustedError: the daemon has 256 volumes already.
+        """
+        body: Dict[str, Any] = {"name": name}
+        if size_mb is not None:
+            body["size_mb"] = int(size_mb)
+        return Volume.from_json(self._http.request("POST", "/v1/volumes", json_body=body, idempotent=False).json())
+
+    def list_volumes(self) -> List[Volume]:
+        """The key's volumes (the admin's: every one)."""
+        d = self._http.request("GET", "/v1/volumes").json()
+        return [Volume.from_json(v) for v in d.get("volumes") or []]
+
+    def get_volume(self, volume: VolumeRef) -> Volume:
+        """The volume with this name or id (or a fresh copy of a :class:`Volume`, e.g. its ``used_bytes``);
+        NotFoundError if none."""
+        return Volume.from_json(self._http.request("GET", f"/v1/volumes/{seg(volume_ref(volume))}").json())
+
+    def delete_volume(self, volume: VolumeRef, *, missing_ok: bool = False) -> None:
+        """Deletes a volume (name, id or :class:`Volume`) and its files. ``missing_ok`` ignores an unknown one.
+
+        Raises:
+            BusyError: a sandbox (running, paused or stopped) mounts it; delete those first.
+        """
+        try:
+            self._http.request("DELETE", f"/v1/volumes/{seg(volume_ref(volume))}")
         except errors.NotFoundError:
             if not missing_ok:
                 raise

@@ -101,8 +101,9 @@ class MethodNotAllowedError(APIError):
 
 
 class ConflictError(APIError):
-    """``409 conflict``: a name or command id already used with different parameters, a non-empty
-    directory removed without ``recursive``, a sandbox still being created."""
+    """``409 conflict``: a name (of a sandbox, snapshot, checkpoint or volume) or a command id already
+    used with different parameters, a non-empty directory removed without ``recursive``, a sandbox still
+    being created."""
 
     default_code = "conflict"
 
@@ -122,7 +123,8 @@ class NotRunningError(NotReadyError):
 
 class BusyError(NotReadyError):
     """``409 busy``: a checkpoint, restore or fork of the sandbox is in progress (or a sandbox is being
-    created from the checkpoint being deleted); try again once it ends."""
+    created from the checkpoint being deleted); try again once it ends. Also a volume deleted while a
+    sandbox (running, paused or stopped) mounts it: delete those sandboxes first."""
 
     default_code = "busy"
 

@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional
 
 __all__ = [
     "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
-    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "Checkpoint", "ListeningPort", "ServiceResponse",
+    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "Checkpoint", "Volume", "VolumeMount",
+    "ListeningPort", "ServiceResponse",
 ]
 
 
@@ -326,6 +327,46 @@ class Checkpoint:
         cid = str(d.get("id", ""))
         return cls(cid, str(d.get("sandbox_id") or ""), str(d.get("name") or cid), str(d.get("snapshot") or ""),
                    int(d.get("disk_mb") or 0), int(d.get("size_bytes") or 0), d.get("created_at"), d)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A named volume (``SandboxClient.create_volume()``): a sized disk of its own that outlives
+    sandboxes and can be mounted into several at once (``create_sandbox(volumes=...)``). ``name`` is
+    unique per API key; ``used_bytes`` is what its files take now (None when sbxd could not tell)."""
+
+    id: str
+    name: str
+    size_mb: int
+    used_bytes: Optional[int]
+    created_at: Optional[str]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Volume":
+        return cls(str(d.get("id", "")), str(d.get("name") or ""), int(d.get("size_mb") or 0),
+                   _opt_int(d.get("used_bytes")), d.get("created_at"), d)
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """A volume mounted in a sandbox at ``path`` (absolute), read-only when ``read_only``.
+
+    Given to ``create_sandbox(volumes=[...])``, ``volume`` is the volume's name or id (a
+    :class:`Volume` works too); in ``Sandbox.volumes`` it is the id (``"vol_..."``)."""
+
+    volume: str
+    path: str
+    read_only: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        v: Any = self.volume
+        return {"volume": v.id if isinstance(v, Volume) else str(v), "path": self.path,
+                "read_only": bool(self.read_only)}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "VolumeMount":
+        return cls(str(d.get("volume") or ""), str(d.get("path") or ""), bool(d.get("read_only")))
 
 
 @dataclass(frozen=True)

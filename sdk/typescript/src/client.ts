@@ -5,8 +5,8 @@ import type { SandboxContext } from "./sandbox.js";
 import type { StreamTransport } from "./stream.js";
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
-import { SnapshotFailedError, TimeoutError } from "./errors.js";
-import { lifecycleBody, toKeyInfo, toSandboxInfo, toSnapshotInfo } from "./types.js";
+import { InvalidArgumentError, SnapshotFailedError, TimeoutError } from "./errors.js";
+import { lifecycleBody, toKeyInfo, toSandboxInfo, toSnapshotInfo, toVolumeInfo, volumeMountsBody } from "./types.js";
 import type {
   ApiKeyInfo,
   CreateSandboxOptions,
@@ -15,6 +15,7 @@ import type {
   SandboxInfo,
   SnapshotInfo,
   UpdateSandboxOptions,
+  VolumeInfo,
 } from "./types.js";
 
 /** An image tarball: a file path, bytes, a Node Readable or an async iterable of bytes (streamed). */
@@ -96,6 +97,7 @@ export class SandboxClient {
       if (r.diskMb !== undefined) rb.disk_mb = r.diskMb;
       body.resources = rb;
     }
+    if (options.volumes !== undefined) body.volumes = volumeMountsBody(options.volumes);
     // Not retried after the request may have reached the daemon: an unnamed create is not idempotent.
     return new Sandbox(this.#ctx, toSandboxInfo(await this.#t.json("POST", "/v1/sandboxes", { json: body })));
   }
@@ -195,6 +197,40 @@ export class SandboxClient {
     await this.#t.request("DELETE", `/v1/snapshots/${encodeURIComponent(idOrName)}`);
   }
 
+  /* ------------------------------------------------------------ volumes */
+
+  /**
+   * Creates a named volume: a disk of its own that outlives sandboxes and can be mounted into several at
+   * once (`createSandbox({volumes: [{volume: name, path: "/data"}]})`). `name`: unique per key,
+   * `[A-Za-z0-9_.-]{1,64}`. `sizeMb`: 16–1048576 (default 1024); space is taken as files are written.
+   * Throws {@link ConflictError} for a taken name, {@link InvalidArgumentError} for a bad name or size,
+   * {@link ResourceExhaustedError} past 256 volumes.
+   */
+  async createVolume(name: string, options: { sizeMb?: number } = {}): Promise<VolumeInfo> {
+    const json: Record<string, unknown> = { name };
+    if (options.sizeMb !== undefined) json.size_mb = options.sizeMb;
+    return toVolumeInfo(await this.#t.json("POST", "/v1/volumes", { json }));
+  }
+
+  /** The key's volumes (the admin's: every one). */
+  async listVolumes(): Promise<VolumeInfo[]> {
+    const j = await this.#t.json("GET", "/v1/volumes");
+    return (j.volumes ?? []).map(toVolumeInfo);
+  }
+
+  /** A volume by name or id (or a fresh copy of a {@link VolumeInfo}). Throws `NotFoundError` when unknown. */
+  async getVolume(volume: string | VolumeInfo): Promise<VolumeInfo> {
+    return toVolumeInfo(await this.#t.json("GET", volumePath(volume)));
+  }
+
+  /**
+   * Deletes a volume (name, id or {@link VolumeInfo}) and its files. Throws {@link BusyError} while a
+   * sandbox (running, paused or stopped) mounts it: delete those first.
+   */
+  async deleteVolume(volume: string | VolumeInfo): Promise<void> {
+    await this.#t.request("DELETE", volumePath(volume));
+  }
+
   /* ------------------------------------------------------------ keys */
 
   /** Admin: makes a tenant key. The secret is in the answer's `key`, and only there. */
@@ -220,4 +256,10 @@ export class SandboxClient {
   async deleteKey(keyId: string): Promise<void> {
     await this.#t.request("DELETE", `/v1/keys/${encodeURIComponent(keyId)}`);
   }
+}
+
+function volumePath(volume: string | VolumeInfo): string {
+  const ref = typeof volume === "string" ? volume : volume.id;
+  if (!ref) throw new InvalidArgumentError("empty volume reference", "invalid_argument", 0);
+  return `/v1/volumes/${encodeURIComponent(ref)}`;
 }

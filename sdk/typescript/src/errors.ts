@@ -36,13 +36,17 @@ export class NotFoundError extends SandboxError {}
 export class ExpiredError extends NotFoundError {}
 /** `405 method_not_allowed`. */
 export class MethodNotAllowedError extends SandboxError {}
-/** `409 conflict`: name or command id used with different parameters, sandbox still being created, non-empty directory. */
+/**
+ * `409 conflict`: a name (sandbox, snapshot, checkpoint, volume) or command id used with different parameters,
+ * sandbox still being created, non-empty directory.
+ */
 export class ConflictError extends SandboxError {}
 /** `409 not_running`: the sandbox is stopped or failed; nothing can run in it. */
 export class NotRunningError extends ConflictError {}
 /**
  * `409 busy`: a checkpoint, restore or fork of the sandbox is in progress (or a sandbox is being created
- * from the checkpoint being deleted); try again once it ends.
+ * from the checkpoint being deleted); try again once it ends. Also a volume deleted while a sandbox
+ * (running, paused or stopped) mounts it: delete those sandboxes first.
  */
 export class BusyError extends ConflictError {}
 /** `413 too_large`: body, header, JSON document or field over its limit. */

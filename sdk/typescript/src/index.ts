@@ -39,4 +39,7 @@ export type {
   SnapshotInfo,
   StreamName,
   UpdateSandboxOptions,
+  VolumeInfo,
+  VolumeMount,
+  VolumeMountInfo,
 } from "./types.js";

@@ -20,6 +20,7 @@ import type {
   SandboxMetrics,
   SandboxState,
   UpdateSandboxOptions,
+  VolumeMountInfo,
 } from "./types.js";
 
 // Node 20 has Symbol.asyncDispose; this keeps `await using` working on runtimes that lack it, the way
@@ -121,6 +122,10 @@ export class Sandbox implements AsyncDisposable {
   /** The state as last seen (call `refresh()` for the current one). */
   get state(): SandboxState {
     return this.info.state;
+  }
+  /** The volumes mounted in the sandbox (`volume` is each one's id, `vol_...`); `[]` for none. */
+  get volumes(): VolumeMountInfo[] {
+    return this.info.volumes;
   }
 
   #p(suffix = ""): string {

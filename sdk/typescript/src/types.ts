@@ -40,6 +40,11 @@ export interface CreateSandboxOptions extends LifecycleSettings {
   /** String key/values, filterable with `listSandboxes({metadata})`. */
   metadata?: Record<string, string>;
   resources?: Resources;
+  /**
+   * Volumes to mount (up to 16; `client.createVolume()`), e.g. `[{volume: "data", path: "/data"}]`.
+   * Listed in `sb.volumes`. A sandbox with volumes is built, not taken from the warm pool.
+   */
+  volumes?: VolumeMount[];
 }
 
 export interface UpdateSandboxOptions extends LifecycleSettings {
@@ -72,6 +77,8 @@ export interface SandboxInfo {
   deletedAt: string | null;
   /** Why it is stopped, failed or deleted ("stopped by request", "idle for 600 s (idle_ttl_seconds)", ...). */
   stateReason: string | null;
+  /** The volumes mounted in it (`[]` for none). */
+  volumes: VolumeMountInfo[];
 }
 
 export interface SandboxMetrics {
@@ -216,6 +223,7 @@ export function toSandboxInfo(j: Json): SandboxInfo {
     expiresAt: strOrNull(j.expires_at),
     deletedAt: strOrNull(j.deleted_at),
     stateReason: strOrNull(j.state_reason),
+    volumes: Array.isArray(j.volumes) ? j.volumes.map(toVolumeMountInfo) : [],
   };
 }
 
@@ -373,4 +381,64 @@ export function toCheckpointInfo(j: Json): CheckpointInfo {
     sizeBytes: num(j.size_bytes),
     createdAt: j.created_at,
   };
+}
+
+/**
+ * A named volume (`client.createVolume()`): a sized disk of its own that outlives sandboxes and can be
+ * mounted into several at once (`createSandbox({volumes})`). Its files have the same owners in every
+ * sandbox that mounts it.
+ */
+export interface VolumeInfo {
+  /** `vol_...`. */
+  id: string;
+  /** Unique per API key. */
+  name: string;
+  /** Its size in MiB; a write past it fails with `ENOSPC` inside the sandbox. */
+  sizeMb: number;
+  /** What its files take now, or null when sbxd could not tell. */
+  usedBytes: number | null;
+  createdAt: string;
+}
+
+/** A volume to mount in a new sandbox (`createSandbox({volumes: [...]})`). */
+export interface VolumeMount {
+  /** The volume: its name, its id (`vol_...`) or its {@link VolumeInfo}. */
+  volume: string | VolumeInfo;
+  /** Where it appears in the sandbox: absolute, not `/`, not under `/proc`, `/sys` or `/dev`; made if missing. */
+  path: string;
+  /** Mount it read-only (default false): writes fail with `EROFS` inside the sandbox. */
+  readOnly?: boolean;
+}
+
+/** A volume mounted in a sandbox, as `sb.volumes` (`SandboxInfo.volumes`) lists it. */
+export interface VolumeMountInfo {
+  /** The volume's id (`vol_...`). */
+  volume: string;
+  path: string;
+  readOnly: boolean;
+}
+
+/** @internal */
+export function toVolumeInfo(j: Json): VolumeInfo {
+  return {
+    id: j.id,
+    name: String(j.name ?? ""),
+    sizeMb: num(j.size_mb),
+    usedBytes: numOrNull(j.used_bytes),
+    createdAt: j.created_at,
+  };
+}
+
+/** @internal */
+export function toVolumeMountInfo(j: Json): VolumeMountInfo {
+  return { volume: String(j.volume ?? ""), path: String(j.path ?? ""), readOnly: !!j.read_only };
+}
+
+/** @internal The `volumes` field of a create. */
+export function volumeMountsBody(mounts: VolumeMount[]): Json[] {
+  return mounts.map((m) => ({
+    volume: typeof m.volume === "string" ? m.volume : m.volume.id,
+    path: m.path,
+    read_only: m.readOnly ?? false,
+  }));
 }

@@ -14,6 +14,9 @@ test("require('@sbx/sdk') loads the CommonJS build", () => {
   assert.ok(new sdk.BusyError("x", "busy", 409) instanceof sdk.ConflictError);
   for (const m of ["checkpoint", "listCheckpoints", "getCheckpoint", "deleteCheckpoint", "restore", "fork"])
     assert.equal(typeof sdk.Sandbox.prototype[m], "function", m);
+  for (const m of ["createVolume", "listVolumes", "getVolume", "deleteVolume"])
+    assert.equal(typeof sdk.SandboxClient.prototype[m], "function", m);
+  assert.equal(typeof Object.getOwnPropertyDescriptor(sdk.Sandbox.prototype, "volumes")?.get, "function");
   const c = new sdk.SandboxClient({ url: "http://127.0.0.1:1/" });
   assert.equal(c.url, "http://127.0.0.1:1");
 });
