@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/daemon.h"
+#include "daemon/lifecycle.h"
 #include "daemon/sandbox.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
@@ -238,6 +239,7 @@ static void op_free(struct checkpoint_op *op)
     op_unlink(op);
     if (op->sb && op->sb->busy == op)
         op->sb->busy = NULL;
+    lifecycle_reschedule(op->d); /* deadlines that passed while the sandbox was busy are due now */
     sandbox_unref(op->sb);
     for (size_t i = 0; i < op->n_made; i++)
         sandbox_unref(op->made[i]);
