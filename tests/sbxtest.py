@@ -322,6 +322,19 @@ def processes_with_cmdline(fragment):
 
 # --- Helpers for the security tests (tests/security) ---------------------------------------------------
 
+def cli(daemon, *args, key=None, check=True, timeout=120):
+    """Runs the sbx CLI against daemon (SBX_URL; SBX_API_KEY = key, or the daemon's own); with check, a
+    non-zero exit fails the test. Returns the CompletedProcess (stdout and stderr as bytes)."""
+    env = dict(os.environ, SBX_URL=daemon.url)
+    env.pop("SBX_API_KEY", None)
+    if key or daemon.api_key:
+        env["SBX_API_KEY"] = key or daemon.api_key
+    p = subprocess.run([os.path.join(BIN, "sbx"), *args], env=env, capture_output=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
+    return p
+
+
 def sh(daemon, sid, script, timeout=60, **kw):
     """Runs `script` with /bin/sh -c in the sandbox and waits; returns the command object with stdout and
     stderr (decoded to str). `timeout` is the command's own timeout in seconds."""

@@ -6,7 +6,7 @@ import random
 import signal
 import tempfile
 
-from sbxtest import Daemon, processes_with_cmdline, wait_for
+from sbxtest import Daemon, cli, processes_with_cmdline, wait_for
 
 # Regular files, an owner other than root, a set-uid bit, a symlink, a whiteout (/home is a directory of
 # the lower layer: removing it leaves a whiteout in the sandbox's upper layer) and 3 MiB of data.
@@ -216,17 +216,8 @@ def test_checkpoints_survive_a_restart_and_strays_are_removed():
 
 
 def test_cli_checkpoint_and_fork(daemon):
-    import subprocess
-
-    from sbxtest import BIN
-
     def sbx(*args, check=True):
-        env = dict(os.environ, SBX_URL=daemon.url)
-        env.pop("SBX_API_KEY", None)
-        p = subprocess.run([os.path.join(BIN, "sbx"), *args], env=env, capture_output=True, timeout=120)
-        if check:
-            assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-        return p
+        return cli(daemon, *args, check=check)
 
     sid = daemon.create(name="cli-ck")
     daemon.run(sid, "echo first > /root/v")

@@ -4,7 +4,7 @@ import os
 import signal
 import tempfile
 
-from sbxtest import Daemon, host_mounts_under
+from sbxtest import Daemon, cli, host_mounts_under
 
 
 def make_volume(d, name, size_mb=64, expect=201):
@@ -93,17 +93,9 @@ def test_volumes_stay_mounted_for_kept_sandboxes_across_restart():
 
 def test_cli_volume(daemon):
     import json
-    import subprocess
-
-    from sbxtest import BIN
 
     def sbx(*args, check=True):
-        env = dict(os.environ, SBX_URL=daemon.url)
-        env.pop("SBX_API_KEY", None)
-        p = subprocess.run([os.path.join(BIN, "sbx"), *args], env=env, capture_output=True, timeout=120)
-        if check:
-            assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-        return p
+        return cli(daemon, *args, check=check)
 
     vid = sbx("volume", "create", "clivol", "--size", "128M").stdout.decode().strip()
     assert vid.startswith("vol_")
