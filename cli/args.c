@@ -177,16 +177,27 @@ int cli_parse_lifetime(const char *s, int64_t *ret)
 }
 
 static const struct cli_option all_options[] = {
-    {"help", 'h', false, OPT_HELP},      {"env", 'e', true, OPT_ENV},
-    {"snapshot", 0, true, OPT_SNAPSHOT}, {"memory", 'm', true, OPT_MEMORY},
-    {"cpus", 0, true, OPT_CPUS},         {"pids", 0, true, OPT_PIDS},
-    {"name", 0, true, OPT_NAME},         {"metadata", 0, true, OPT_METADATA},
-    {"cwd", 'w', true, OPT_CWD},         {"timeout", 't', true, OPT_TIMEOUT},
-    {"stdin", 'i', false, OPT_STDIN},    {"interactive", 0, false, OPT_STDIN},
-    {"tty", 0, false, OPT_TTY},          {"idle-ttl", 0, true, OPT_IDLE_TTL},
-    {"lifetime", 0, true, OPT_LIFETIME}, {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
-    {"json", 0, false, OPT_JSON},        {"checkpoint", 0, true, OPT_CHECKPOINT},
-    {"volume", 'v', true, OPT_VOLUME},   {NULL, 0, false, 0},
+    {"help", 'h', false, OPT_HELP},
+    {"env", 'e', true, OPT_ENV},
+    {"snapshot", 0, true, OPT_SNAPSHOT},
+    {"memory", 'm', true, OPT_MEMORY},
+    {"cpus", 0, true, OPT_CPUS},
+    {"pids", 0, true, OPT_PIDS},
+    {"name", 0, true, OPT_NAME},
+    {"metadata", 0, true, OPT_METADATA},
+    {"cwd", 'w', true, OPT_CWD},
+    {"timeout", 't', true, OPT_TIMEOUT},
+    {"stdin", 'i', false, OPT_STDIN},
+    {"interactive", 0, false, OPT_STDIN},
+    {"tty", 0, false, OPT_TTY},
+    {"idle-ttl", 0, true, OPT_IDLE_TTL},
+    {"lifetime", 0, true, OPT_LIFETIME},
+    {"delete-after-stop", 0, true, OPT_DELETE_AFTER_STOP},
+    {"json", 0, false, OPT_JSON},
+    {"checkpoint", 0, true, OPT_CHECKPOINT},
+    {"volume", 'v', true, OPT_VOLUME},
+    {"user", 'u', true, OPT_USER},
+    {NULL, 0, false, 0},
 };
 
 static bool option_allowed(int id, unsigned flags)
@@ -213,6 +224,7 @@ static bool option_allowed(int id, unsigned flags)
     case OPT_JSON:
         return flags & (ARGS_UPDATE | ARGS_RENEW);
     case OPT_CWD:
+    case OPT_USER:
     case OPT_TIMEOUT:
     case OPT_STDIN:
         return flags & ARGS_EXEC;
@@ -315,6 +327,9 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
             break;
         case OPT_CWD:
             a.cwd = v;
+            break;
+        case OPT_USER:
+            a.user = v;
             break;
         case OPT_TIMEOUT:
             if (cli_parse_duration(v, &a.timeout) < 0)

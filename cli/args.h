@@ -28,6 +28,7 @@ enum {
     OPT_TTY,
     OPT_CHECKPOINT,
     OPT_VOLUME,
+    OPT_USER,
 };
 
 struct cli_option {
@@ -93,6 +94,7 @@ struct cli_args {
     /* Command execution. */
     const char *sandbox;
     const char *cwd;
+    const char *user; /* --user (exec, run) */
     double timeout;
     bool interactive;
     bool tty;   /* --tty (exec): on a pseudo-terminal, our terminal in raw mode */

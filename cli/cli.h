@@ -79,4 +79,4 @@ int cli_run_command(struct sbx_client *c, const char *sid, const struct sbx_exec
  * in raw mode (restored on every exit path), forwarding stdin and window-size changes (cli/shell.c).
  * Handles its own signals (do not call cli_session_begin). Returns the exit status to use. */
 int cli_run_shell(struct sbx_client *c, const char *sid, const char *const *cmd, const char *const *env,
-                  const char *cwd, double timeout);
+                  const char *cwd, const char *user, double timeout);

@@ -23,7 +23,7 @@ static int exec_main(int argc, char **argv)
     }
     int status = EXIT_SBX;
     if (a.tty) {
-        status = cli_run_shell(c, a.sandbox, (const char *const *)a.cmd, a.env, a.cwd, a.timeout);
+        status = cli_run_shell(c, a.sandbox, (const char *const *)a.cmd, a.env, a.cwd, a.user, a.timeout);
         sbx_client_free(c);
         cli_args_done(&a);
         return status;
@@ -36,6 +36,7 @@ static int exec_main(int argc, char **argv)
             .argv = (const char *const *)a.cmd,
             .env = a.env,
             .cwd = a.cwd,
+            .user = a.user,
             .timeout = a.timeout,
             .stdin_open = a.interactive,
         };
@@ -61,7 +62,8 @@ const struct cli_command cli_cmd_exec = {
         "\n"
         "Options:\n"
         "  -e, --env K=V       environment variable (repeatable)\n"
-        "  -w, --cwd DIR       working directory (default /root)\n"
+        "  -w, --cwd DIR       working directory (default /root, or the user's home with --user)\n"
+        "  -u, --user USER     run as USER: a name from the sandbox's /etc/passwd, UID or UID:GID\n"
         "  -t, --timeout SECS  kill the command after SECS (s/m/h suffixes allowed)\n"
         "  -i, --stdin         forward our stdin to the command (closed at EOF)\n"
         "      --tty           run it on a pseudo-terminal, our terminal in raw mode (as `sbx shell`)\n",

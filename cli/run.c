@@ -54,6 +54,7 @@ static int run_main(int argc, char **argv)
         struct sbx_exec_opts o = {
             .argv = (const char *const *)a.cmd,
             .cwd = a.cwd,
+            .user = a.user,
             .timeout = a.timeout,
             .stdin_open = a.interactive,
         };
@@ -90,7 +91,8 @@ const struct cli_command cli_cmd_run = {
              "                      as for `sbx create` (--lifetime is the sandbox's, --timeout the "
              "command's)\n"
              "  -e, --env K=V       environment variable of the sandbox (repeatable)\n"
-             "  -w, --cwd DIR       working directory (default /root)\n"
+             "  -w, --cwd DIR       working directory (default /root, or the user's home with --user)\n"
+             "  -u, --user USER     run as USER: a name from the sandbox's /etc/passwd, UID or UID:GID\n"
              "  -t, --timeout SECS  kill the command after SECS\n"
              "  -i, --stdin         forward our stdin to the command\n",
 };

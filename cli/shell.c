@@ -192,7 +192,7 @@ static int on_exit_cb(int exit_code, int sig, const char *error_code, void *user
 
 /* Starts the command on a pty and follows it to its end; returns our exit status. */
 static int run_shell(struct sbx_client *c, const char *sid, const char *const *cmd, const char *const *env,
-                     const char *cwd, double timeout)
+                     const char *cwd, const char *user, double timeout)
 {
     static const char *const default_argv[] = {"/bin/sh", "-c", DEFAULT_SHELL, NULL};
     unsigned cols, rows;
@@ -201,6 +201,7 @@ static int run_shell(struct sbx_client *c, const char *sid, const char *const *c
         .argv = cmd ? cmd : default_argv,
         .env = env,
         .cwd = cwd,
+        .user = user,
         .timeout = timeout,
         .stdin_open = true,
         .pty = true,
@@ -320,14 +321,14 @@ static int shell_main(int argc, char **argv)
         free(env);
         return EXIT_SBX;
     }
-    int status = cli_run_shell(c, sid, (const char *const *)cmd, n_env ? env : NULL, cwd, 0);
+    int status = cli_run_shell(c, sid, (const char *const *)cmd, n_env ? env : NULL, cwd, NULL, 0);
     sbx_client_free(c);
     free(env);
     return status;
 }
 
 int cli_run_shell(struct sbx_client *c, const char *sid, const char *const *cmd, const char *const *env,
-                  const char *cwd, double timeout)
+                  const char *cwd, const char *user, double timeout)
 {
     snprintf(shell.url, sizeof(shell.url), "%s", sbx_client_url(c));
     /* Every thread blocks these; the signal thread takes them with sigwait(). */
@@ -343,7 +344,7 @@ int cli_run_shell(struct sbx_client *c, const char *sid, const char *const *cmd,
     } else {
         pthread_detach(t);
         atexit(term_restore);
-        status = run_shell(c, sid, cmd, env, cwd, timeout);
+        status = run_shell(c, sid, cmd, env, cwd, user, timeout);
     }
     return status;
 }

@@ -234,6 +234,7 @@ struct sbx_exec_opts {
      * TERM=xterm-256color unless env says otherwise. */
     bool pty;
     unsigned cols, rows;
+    const char *user; /* NULL: the snapshot's default (root for host); a user name, "UID" or "UID:GID" */
 };
 
 enum sbx_stream {

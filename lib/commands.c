@@ -48,6 +48,8 @@ static int exec_body(const struct sbx_exec_opts *o, bool wait, json_t **ret, str
     bool inline_stdin = stdin_inline(o);
     if (r >= 0 && o->cwd)
         r = json_object_set_new(b, "cwd", json_string(o->cwd));
+    if (r >= 0 && o->user)
+        r = json_object_set_new(b, "user", json_string(o->user));
     if (r >= 0 && o->timeout > 0)
         r = json_object_set_new(b, "timeout", json_real(o->timeout));
     if (r >= 0 && o->id)

@@ -193,14 +193,29 @@ static int add_lifecycle(json_t *body, json_t *req, sbx_error *err)
     return 0;
 }
 
+/* A user name as useradd allows it ([A-Za-z0-9_.-], not starting with '-'), a uid, or UID:GID. */
+static bool user_is_valid(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > 32 || u[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((u[i] >= 'a' && u[i] <= 'z') || (u[i] >= 'A' && u[i] <= 'Z') || (u[i] >= '0' && u[i] <= '9') ||
+              u[i] == '_' || u[i] == '.' || u[i] == '-' || u[i] == ':'))
+            return false;
+    return true;
+}
+
 static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err)
 {
     const char *id = NULL, *cwd = snapshot_default_cwd(sb->d, sb->snapshot), *stdin_data = NULL;
+    const char *user = snapshot_default_user(sb->d, sb->snapshot);
     json_t *env = NULL;
     double timeout = 0;
     bool wait = false, stdin_open = false;
     if (jsonreq_string(body, "id", SBX_ID_MAX, &id, err) < 0 ||
         jsonreq_string(body, "cwd", PATH_MAX, &cwd, err) < 0 ||
+        jsonreq_string(body, "user", 256, &user, err) < 0 ||
         jsonreq_string(body, "stdin", STDIN_FIELD_MAX, &stdin_data, err) < 0 ||
         jsonreq_string_map(body, "env", ENV_MAX_ENTRIES, ENV_MAX_ENTRY, &env, err) < 0 ||
         jsonreq_number(body, "timeout", 0, TIMEOUT_MAX_SEC, &timeout, err) < 0 ||
@@ -219,6 +234,8 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         stdin_open = true;
     if (cwd[0] != '/')
         return sbx_error_set(err, -EINVAL, "`cwd` must be an absolute path");
+    if (user && !user_is_valid(user))
+        return sbx_error_set(err, -EINVAL, "`user` must be a user name, UID or UID:GID (at most 32 bytes)");
     json_t *argv = NULL;
     int r = build_argv(body, &argv, err);
     if (r < 0)
@@ -235,6 +252,12 @@ static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bo
         json_object_set_new(req, "pty", json_true());
         json_object_set_new(req, "cols", json_integer(cols));
         json_object_set_new(req, "rows", json_integer(rows));
+    }
+    if (user && strcmp(user, "root") != 0 && strcmp(user, "0") != 0) {
+        json_object_set_new(req, "user", json_string(user));
+        /* Another user cannot enter root's home, the `host` default: it starts in its own home. */
+        if (!json_object_get(body, "cwd") && strcmp(cwd, "/root") == 0)
+            json_object_set_new(req, "cwd", json_null());
     }
     if (stdin_data) {
         _cleanup_free_ char *b64 = base64_encode(stdin_data, strlen(stdin_data));

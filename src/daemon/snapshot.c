@@ -304,6 +304,15 @@ const char *snapshot_default_cwd(struct daemon *d, const char *snapshot)
     return wd && wd[0] == '/' ? wd : "/";
 }
 
+const char *snapshot_default_user(struct daemon *d, const char *snapshot)
+{
+    if (!snapshot || strcmp(snapshot, "host") == 0 || !d->snap)
+        return NULL;
+    struct snapshot *sn = snapshot_find(d, snapshot);
+    const char *user = sn ? json_string_value(json_object_get(sn->config, "User")) : NULL;
+    return user && user[0] ? user : NULL;
+}
+
 json_t *snapshot_sandbox_env(const struct snapshot *sn, json_t *env)
 {
     json_t *o = json_object();

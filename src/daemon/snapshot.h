@@ -66,6 +66,9 @@ int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *
 /* The working directory commands start in when they name none: /root for `host`, else the image's
  * WorkingDir or /. Borrowed. */
 const char *snapshot_default_cwd(struct daemon *d, const char *snapshot);
+/* The user commands run as when they name none: the image's User, NULL (root) for `host` or an image
+ * without one. Borrowed. */
+const char *snapshot_default_user(struct daemon *d, const char *snapshot);
 
 /* A new env object for a sandbox: the image's Env, then env (may be NULL) on top. */
 json_t *snapshot_sandbox_env(const struct snapshot *sn, json_t *env);

@@ -14,10 +14,12 @@
  * always precedes EXIT on the wire. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,7 @@ struct exec_req {
     char **argv; /* argc entries + NULL */
     char **envp; /* envc entries + NULL */
     const char *cwd;
+    const char *user; /* NULL = stay root */
     int fds[3];
 };
 
@@ -238,6 +241,125 @@ static int exec_command(const char *file, char **argv, char **envp)
     return saw_eacces ? EACCES : ENOENT;
 }
 
+/* Finds name (or, when numeric, the uid) in the sandbox's /etc/passwd: fills uid, gid and home (a copy of
+ * at most home_size - 1 bytes). A static init cannot use NSS, and inside a sandbox the files are all
+ * there is. Returns 0, or -1 when there is no such user. */
+static int passwd_lookup(const char *name, bool numeric, uid_t want, uid_t *uid, gid_t *gid, char *home,
+                         size_t home_size)
+{
+    FILE *f = fopen("/etc/passwd", "re");
+    if (!f)
+        return -1;
+    char line[1024];
+    int found = -1;
+    while (found < 0 && fgets(line, sizeof(line), f)) {
+        char *fields[7] = {0}, *p = line;
+        line[strcspn(line, "\n")] = '\0';
+        for (int i = 0; i < 7; i++) { /* strsep keeps empty fields (a passwordless entry's) */
+            fields[i] = strsep(&p, ":");
+            if (!fields[i])
+                break;
+        }
+        if (!fields[3])
+            continue;
+        char *end;
+        unsigned long u = strtoul(fields[2], &end, 10), g;
+        if (*end || !fields[2][0])
+            continue;
+        g = strtoul(fields[3], &end, 10);
+        if (*end || !fields[3][0])
+            continue;
+        if (numeric ? u == want : strcmp(fields[0], name) == 0) {
+            *uid = (uid_t)u;
+            *gid = (gid_t)g;
+            snprintf(home, home_size, "%s", fields[5] && fields[5][0] ? fields[5] : "/");
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Drops to req->user: "NAME" (from /etc/passwd), "UID" (its passwd group, else gid = uid) or
+ * "UID:GID". Supplementary groups are cleared. A user found in /etc/passwd also gets its HOME, USER and
+ * LOGNAME, unless the command's env set HOME to something other than root's default. */
+static char user_home[512]; /* the home become_user found, "" if none (in the child only) */
+
+static void become_user(struct exec_req *req, int err_fd)
+{
+    const char *u = req->user;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    char *home = user_home;
+    const size_t home_size = sizeof(user_home);
+    char *end;
+    unsigned long n = strtoul(u, &end, 10);
+    bool numeric = u[0] >= '0' && u[0] <= '9';
+    bool known = false;
+    if (numeric && *end == ':') {
+        unsigned long g = strtoul(end + 1, &end, 10);
+        if (*end || n > 65535 || g > 65535)
+            child_fail(err_fd, EINVAL, "user `%s`: UID:GID must be numbers in 0..65535", u);
+        uid = (uid_t)n;
+        gid = (gid_t)g;
+    } else if (numeric) {
+        if (*end || n > 65535)
+            child_fail(err_fd, EINVAL, "user `%s`: a uid must be in 0..65535", u);
+        known = passwd_lookup(NULL, true, (uid_t)n, &uid, &gid, home, home_size) == 0;
+        if (!known) {
+            uid = (uid_t)n;
+            gid = (gid_t)n;
+        }
+    } else {
+        /* "NAME:GROUP" (images say so): the user's passwd entry; the group part is not looked up. */
+        char lookup[64];
+        snprintf(lookup, sizeof(lookup), "%.*s", (int)strcspn(u, ":"), u);
+        if (passwd_lookup(lookup, false, 0, &uid, &gid, home, home_size) < 0)
+            child_fail(err_fd, ESRCH, "user `%s` is not in the sandbox's /etc/passwd", lookup);
+        known = true;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+        child_fail(err_fd, errno, "become user `%s` (%u:%u): %s", u, (unsigned)uid, (unsigned)gid,
+                   strerror(errno));
+    if (!known || uid == 0)
+        return;
+    /* A new envp with HOME (when it was root's default), USER and LOGNAME set for the user. Its strings
+     * live until exec in this child: leaking them is fine; out of memory leaves the env as it was. */
+    char name_buf[64];
+    snprintf(name_buf, sizeof(name_buf), "%.*s", (int)strcspn(u, ":"), u);
+    const char *name = numeric ? NULL : name_buf;
+    size_t n_env = 0;
+    while (req->envp[n_env])
+        n_env++;
+    char **env = calloc(n_env + 3, sizeof(char *));
+    if (!env)
+        return;
+    size_t k = 0;
+    bool have_user = false, have_logname = false;
+    for (size_t i = 0; i < n_env; i++) {
+        char *e = req->envp[i];
+        if (strcmp(e, "HOME=/root") == 0 && home[0] && asprintf(&e, "HOME=%s", home) < 0)
+            e = req->envp[i];
+        if (name && strncmp(e, "USER=", 5) == 0) {
+            have_user = true;
+            if (asprintf(&e, "USER=%s", name) < 0)
+                e = req->envp[i];
+        }
+        if (name && strncmp(e, "LOGNAME=", 8) == 0) {
+            have_logname = true;
+            if (asprintf(&e, "LOGNAME=%s", name) < 0)
+                e = req->envp[i];
+        }
+        env[k++] = e;
+    }
+    if (name && !have_user && asprintf(&env[k], "USER=%s", name) >= 0)
+        k++;
+    if (name && !have_logname && asprintf(&env[k], "LOGNAME=%s", name) >= 0)
+        k++;
+    env[k] = NULL;
+    req->envp = env;
+}
+
 static _Noreturn void run_child(struct exec_req *req, int err_fd)
 {
     /* The command must not inherit our blocked SIGCHLD/SIGTERM/SIGINT or ignored SIGPIPE. execve resets
@@ -263,10 +385,17 @@ static _Noreturn void run_child(struct exec_req *req, int err_fd)
     if ((req->flags & INIT_EXEC_CTTY) && ioctl(0, TIOCSCTTY, 0) < 0)
         child_fail(err_fd, errno, "TIOCSCTTY: %s", strerror(errno));
 
+    if (req->user)
+        become_user(req, err_fd);
+
+    /* No cwd: the user's home when it can go there, else /. */
+    if (!req->cwd[0] && user_home[0] && chdir(user_home) == 0)
+        goto exec;
     const char *cwd = req->cwd[0] ? req->cwd : "/";
     if (chdir(cwd) < 0)
         child_fail(err_fd, errno, "chdir %s: %s", cwd, strerror(errno));
 
+exec:;
     int error = exec_command(req->argv[0], req->argv, req->envp);
     child_fail(err_fd, error, "execve %s: %s", req->argv[0], strerror(error));
 }
@@ -301,14 +430,14 @@ static int parse_exec(size_t n, int msg_flags, int nfds, struct exec_req *req)
 
     /* Exactly argc + envc + 1 strings, the last one ending the packet. */
     char *s = msg_buf + sizeof(m);
-    uint64_t want = (uint64_t)m.argc + m.envc + 1, have = 0;
+    uint64_t want = (uint64_t)m.argc + m.envc + 1 + ((m.flags & INIT_EXEC_USER) ? 1 : 0), have = 0;
     for (uint32_t i = 0; i < m.strings_len; i++)
         have += s[i] == '\0';
     if (have != want || m.strings_len == 0 || s[m.strings_len - 1] != '\0')
         return reply_error(EINVAL, "expected %llu NUL-terminated strings filling %u bytes",
                            (unsigned long long)want, m.strings_len);
 
-    char **ptrs = malloc((want + 1) * sizeof(char *)); /* argv + NULL + envp + NULL */
+    char **ptrs = malloc((m.argc + m.envc + 2) * sizeof(char *)); /* argv + NULL + envp + NULL */
     if (!ptrs)
         return reply_error(ENOMEM, "out of memory");
     req->flags = m.flags;
@@ -321,6 +450,7 @@ static int parse_exec(size_t n, int msg_flags, int nfds, struct exec_req *req)
         req->envp[i] = s;
     req->envp[m.envc] = NULL;
     req->cwd = s;
+    req->user = (m.flags & INIT_EXEC_USER) ? s + strlen(s) + 1 : NULL;
     return 0;
 }
 

@@ -34,10 +34,12 @@ struct init_msg_header {
 
 #define INIT_EXEC_NEW_SESSION 0x1u /* setsid() in the child */
 #define INIT_EXEC_CTTY 0x2u        /* with NEW_SESSION: make fd 0 (a terminal) the controlling tty */
+#define INIT_EXEC_USER 0x4u        /* one more string after cwd: the user to run as (see init.c) */
 
 /* Followed by argc NUL-terminated argv strings, envc NUL-terminated "K=V" strings and one
- * NUL-terminated cwd (empty = "/"), back to back. argv[0] without '/' is looked up in PATH from env
- * (or /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin when env has none). */
+ * NUL-terminated cwd (empty = "/"), and with INIT_EXEC_USER one NUL-terminated user, back to back. argv[0]
+ * without '/' is looked up in PATH from env (or /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ * when env has none). */
 struct init_msg_exec {
     struct init_msg_header h;
     uint32_t flags; /* INIT_EXEC_* */

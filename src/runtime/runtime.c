@@ -448,8 +448,10 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
         len += strlen(spec->argv[argc]) + 1;
     for (; spec->env && spec->env[envc]; envc++)
         len += strlen(spec->env[envc]) + 1;
-    const char *cwd = spec->cwd ? spec->cwd : "/";
+    const char *cwd = spec->cwd ? spec->cwd : ""; /* init: the user's home, else / */
     len += strlen(cwd) + 1;
+    if (spec->user)
+        len += strlen(spec->user) + 1;
     if (argc == 0)
         return sbx_error_setk(err, -EINVAL, "invalid_argument", 400, "empty command");
     if (len > INIT_MSG_MAX)
@@ -461,7 +463,7 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
     *m = (struct init_msg_exec){
         .h = {INIT_MSG_EXEC, (uint32_t)len},
         .flags = (spec->new_session ? INIT_EXEC_NEW_SESSION : 0) |
-                 (spec->new_session && spec->ctty ? INIT_EXEC_CTTY : 0),
+                 (spec->new_session && spec->ctty ? INIT_EXEC_CTTY : 0) | (spec->user ? INIT_EXEC_USER : 0),
         .argc = argc,
         .envc = envc,
         .strings_len = (uint32_t)(len - sizeof(*m)),
@@ -472,6 +474,8 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
     for (uint32_t i = 0; i < envc; i++)
         p = stpcpy(p, spec->env[i]) + 1;
     p = stpcpy(p, cwd) + 1;
+    if (spec->user)
+        p = stpcpy(p, spec->user) + 1;
     assert((size_t)(p - buf) == len);
 
     char cbuf[CMSG_SPACE(3 * sizeof(int))] = {0};
@@ -520,6 +524,8 @@ int runtime_exec(struct runtime_sandbox *sb, const struct runtime_exec_spec *spe
             int e = rep.reply.error;
             if (e == ENOENT || e == EACCES || e == ENOEXEC || e == ENOTDIR)
                 return sbx_error_setk(err, -e, "command_not_found", 400, "%s", rep.reply.message);
+            if (e == ESRCH || e == EINVAL) /* a `user` that is not in the sandbox, or malformed */
+                return sbx_error_setk(err, -e, "invalid_argument", 400, "%s", rep.reply.message);
             return sbx_error_set(err, -e, "start command: %s", rep.reply.message);
         }
         *ret_pidfd = fd;

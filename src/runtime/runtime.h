@@ -70,9 +70,12 @@ struct runtime_sandbox {
 struct runtime_exec_spec {
     const char *const *argv; /* argv[0] is resolved with PATH from env when it has no '/' */
     const char *const *env;  /* "K=V" strings, complete (no inheritance) */
-    const char *cwd;         /* inside the sandbox; NULL = "/" */
+    const char *cwd;         /* inside the sandbox; NULL = the user's home if it has one, else "/" */
     bool new_session;        /* setsid(): the command leads its own process group */
     bool ctty;               /* with new_session: fd 0 is a terminal; make it the controlling tty */
+    /* NULL = root; else a user of the sandbox's /etc/passwd, "UID" or "UID:GID" (resolved inside by
+     * sbx-init, which drops to it before exec). */
+    const char *user;
 };
 
 /* Creates the sandbox and starts sbx-init in it. On success fills *ret (caller owns its fds) and

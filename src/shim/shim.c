@@ -1269,6 +1269,10 @@ static void op_exec(struct client *cl, json_t *req)
         (will_attach && !json_is_null(will_attach) && !json_is_boolean(will_attach)))
         return reply_error(cl, "invalid_argument", EINVAL,
                            "`kill_on_disconnect` and `will_attach` must be booleans");
+    json_t *user = json_object_get(req, "user");
+    if (user && !json_is_null(user) && (!json_string_clean(user, 32) || !json_string_length(user)))
+        return reply_error(cl, "invalid_argument", EINVAL,
+                           "`user` must be a non-empty string of at most 32 bytes");
     json_t *jpty = json_object_get(req, "pty");
     if (jpty && !json_is_null(jpty) && !json_is_boolean(jpty))
         return reply_error(cl, "invalid_argument", EINVAL, "`pty` must be a boolean");
@@ -1330,6 +1334,7 @@ static void op_exec(struct client *cl, json_t *req)
         .cwd = cwd && !json_is_null(cwd) ? json_string_value(cwd) : NULL,
         .new_session = true,
         .ctty = pty,
+        .user = user && !json_is_null(user) ? json_string_value(user) : NULL,
     };
     const int fds[3] = {pin[0], pty ? pin[0] : pout[1], pty ? pin[0] : perr[1]};
     c->oom_kills_at_start = sandbox_oom_kills(); /* before it can run, let alone be killed */

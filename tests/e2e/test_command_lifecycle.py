@@ -396,3 +396,41 @@ def test_logs_bad_queries(daemon, sandbox, query):
 def test_logs_unknown_command(daemon, sandbox):
     r = logs(daemon, sandbox, "nope")
     assert r.status == 404 and r.error_code() == "not_found"
+
+
+def test_commands_run_as_a_user(daemon):
+    """`user`: a name from the sandbox's /etc/passwd (its HOME, USER and LOGNAME with it), a UID or UID:GID;
+    no supplementary groups; root by default. Unknown or malformed users are a typed 400."""
+    sid = daemon.create()
+    try:
+        def run(user, cmd="id -u; id -g; id -G; echo $HOME $USER"):
+            r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands",
+                               {"command": cmd, "wait": True, "user": user})
+            return r
+        r = run("daemon")
+        assert r.status == 200, r
+        assert r.json()["stdout"] == "1\n1\n1\n/usr/sbin daemon\n", r.json()
+        r = run("1234:5678", "id -u; id -g; touch /tmp/mine; stat -c %u:%g /tmp/mine")
+        assert r.json()["stdout"] == "1234\n5678\n1234:5678\n", r.json()
+        r = run("65534", "id -u; touch /root/x 2>/dev/null || echo denied")
+        assert r.json()["stdout"] == "65534\ndenied\n", r.json()
+        assert daemon.run(sid, "id -u")["stdout"] == "0\n"  # the default stays root
+        for bad, code in (("no-such-user", "invalid_argument"), ("70000", "invalid_argument"),
+                          ("a b", "invalid_argument"), ("-x", "invalid_argument"), ("", "invalid_argument")):
+            r = run(bad)
+            assert r.status == 400 and r.error_code() == code, (bad, r)
+    finally:
+        daemon.delete(sid)
+
+
+def test_cli_exec_as_a_user(daemon):
+    from sbxtest import cli
+
+    sid = daemon.create()
+    try:
+        p = cli(daemon, "exec", "--user", "daemon", sid, "--", "sh", "-c", "id -u; pwd")
+        assert p.stdout == b"1\n/usr/sbin\n", p
+        p = cli(daemon, "exec", "-u", "no-such-user", sid, "--", "true", check=False)
+        assert p.returncode != 0 and b"not in the sandbox's /etc/passwd" in p.stderr, p
+    finally:
+        daemon.delete(sid)

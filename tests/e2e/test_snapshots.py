@@ -221,3 +221,19 @@ def test_bench_create_from_image_vs_host(daemon, images):
         assert image < host * 2.0 + 0.005, (host, image)
     finally:
         cleanup_snapshot(daemon, "bench")
+
+
+def test_image_user_is_the_default(daemon, tmp_path):
+    """An image's User is who commands run as unless they name another; `root` overrides it."""
+    p = tmp_path / "user.tar"
+    ib.docker_save(str(p), [ib.busybox_layer().bytes()], user="nobody:nogroup")
+    import_image(daemon, str(p), "img-user")
+    try:
+        sid = daemon.create(snapshot="img-user")
+        try:
+            assert daemon.run(sid, ["sh", "-c", "id -u; pwd; echo $HOME"])["stdout"] == "65534\n/\n/\n"
+            assert daemon.run(sid, ["id", "-u"], user="root")["stdout"] == "0\n"
+        finally:
+            daemon.delete(sid)
+    finally:
+        cleanup_snapshot(daemon, "img-user")
