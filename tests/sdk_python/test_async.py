@@ -124,6 +124,18 @@ async def test_run(daemon):
         assert [x.stdout for x in rs] == [f"{i}\n" for i in range(5)]
 
 
+
+@arun
+async def test_run_as_user(daemon):
+    async with aclient(daemon.url) as ac, ac.sandbox() as sb:
+        assert (await sb.run("id -u; pwd", user="daemon")).stdout == "1\n/usr/sbin\n"
+        assert (await sb.run("id -u; id -g", user="1234:5678")).stdout == "1234\n5678\n"
+        h = await sb.run("id -un", user="nobody", wait=False)
+        assert (await h.wait()).stdout == "nobody\n"
+        with pytest.raises(errors.InvalidArgumentError):
+            await sb.run("id -u", user="no-such-user-xyz")
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @arun
 async def test_command_handle(daemon, transport):

@@ -113,6 +113,16 @@ def test_run(sb):
     assert big.stdout == "x" * 3000000
 
 
+def test_run_as_user(sb):
+    assert sb.run("id -u; pwd", user="daemon").stdout == "1\n/usr/sbin\n"
+    assert sb.run("id -u; id -g", user="1234:5678").stdout == "1234\n5678\n"
+    out = []
+    r = sb.run("id -un", user="nobody", on_stdout=out.append)  # the streaming path sends it too
+    assert r.stdout == "".join(out) == "nobody\n"
+    with pytest.raises(errors.InvalidArgumentError):
+        sb.run("id -u", user="no-such-user-xyz")
+
+
 def test_run_timeout(sb):
     t = time.monotonic()
     with pytest.raises(errors.CommandTimeoutError) as ei:

@@ -182,7 +182,8 @@ def command_spec(command: Command, *, command_id: Optional[str], env: Optional[M
                  cwd: Optional[str], timeout: Optional[float], stdin: Union[str, bytes, None],
                  stdin_open: bool, ttl_seconds: Optional[float], idle_timeout: Optional[float],
                  kill_on_disconnect: Optional[bool], disconnect_grace: Optional[float],
-                 pty: bool = False, cols: Optional[int] = None, rows: Optional[int] = None) -> CommandSpec:
+                 pty: bool = False, cols: Optional[int] = None, rows: Optional[int] = None,
+                 user: Optional[str] = None) -> CommandSpec:
     if isinstance(command, str):
         cmd: Any = command
     else:
@@ -192,6 +193,7 @@ def command_spec(command: Command, *, command_id: Optional[str], env: Optional[M
     cid = command_id or new_command_id()
     body = drop_none({
         "id": cid, "command": cmd, "env": dict(env) if env is not None else None, "cwd": cwd,
+        "user": user,
         "timeout": timeout if timeout else None, "ttl_seconds": ttl_seconds, "idle_timeout": idle_timeout,
         "kill_on_disconnect": kill_on_disconnect, "disconnect_grace": disconnect_grace,
     })

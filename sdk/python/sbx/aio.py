@@ -386,7 +386,7 @@ class AsyncSandbox(SandboxData):
                   command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
                   idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
                   disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
-                  rows: Optional[int] = ...) -> ExecutionResult: ...
+                  rows: Optional[int] = ..., user: Optional[str] = ...) -> ExecutionResult: ...
 
     @overload
     async def run(self, command: Command, *, wait: Literal[False], timeout: Optional[float] = ...,
@@ -396,7 +396,7 @@ class AsyncSandbox(SandboxData):
                   command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
                   idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
                   disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
-                  rows: Optional[int] = ...) -> "AsyncCommandHandle": ...
+                  rows: Optional[int] = ..., user: Optional[str] = ...) -> "AsyncCommandHandle": ...
 
     async def run(self, command: Command, *, wait: bool = True, timeout: Optional[float] = None,
                   env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
@@ -405,14 +405,14 @@ class AsyncSandbox(SandboxData):
                   command_id: Optional[str] = None, ttl_seconds: Optional[float] = None,
                   idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
                   disconnect_grace: Optional[float] = None, pty: bool = False, cols: Optional[int] = None,
-                  rows: Optional[int] = None) -> Union[ExecutionResult, "AsyncCommandHandle"]:
+                  rows: Optional[int] = None, user: Optional[str] = None) -> Union[ExecutionResult, "AsyncCommandHandle"]:
         """See :meth:`sbx.Sandbox.run`. Callbacks may be plain functions or coroutine functions."""
         if stdin_open is None:
             stdin_open = not wait
         spec = command_spec(command, command_id=command_id, env=env, cwd=cwd, timeout=timeout, stdin=stdin,
                             stdin_open=stdin_open, ttl_seconds=ttl_seconds, idle_timeout=idle_timeout,
                             kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace,
-                            pty=pty, cols=cols, rows=rows)
+                            pty=pty, cols=cols, rows=rows, user=user)
         if wait and on_stdout is None and on_stderr is None and spec.stdin_after is None:
             cmd = (await self._http.request("POST", self._path + "/commands", json_body=dict(spec.body, wait=True),
                                             timeout=None)).json()
@@ -443,11 +443,11 @@ class AsyncSandbox(SandboxData):
     async def shell(self, command: Command = "/bin/sh", *, cols: int = 80, rows: int = 24,
                     env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                     command_id: Optional[str] = None, idle_timeout: Optional[float] = None,
-                    kill_on_disconnect: Optional[bool] = None) -> "AsyncCommandHandle":
+                    kill_on_disconnect: Optional[bool] = None, user: Optional[str] = None) -> "AsyncCommandHandle":
         """See :meth:`sbx.Sandbox.shell`."""
         return await self.run(command, wait=False, pty=True, cols=cols, rows=rows, env=env, cwd=cwd,
                               command_id=command_id, idle_timeout=idle_timeout,
-                              kill_on_disconnect=kill_on_disconnect)
+                              kill_on_disconnect=kill_on_disconnect, user=user)
 
     # --- network ------------------------------------------------------------------------------------
 

@@ -450,7 +450,7 @@ class Sandbox(SandboxData):
             stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
             idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
             disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
-            rows: Optional[int] = ...) -> ExecutionResult: ...
+            rows: Optional[int] = ..., user: Optional[str] = ...) -> ExecutionResult: ...
 
     @overload
     def run(self, command: Command, *, wait: Literal[False], timeout: Optional[float] = ...,
@@ -459,7 +459,7 @@ class Sandbox(SandboxData):
             stdin_open: Optional[bool] = ..., command_id: Optional[str] = ..., ttl_seconds: Optional[float] = ...,
             idle_timeout: Optional[float] = ..., kill_on_disconnect: Optional[bool] = ...,
             disconnect_grace: Optional[float] = ..., pty: bool = ..., cols: Optional[int] = ...,
-            rows: Optional[int] = ...) -> "CommandHandle": ...
+            rows: Optional[int] = ..., user: Optional[str] = ...) -> "CommandHandle": ...
 
     def run(self, command: Command, *, wait: bool = True, timeout: Optional[float] = None,
             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None, stdin: Union[str, bytes, None] = None,
@@ -467,7 +467,7 @@ class Sandbox(SandboxData):
             stdin_open: Optional[bool] = None, command_id: Optional[str] = None, ttl_seconds: Optional[float] = None,
             idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
             disconnect_grace: Optional[float] = None, pty: bool = False, cols: Optional[int] = None,
-            rows: Optional[int] = None) -> Union[ExecutionResult, "CommandHandle"]:
+            rows: Optional[int] = None, user: Optional[str] = None) -> Union[ExecutionResult, "CommandHandle"]:
         """Runs a command in the sandbox.
 
         Args:
@@ -477,6 +477,9 @@ class Sandbox(SandboxData):
             timeout: seconds after which the daemon kills it; then :class:`CommandTimeoutError` is raised
                 (with the partial output in ``.result``).
             env, cwd: merged over the sandbox's env; working directory (default ``/root``).
+            user: who it runs as: a name from the sandbox's ``/etc/passwd`` (``"daemon"``), a uid
+                (``"1000"``) or ``"UID:GID"``; default root (or an image's ``User``). An unknown or
+                malformed one raises :class:`InvalidArgumentError`.
             stdin: text or bytes given to the command's stdin, which is then closed.
             on_stdout, on_stderr: called with each piece of output text as it arrives.
             stdin_open: keep stdin open for :meth:`CommandHandle.send_input` (default: True with
@@ -497,7 +500,7 @@ class Sandbox(SandboxData):
         spec = command_spec(command, command_id=command_id, env=env, cwd=cwd, timeout=timeout, stdin=stdin,
                             stdin_open=stdin_open, ttl_seconds=ttl_seconds, idle_timeout=idle_timeout,
                             kill_on_disconnect=kill_on_disconnect, disconnect_grace=disconnect_grace,
-                            pty=pty, cols=cols, rows=rows)
+                            pty=pty, cols=cols, rows=rows, user=user)
         if wait and on_stdout is None and on_stderr is None and spec.stdin_after is None:
             cmd = self._http.request("POST", self._path + "/commands", json_body=dict(spec.body, wait=True),
                                      timeout=None).json()
@@ -523,12 +526,14 @@ class Sandbox(SandboxData):
 
     def shell(self, command: Command = "/bin/sh", *, cols: int = 80, rows: int = 24,
               env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None, command_id: Optional[str] = None,
-              idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None) -> "CommandHandle":
+              idle_timeout: Optional[float] = None, kill_on_disconnect: Optional[bool] = None,
+              user: Optional[str] = None) -> "CommandHandle":
         """An interactive shell on a terminal: ``run(command, pty=True, wait=False)``. Type into it with
         ``send_input`` (``"exit\n"`` or ``"\x04"`` ends it), read it by iterating the handle, resize it
         with ``resize(cols, rows)``."""
         return self.run(command, wait=False, pty=True, cols=cols, rows=rows, env=env, cwd=cwd,
-                        command_id=command_id, idle_timeout=idle_timeout, kill_on_disconnect=kill_on_disconnect)
+                        command_id=command_id, idle_timeout=idle_timeout, kill_on_disconnect=kill_on_disconnect,
+                        user=user)
 
     def reconnect(self, command_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0) -> "CommandHandle":
         """A handle on an existing command (e.g. one started by another process, or before a crash).

@@ -42,6 +42,11 @@ export interface RunOptions extends HandleOptions {
   env?: Record<string, string>;
   /** Working directory (absolute), default `/root`. */
   cwd?: string;
+  /**
+   * Who the command runs as: a name from the sandbox's `/etc/passwd` (`"daemon"`), a uid (`"1000"`) or
+   * `"UID:GID"`. Default root (or an image snapshot's `User`). Unknown or malformed: {@link InvalidArgumentError}.
+   */
+  user?: string;
   /** Seconds (fractions allowed) after which sbxd kills the command; `run` then throws {@link CommandTimeoutError}. */
   timeout?: number;
   /** Bytes written to stdin at start (UTF-8 string, ≤ 1 MiB). */
@@ -283,6 +288,7 @@ export class Sandbox implements AsyncDisposable {
     };
     if (options.env !== undefined) body.env = options.env;
     if (options.cwd !== undefined) body.cwd = options.cwd;
+    if (options.user !== undefined) body.user = options.user;
     if (options.timeout !== undefined) body.timeout = options.timeout;
     if (options.stdin !== undefined) body.stdin = options.stdin;
     if (options.ttlSeconds !== undefined) body.ttl_seconds = options.ttlSeconds;

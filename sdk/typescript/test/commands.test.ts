@@ -244,6 +244,14 @@ describe("commands", () => {
     assert.equal((await h.result).stdout, "a\nb\n");
   });
 
+  test("user: a passwd name, UID:GID; an unknown user is an InvalidArgumentError", async () => {
+    assert.equal((await sb.run("id -u; pwd", { user: "daemon" })).stdout, "1\n/usr/sbin\n");
+    assert.equal((await sb.run("id -u; id -g", { user: "1234:5678" })).stdout, "1234\n5678\n");
+    const h = await sb.run("id -un", { user: "nobody", wait: false });
+    assert.equal((await h.result).stdout, "nobody\n");
+    await assert.rejects(sb.run("id -u", { user: "no-such-user-xyz" }), InvalidArgumentError);
+  });
+
   test("a command that cannot be executed", async () => {
     const r = await sb.run(["/nonexistent/binary"]);
     assert.equal(r.exitCode, 127);
