@@ -674,12 +674,13 @@ void checkpoint_done(struct daemon *d)
     while (cs->ops) {
         struct checkpoint_op *op = cs->ops;
         op->cb = NULL;
-        if (op->thread_running) {
+        /* Every op still listed is a copy in progress, or a fork waiting for its creates. */
+        if (op->thread_running)
             copy_joined(op); /* waits for the copy: it thaws what it froze */
-            unlink(op->dst); /* a checkpoint not recorded, or a fork's image */
-        } else if (op->kind == OP_FORK) {
+        /* A checkpoint not recorded, or a fork's image. A restore's dst is the sandbox's own disk, done
+         * or untouched (renamed into place or not at all); the sandbox stays stopped. */
+        if (op->kind != OP_RESTORE)
             unlink(op->dst);
-        }
         op_free(op);
     }
     while (cs->list) {
