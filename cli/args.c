@@ -197,6 +197,10 @@ static const struct cli_option all_options[] = {
     {"checkpoint", 0, true, OPT_CHECKPOINT},
     {"volume", 'v', true, OPT_VOLUME},
     {"user", 'u', true, OPT_USER},
+    {"network", 0, true, OPT_NETWORK},
+    {"allow", 0, true, OPT_ALLOW},
+    {"deny", 0, true, OPT_DENY},
+    {"egress-default", 0, true, OPT_EGRESS_DEFAULT},
     {NULL, 0, false, 0},
 };
 
@@ -210,6 +214,10 @@ static bool option_allowed(int id, unsigned flags)
     case OPT_SNAPSHOT:
     case OPT_CHECKPOINT:
     case OPT_VOLUME:
+    case OPT_NETWORK:
+    case OPT_ALLOW:
+    case OPT_DENY:
+    case OPT_EGRESS_DEFAULT:
     case OPT_MEMORY:
     case OPT_CPUS:
     case OPT_PIDS:
@@ -240,18 +248,22 @@ void cli_args_done(struct cli_args *a)
     free(a->env);
     free(a->metadata);
     free(a->volumes);
+    free(a->allow);
+    free(a->deny);
     *a = (struct cli_args){0};
 }
 
 int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, char *errbuf, size_t errlen)
 {
     struct cli_args a = {.idle_ttl_s = -1, .lifetime_s = -1, .delete_after_stop_s = -1};
-    size_t n_env = 0, n_meta = 0, n_vol = 0;
+    size_t n_env = 0, n_meta = 0, n_vol = 0, n_allow = 0, n_deny = 0;
     /* At most argc entries each: allocate once. */
     a.env = calloc((size_t)argc + 1, sizeof(char *));
     a.metadata = calloc((size_t)argc + 1, sizeof(char *));
     a.volumes = calloc((size_t)argc + 1, sizeof(char *));
-    if (!a.env || !a.metadata || !a.volumes) {
+    a.allow = calloc((size_t)argc + 1, sizeof(char *));
+    a.deny = calloc((size_t)argc + 1, sizeof(char *));
+    if (!a.env || !a.metadata || !a.volumes || !a.allow || !a.deny) {
         cli_args_done(&a);
         return -ENOMEM;
     }
@@ -309,6 +321,24 @@ int cli_parse_args(int argc, char **argv, unsigned flags, struct cli_args *ret, 
             break;
         case OPT_VOLUME:
             a.volumes[n_vol++] = v;
+            break;
+        case OPT_NETWORK:
+            if (strcmp(v, "none") != 0 && strcmp(v, "egress") != 0)
+                r = fail(errbuf, errlen, "--network wants none or egress, got `%s`", v);
+            else
+                a.network = v;
+            break;
+        case OPT_ALLOW:
+            a.allow[n_allow++] = v;
+            break;
+        case OPT_DENY:
+            a.deny[n_deny++] = v;
+            break;
+        case OPT_EGRESS_DEFAULT:
+            if (strcmp(v, "allow") != 0 && strcmp(v, "deny") != 0)
+                r = fail(errbuf, errlen, "--egress-default wants allow or deny, got `%s`", v);
+            else
+                a.egress_default = v;
             break;
         case OPT_NAME:
             a.name = v;

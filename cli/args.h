@@ -29,6 +29,10 @@ enum {
     OPT_CHECKPOINT,
     OPT_VOLUME,
     OPT_USER,
+    OPT_NETWORK,
+    OPT_ALLOW,
+    OPT_DENY,
+    OPT_EGRESS_DEFAULT,
 };
 
 struct cli_option {
@@ -67,7 +71,8 @@ int cli_parse_lifetime(const char *s, int64_t *ret);
 #define ARGS_CREATE                                                                                          \
     1u                  /* --snapshot --checkpoint --memory --cpus --pids --name --metadata (and --env for   \
                          * the sandbox),                                                                     \
-                         * --idle-ttl --lifetime --delete-after-stop */
+                         * --idle-ttl --lifetime --delete-after-stop, --network --allow --deny               \
+                         * --egress-default */
 #define ARGS_EXEC 2u    /* --cwd --timeout -i/--stdin (and --env for the command); a command follows */
 #define ARGS_SANDBOX 4u /* the first positional argument is the sandbox id */
 #define ARGS_UPDATE                                                                                          \
@@ -85,6 +90,10 @@ struct cli_args {
     int64_t pids;
     const char **metadata; /* NULL-terminated, entries borrowed from argv */
     const char **volumes;  /* NULL-terminated "VOLUME:/path[:ro]", entries borrowed from argv */
+    /* Network: --network (NULL: none, or egress when --allow/--deny/--egress-default are given). */
+    const char *network;
+    const char *egress_default;
+    const char **allow, **deny; /* NULL-terminated, entries borrowed from argv */
     /* Lifecycle in seconds: -1 when not given, 0 for "never" (--lifetime is the sandbox's timeout). */
     int64_t idle_ttl_s;
     int64_t lifetime_s;

@@ -33,6 +33,10 @@ static int create_main(int argc, char **argv)
         .idle_ttl_s = cli_lib_seconds(a.idle_ttl_s),
         .delete_after_stop_s = cli_lib_seconds(a.delete_after_stop_s),
         .timeout_s = cli_lib_seconds(a.lifetime_s),
+        .network = a.network,
+        .egress_default = a.egress_default,
+        .egress_allow = a.allow,
+        .egress_deny = a.deny,
     };
     struct sbx_sandbox s = {0};
     struct sbx_err err = {0};
@@ -62,6 +66,12 @@ const struct cli_command cli_cmd_create = {
              "  -v, --volume VOL:/PATH[:ro]\n"
              "                      mount a volume (`sbx volume create`) at PATH (repeatable)\n"
              "  --name NAME         unique name ([A-Za-z0-9_.-], up to 64)\n"
+             "  --network MODE      none (default: loopback only) or egress (outbound IPv4 through the\n"
+             "                      policy below; deny by default)\n"
+             "  --allow DEST        egress: allow an IPv4 CIDR, a domain or *.domain (repeatable)\n"
+             "  --deny DEST         egress: deny one, before any allow (repeatable)\n"
+             "  --egress-default allow|deny\n"
+             "                      egress: what is neither allowed nor denied (default deny)\n"
              "  -m, --memory SIZE   memory limit: 512M, 1G, or MiB as a plain number (default 512M)\n"
              "  --cpus N            CPU limit, fractions allowed (default 1)\n"
              "  --pids N            process limit (default 512)\n"

@@ -89,6 +89,12 @@ struct sbx_create_opts {
     const char *checkpoint;
     /* NULL-terminated "VOLUME:/path" or "VOLUME:/path:ro" array (VOLUME: a volume's name or id), or NULL */
     const char *const *volumes;
+    /* Network: NULL or "none" (loopback only, the default) or "egress" (outbound IPv4 through sbxd's
+     * policy; docs/api.md). Setting any of the egress fields below implies "egress". */
+    const char *network;
+    const char *egress_default;      /* "allow" or "deny" (NULL: deny) */
+    const char *const *egress_allow; /* NULL-terminated IPv4 CIDRs and domains ("*.x.com"), or NULL */
+    const char *const *egress_deny;  /* the same, checked first */
 };
 
 /* Lifecycle value meaning "never" (0 on the wire) where 0 in a struct means "default" or "unchanged". */

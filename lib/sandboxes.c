@@ -135,6 +135,39 @@ static int set_volume_mounts(json_t *body, const char *const *mounts)
     return json_object_set_new(body, "volumes", list) < 0 ? -ENOMEM : 0;
 }
 
+static json_t *string_array(const char *const *list)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && list && list[i]; i++)
+        if (json_array_append_new(a, json_string(list[i])) < 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* "network": {"mode", "egress": {"default", "allow", "deny"}}; absent when nothing is asked for. The
+ * daemon validates the entries (a typed 400 names the bad one). */
+static int set_network(json_t *body, const struct sbx_create_opts *o)
+{
+    bool egress = (o->network && strcmp(o->network, "egress") == 0) || o->egress_default ||
+                  (o->egress_allow && o->egress_allow[0]) || (o->egress_deny && o->egress_deny[0]);
+    if (!egress && !o->network)
+        return 0;
+    json_t *net = json_pack("{s:s}", "mode", egress ? "egress" : o->network);
+    if (!net)
+        return -ENOMEM;
+    if (egress) {
+        json_t *p = json_pack("{s:s, s:o*, s:o*}", "default", o->egress_default ? o->egress_default : "deny",
+                              "allow", string_array(o->egress_allow), "deny", string_array(o->egress_deny));
+        if (!p || json_object_set_new(net, "egress", p) < 0) {
+            json_decref(net);
+            return -ENOMEM;
+        }
+    }
+    return json_object_set_new(body, "network", net);
+}
+
 SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_opts *opts,
                                   struct sbx_sandbox *ret, struct sbx_err *err)
 {
@@ -179,6 +212,11 @@ SBX_PUBLIC int sbx_sandbox_create(struct sbx_client *c, const struct sbx_create_
         json_decref(body);
         return r == -ENOMEM ? OOM(err)
                             : client_err(err, r, 0, "invalid_argument", "volumes must be VOLUME:/path[:ro]");
+    }
+    r = set_network(body, opts);
+    if (r < 0) {
+        json_decref(body);
+        return OOM(err);
     }
     r = set_lifecycle_fields(body, opts->idle_ttl_s, opts->delete_after_stop_s, opts->timeout_s);
     if (r < 0) {

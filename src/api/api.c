@@ -12,6 +12,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "compat/e2b.h"
 #include "daemon/daemon.h"
 #include "daemon/metrics.h"
 #include "daemon/sandbox.h"
@@ -129,6 +130,7 @@ static const struct route routes[] = {
     {"GET", "v1/sandboxes/*/metrics", api_sandboxes_metrics},
     {"POST", "v1/sandboxes/*/start", api_sandboxes_start},
     {"POST", "v1/sandboxes/*/fork", api_sandboxes_fork},
+    {"POST", "v1/sandboxes/*/capture", api_sandboxes_capture},
     {"POST", "v1/sandboxes/*/checkpoints", api_checkpoints_create},
     {"GET", "v1/sandboxes/*/checkpoints", api_checkpoints_list},
     {"GET", "v1/sandboxes/*/checkpoints/*", api_checkpoints_get},
@@ -156,7 +158,7 @@ static const struct route routes[] = {
     {"POST", "v1/snapshots", api_snapshots_create, true},
     {"GET", "v1/snapshots", api_snapshots_list},
     {"GET", "v1/snapshots/*", api_snapshots_get},
-    {"DELETE", "v1/snapshots/*", api_snapshots_delete, true},
+    {"DELETE", "v1/snapshots/*", api_snapshots_delete}, /* tenants: their own captures */
     {"GET", "v1/layers", api_layers_list, true},
     {"POST", "v1/volumes", api_volumes_create},
     {"GET", "v1/volumes", api_volumes_list},
@@ -217,7 +219,7 @@ static bool key_equal(const char *a, const char *b)
 /* Who is asking: 0 for the admin, 1 for a tenant (*ret_key), -1 for nobody known. A tenant's key always
  * identifies its tenant; the admin is whoever shows SBX_API_KEY, or anyone when none is configured (then
  * sbxd only listens on loopback). */
-static int identify(struct daemon *d, struct http_request *req, const struct api_key **ret_key)
+int api_identify(struct daemon *d, struct http_request *req, const struct api_key **ret_key)
 {
     const char *h = http_header_get(req, "Authorization"), *presented = NULL;
     if (h && strncasecmp(h, "Bearer ", 7) == 0)
@@ -248,13 +250,16 @@ static void handle(struct http_request *req, void *userdata)
     /* Service URLs carry their own credential (a signed token), not an API key. */
     if (api_service_dispatch(d, req))
         return;
+    /* The E2B control plane and envd (src/compat) authenticate with their own headers. */
+    if (e2b_dispatch(d, req))
+        return;
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
             return http_respond_error(req, 405, "method_not_allowed", "use GET");
         return http_respond_json(req, 200, json_pack("{s:s, s:s}", "status", "ok", "version", SBX_VERSION));
     }
     const struct api_key *key = NULL;
-    int who = identify(d, req, &key);
+    int who = api_identify(d, req, &key);
     if (who < 0)
         return http_respond_error(req, 401, "unauthenticated", "missing or wrong API key");
 

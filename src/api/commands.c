@@ -206,7 +206,7 @@ static bool user_is_valid(const char *u)
     return true;
 }
 
-static int build_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err)
+int api_command_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err)
 {
     const char *id = NULL, *cwd = snapshot_default_cwd(sb->d, sb->snapshot), *stdin_data = NULL;
     const char *user = snapshot_default_user(sb->d, sb->snapshot);
@@ -657,7 +657,8 @@ static void exec_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     json_t *req = NULL, *resp = NULL;
     bool wait = false;
-    if (build_exec_request(sb, body, &req, &wait, &err) < 0 || sandbox_shim_call(sb, req, &resp, &err) < 0) {
+    if (api_command_exec_request(sb, body, &req, &wait, &err) < 0 ||
+        sandbox_shim_call(sb, req, &resp, &err) < 0) {
         api_reply_error(c->req, &err);
         goto out;
     }

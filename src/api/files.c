@@ -23,24 +23,26 @@
  * (400 invalid_argument, like in a query string) rather than as an oversized field. */
 #define PATH_FIELD_MAX (64 * 1024)
 
+int api_files_ready(struct sandbox *sb, sbx_error *err)
+{
+    if (sb->rootfs_fd < 0)
+        return sbx_error_setk(err, -EBUSY, "not_running", 409,
+                              "sandbox `%s` is %s: start it to reach its files", sb->id,
+                              sandbox_state_to_string(sb->state));
+    /* A checkpoint or fork freezes the sandbox's disk while it copies it: a write from sbxd's loop would
+     * wait for the thaw with every other request behind it. */
+    return sandbox_refuse_busy(sb, err);
+}
+
 /* The sandbox and its root dirfd, or an answered error. */
 static struct sandbox *files_sandbox(struct api_ctx *c)
 {
     struct sandbox *sb = api_sandbox_awake(c);
     if (!sb)
         return NULL;
-    if (sb->rootfs_fd < 0) {
-        sbx_error err = {0};
-        sbx_error_setk(&err, -EBUSY, "not_running", 409, "sandbox `%s` is %s: start it to reach its files",
-                       sb->id, sandbox_state_to_string(sb->state));
+    sbx_error err = {0};
+    if (api_files_ready(sb, &err) < 0) {
         api_reply_error(c->req, &err);
-        return sandbox_unref(sb);
-    }
-    /* A checkpoint or fork freezes the sandbox's disk while it copies it: a write from sbxd's loop would
-     * wait for the thaw with every other request behind it. */
-    sbx_error busy = {0};
-    if (sandbox_refuse_busy(sb, &busy) < 0) {
-        api_reply_error(c->req, &busy);
         return sandbox_unref(sb);
     }
     return sb;
@@ -207,6 +209,20 @@ static void download_abort(struct http_request *req, void *userdata)
     download_free(userdata);
 }
 
+int api_files_open_download(struct sandbox *sb, const char *path, int *ret_fd, uint64_t *ret_size,
+                            sbx_error *err)
+{
+    int fd;
+    int r = files_open_read(sb->rootfs_fd, path, &fd, ret_size, err);
+    if (r >= 0 && !readable_by_sandbox_root(fd, sb->uid_base)) {
+        close(fd);
+        r = sbx_error_set(err, -EACCES, "read `%s`: permission denied", path);
+    }
+    if (r >= 0)
+        *ret_fd = fd;
+    return r;
+}
+
 void api_files_get(struct api_ctx *c)
 {
     sbx_error err = {0};
@@ -218,30 +234,30 @@ void api_files_get(struct api_ctx *c)
         return;
     int fd;
     uint64_t size;
-    int r = files_open_read(sb->rootfs_fd, path, &fd, &size, &err);
-    if (r >= 0 && !readable_by_sandbox_root(fd, sb->uid_base)) {
-        close(fd);
-        r = sbx_error_set(&err, -EACCES, "read `%s`: permission denied", path);
-    }
-    if (r < 0) {
+    if (api_files_open_download(sb, path, &fd, &size, &err) < 0) {
         sandbox_unref(sb);
         return api_reply_error(c->req, &err);
     }
+    api_files_send(c->req, sb, fd, size);
+}
 
+void api_files_send(struct http_request *req, struct sandbox *sb, int fd, uint64_t size)
+{
+    sbx_error err = {0};
     uint64_t start = 0, len = size;
     int status = 200;
     char content_range[96] = "";
-    const char *range = http_header_get(c->req, "Range");
+    const char *range = http_header_get(req, "Range");
     if (range) {
-        r = files_parse_range(range, size, &start, &len);
+        int r = files_parse_range(range, size, &start, &len);
         if (r == -ERANGE) {
             close(fd);
             sandbox_unref(sb);
             snprintf(content_range, sizeof(content_range), "bytes */%llu", (unsigned long long)size);
             sbx_error_setk(&err, -ERANGE, "range_not_satisfiable", 416,
                            "range `%s` is outside the file's %llu bytes", range, (unsigned long long)size);
-            http_response_header(c->req, "Content-Range", content_range);
-            return api_reply_error(c->req, &err);
+            http_response_header(req, "Content-Range", content_range);
+            return api_reply_error(req, &err);
         }
         if (r == 0) {
             status = 206;
@@ -252,19 +268,19 @@ void api_files_get(struct api_ctx *c)
         }
     }
     struct download *dl = xcalloc(1, sizeof(*dl));
-    dl->req = c->req;
-    dl->sb = sb; /* the reference from files_sandbox */
+    dl->req = req;
+    dl->sb = sb; /* the caller's reference */
     sandbox_attach(sb);
     dl->fd = fd;
     dl->pos = start;
     dl->end = start + len;
     if (content_range[0])
-        http_response_header(c->req, "Content-Range", content_range);
-    http_response_header(c->req, "Accept-Ranges", "bytes");
-    http_request_on_abort(c->req, download_abort, dl);
-    http_request_on_drain(c->req, download_pump, dl);
-    http_response_begin(c->req, status, "application/octet-stream", (int64_t)len);
-    download_pump(c->req, dl);
+        http_response_header(req, "Content-Range", content_range);
+    http_response_header(req, "Accept-Ranges", "bytes");
+    http_request_on_abort(req, download_abort, dl);
+    http_request_on_drain(req, download_pump, dl);
+    http_response_begin(req, status, "application/octet-stream", (int64_t)len);
+    download_pump(req, dl);
 }
 
 /* --- metadata calls ----------------------------------------------------------------------------- */

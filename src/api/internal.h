@@ -2,12 +2,15 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "base/error.h"
 #include "http/http.h"
 
 struct daemon;
 struct sandbox;
+struct api_key;
 
 /* What a route handler gets: the request, the daemon, and the path parameters. */
 struct api_ctx {
@@ -19,6 +22,10 @@ struct api_ctx {
     const char *route;      /* the matched route pattern (a metrics label) */
     void (*json_cb)(struct api_ctx *c, json_t *body); /* api_read_json's */
 };
+
+/* Who is asking, from the Authorization: Bearer or X-Api-Key header: 0 for the admin, 1 for a tenant
+ * (*ret_key, borrowed), -1 for nobody known. */
+int api_identify(struct daemon *d, struct http_request *req, const struct api_key **ret_key);
 
 /* Answers with the error's status and JSON body. */
 void api_reply_error(struct http_request *req, const sbx_error *err);
@@ -61,6 +68,11 @@ void api_keys_create(struct api_ctx *c);
 void api_keys_list(struct api_ctx *c);
 void api_keys_delete(struct api_ctx *c);
 
+/* The shim's exec request for a native command body (docs/api.md, POST .../commands) in sandbox sb: a new
+ * reference in *ret, and whether the body asked to wait (attach right after the answer). Shared with
+ * the compat routers, which translate their requests into this body. */
+int api_command_exec_request(struct sandbox *sb, json_t *body, json_t **ret, bool *ret_wait, sbx_error *err);
+
 void api_commands_create(struct api_ctx *c);
 void api_commands_list(struct api_ctx *c);
 void api_commands_get(struct api_ctx *c);
@@ -76,6 +88,16 @@ void api_snapshots_list(struct api_ctx *c);
 void api_snapshots_get(struct api_ctx *c);
 void api_snapshots_delete(struct api_ctx *c);
 void api_layers_list(struct api_ctx *c);
+void api_sandboxes_capture(struct api_ctx *c);
+
+/* 0 when sb's files can be reached now (mounted, no checkpoint copying its disk); an error otherwise. */
+int api_files_ready(struct sandbox *sb, sbx_error *err);
+/* Opens path in sb for a download, refusing what root inside the sandbox could not read: a new fd and its
+ * size. Then api_files_send streams it (honouring Range) and completes req; takes ownership of fd and of
+ * the reference sb. Shared with the compat routers. */
+int api_files_open_download(struct sandbox *sb, const char *path, int *ret_fd, uint64_t *ret_size,
+                            sbx_error *err);
+void api_files_send(struct http_request *req, struct sandbox *sb, int fd, uint64_t size);
 
 void api_files_put(struct api_ctx *c);
 void api_files_get(struct api_ctx *c);

@@ -7,6 +7,7 @@
 #include "api/keys.h"
 #include "base/cleanup.h"
 #include "daemon/checkpoint.h"
+#include "daemon/egress.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/volume.h"
@@ -133,6 +134,11 @@ static void create_with_body(struct api_ctx *c, json_t *body)
     if (volume_parse_mounts(c->d, json_object_get(body, "volumes"), c->owner, &volumes, &err) < 0)
         return api_reply_error(c->req, &err);
     opts.volumes = volumes;
+    struct sandbox_net *net = NULL; /* checked here, so that a bad policy fails before anything is made */
+    if (egress_parse_network(json_object_get(body, "network"), &net, &err) < 0)
+        return api_reply_error(c->req, &err);
+    egress_net_free(net);
+    opts.network = json_object_get(body, "network");
     _cleanup_free_ char *disk_source = NULL;
     if (checkpoint && from_checkpoint(c, body, checkpoint, &opts, &disk_source, &err) < 0)
         return api_reply_error(c->req, &err);
@@ -291,6 +297,32 @@ void api_sandboxes_get(struct api_ctx *c)
     sandbox_unref(sb);
 }
 
+/* PATCH's "network": {"egress": {...}} replaces the egress policy; the mode is fixed at create. */
+static int parse_network_patch(json_t *body, struct egress_policy *ret, bool *ret_has, sbx_error *err)
+{
+    json_t *n = json_object_get(body, "network");
+    if (!n)
+        return 0;
+    if (!json_is_object(n))
+        return sbx_error_setk(err, -EINVAL, "invalid_argument", 400, "`network` must be an object");
+    const char *key;
+    json_t *v;
+    json_object_foreach(n, key, v)
+    {
+        if (strcmp(key, "egress") != 0)
+            return sbx_error_setk(
+                err, -EINVAL, "invalid_argument", 400,
+                "only `network.egress` can change on a sandbox (its mode is fixed at create)");
+    }
+    json_t *e = json_object_get(n, "egress");
+    if (!e)
+        return 0;
+    int r = egress_parse_policy(e, ret, err);
+    if (r >= 0)
+        *ret_has = true;
+    return r;
+}
+
 static void patch_with_body(struct api_ctx *c, json_t *body)
 {
     struct sandbox *sb = api_sandbox(c);
@@ -299,12 +331,17 @@ static void patch_with_body(struct api_ctx *c, json_t *body)
     sbx_error err = {0};
     struct sandbox_lifecycle life = sb->life;
     json_t *metadata = NULL;
+    struct egress_policy egress = {0};
+    bool has_egress = false;
     if (parse_lifecycle(body, &life, &err) < 0 || parse_metadata(body, &metadata, &err) < 0 ||
+        parse_network_patch(body, &egress, &has_egress, &err) < 0 ||
+        (has_egress && sandbox_set_egress(c->d, sb, &egress, &err) < 0) ||
         sandbox_set_lifecycle(c->d, sb, &life, &err) < 0 ||
         (metadata && sandbox_set_metadata(c->d, sb, metadata, &err) < 0))
         api_reply_error(c->req, &err);
     else
         api_reply_json(c->req, 200, sandbox_to_json(sb));
+    egress_policy_done(&egress); /* what sandbox_set_egress did not take */
     sandbox_unref(sb);
 }
 

@@ -87,6 +87,15 @@ static int load_secret(struct daemon *d, sbx_error *err)
     return 0;
 }
 
+int api_service_mac(struct daemon *d, const char *msg, unsigned char ret[32], sbx_error *err)
+{
+    if (load_secret(d, err) < 0)
+        return err->code;
+    unsigned maclen = 0;
+    HMAC(EVP_sha256(), secret, sizeof(secret), (const unsigned char *)msg, strlen(msg), ret, &maclen);
+    return 0;
+}
+
 static void b64url(const unsigned char *in, size_t len, char *out)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

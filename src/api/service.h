@@ -24,6 +24,10 @@ void api_tunnel(struct api_ctx *c);
  * API authentication: the service token is the only credential these requests need. */
 bool api_service_dispatch(struct daemon *d, struct http_request *req);
 
+/* HMAC-SHA256 of msg under sbxd's service secret (<data_dir>/service.key, made at first use): for other
+ * credentials that must need no storage, such as E2B's per-sandbox envd access token. */
+int api_service_mac(struct daemon *d, const char *msg, unsigned char ret[32], sbx_error *err);
+
 /* The domain of the host-header form (sbxd --service-domain); NULL turns that form off. Copied. */
 void api_service_set_domain(const char *domain);
 

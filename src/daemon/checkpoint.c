@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +16,17 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "daemon/capture.h"
 #include "daemon/daemon.h"
+#include "daemon/egress.h"
 #include "daemon/lifecycle.h"
 #include "daemon/sandbox.h"
+#include "daemon/snapshot.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
 #include "store/store.h"
 
-enum op_kind { OP_CHECKPOINT, OP_RESTORE, OP_FORK };
+enum op_kind { OP_CHECKPOINT, OP_RESTORE, OP_FORK, OP_CAPTURE };
 
 struct checkpoint_op {
     struct checkpoint_op *next;
@@ -52,6 +56,13 @@ struct checkpoint_op {
     struct sandbox **made;   /* fork: the ones built (references) */
     size_t n_made;
     sbx_error fork_err; /* fork: the first create that failed */
+
+    /* capture: the building snapshot, the sandbox's snapshot under it, the staging dir (dst is the layer
+     * dir in it), the copy's limits and result. */
+    struct snapshot *snap;
+    char *parent, *staging;
+    struct capture_limits cap_limits;
+    struct capture_result cap;
 };
 
 struct checkpoint_state {
@@ -197,17 +208,83 @@ int sandbox_refuse_busy(const struct sandbox *sb, sbx_error *err)
 {
     if (!sb->busy)
         return 0;
-    static const char *const what[] = {"a checkpoint", "a restore", "a fork"};
+    static const char *const what[] = {"a checkpoint", "a restore", "a fork", "a capture"};
     return sbx_error_setk(err, -EBUSY, "busy", 409, "%s of sandbox `%s` is in progress", what[sb->busy->kind],
                           sb->id);
 }
 
 /* --- the copy thread ------------------------------------------------------------------------------ */
 
+/* The sandbox's upper dir (on its disk mounted at mnt) into a new layer dir op->dst. */
+static int capture_upper(struct checkpoint_op *op, const char *mnt)
+{
+    _cleanup_close_ int mfd = open(mnt, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (mfd < 0)
+        return sbx_error_set(&op->err, -errno, "open `%s`: %m", mnt);
+    _cleanup_close_ int ufd = openat(mfd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (ufd < 0)
+        return sbx_error_set(&op->err, -errno, "open `%s/upper`: %m", mnt);
+    if (mkdir(op->staging, 0700) < 0 || mkdir(op->dst, 0755) < 0)
+        return sbx_error_set(&op->err, -errno, "create `%s`: %m", op->dst);
+    _cleanup_close_ int dfd = open(op->dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return sbx_error_set(&op->err, -errno, "open `%s`: %m", op->dst);
+    return capture_copy_layer(ufd, dfd, op->sb->uid_base, &op->cap_limits, &op->cap, &op->err);
+}
+
+/* The layer on disk before the snapshot is recorded as ready (a crash then leaves a complete layer or an
+ * unrecorded staging dir), after the thaw: the sandbox need not wait for it. */
+static int capture_sync(struct checkpoint_op *op, int r)
+{
+    if (r < 0)
+        return r;
+    _cleanup_close_ int fd = open(op->dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) < 0)
+        return sbx_error_set(&op->err, -errno, "sync the layer: %m");
+    return 0;
+}
+
+/* Capture: a running or paused sandbox's disk is frozen while its upper dir is copied; a stopped one's is
+ * mounted read-only for the copy (nothing can start it meanwhile: it is busy). */
+static int capture_work(struct checkpoint_op *op)
+{
+    int r;
+    if (op->freeze) {
+        if ((r = runtime_disk_freeze(op->state_dir, true)) < 0)
+            return sbx_error_set(&op->err, r, "freeze the sandbox's disk: %s", strerror(-r));
+        _cleanup_free_ char *mnt = xasprintf("%s/disk", op->state_dir);
+        r = capture_upper(op, mnt);
+        int t = runtime_disk_freeze(op->state_dir, false);
+        if (t < 0 && r >= 0)
+            r = sbx_error_set(&op->err, t, "thaw the sandbox's disk: %s", strerror(-t));
+        return capture_sync(op, r);
+    }
+    _cleanup_free_ char *mnt = xasprintf("%s/capture", op->state_dir);
+    if (mkdir(mnt, 0700) < 0 && errno != EEXIST)
+        return sbx_error_set(&op->err, -errno, "create `%s`: %m", mnt);
+    if ((r = runtime_disk_mount_ro(op->state_dir, mnt, &op->err)) < 0) {
+        (void)rmdir(mnt);
+        return r;
+    }
+    r = capture_upper(op, mnt);
+    int t = runtime_disk_unmount_ro(op->state_dir, mnt);
+    if (t < 0 && r >= 0)
+        r = sbx_error_set(&op->err, t, "unmount the sandbox's disk: %s", strerror(-t));
+    (void)rmdir(mnt);
+    return capture_sync(op, r);
+}
+
 static void *copy_thread(void *p)
 {
     struct checkpoint_op *op = p;
     int r = 0;
+    if (op->kind == OP_CAPTURE) {
+        op->r = capture_work(op);
+        uint64_t one = 1;
+        while (write(op->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+        return NULL;
+    }
     if (op->freeze && (r = runtime_disk_freeze(op->state_dir, true)) < 0)
         sbx_error_set(&op->err, r, "freeze the sandbox's disk: %s", strerror(-r));
     if (r >= 0) {
@@ -248,6 +325,8 @@ static void op_free(struct checkpoint_op *op)
     free(op->dst);
     free(op->state_dir);
     free(op->name);
+    free(op->parent);
+    free(op->staging);
     free(op);
 }
 
@@ -276,6 +355,7 @@ static void copy_joined(struct checkpoint_op *op)
 }
 
 static void finish_checkpoint(struct checkpoint_op *op);
+static void finish_capture(struct checkpoint_op *op);
 static void finish_restore(struct checkpoint_op *op);
 static void start_forks(struct checkpoint_op *op);
 
@@ -291,6 +371,8 @@ static void on_copy_done(struct loop_io *io, uint32_t revents)
         return finish_checkpoint(op);
     case OP_RESTORE:
         return finish_restore(op);
+    case OP_CAPTURE:
+        return finish_capture(op);
     case OP_FORK:
     default:
         return start_forks(op);
@@ -435,6 +517,49 @@ static void finish_checkpoint(struct checkpoint_op *op)
     op_free(op);
 }
 
+/* --- capture -------------------------------------------------------------------------------------- */
+
+int checkpoint_capture(struct daemon *d, struct sandbox *sb, struct snapshot *sn,
+                       const struct capture_limits *limits, sbx_error *err)
+{
+    int r = check_can_copy(sb, err);
+    if (r < 0)
+        return r;
+    struct checkpoint_op *op = op_new(d, OP_CAPTURE, sb, NULL, NULL);
+    op->snap = sn;
+    op->parent = xstrdup(sb->snapshot);
+    op->staging = snapshot_staging_path(d, sn);
+    op->dst = xasprintf("%s/layer", op->staging);
+    op->cap_limits = *limits;
+    if ((r = op_start(d, op, err)) < 0) {
+        op_free(op);
+        return r;
+    }
+    log_info("sandbox %s: capturing into snapshot %s (`%s`)", sb->id, sn->id, sn->name);
+    return 0;
+}
+
+static void finish_capture(struct checkpoint_op *op)
+{
+    struct daemon *d = op->d;
+    op->sb->busy = NULL;
+    if (op->r < 0) {
+        char reason[300];
+        snprintf(reason, sizeof(reason), "capture of sandbox `%s`: %s", op->sb->id, op->err.msg);
+        snapshot_building_fail(d, op->snap, reason);
+    } else {
+        log_info("sandbox %s: captured %llu entries, %llu bytes (%llu device nodes or sockets left out)",
+                 op->sb->id, (unsigned long long)op->cap.entries, (unsigned long long)op->cap.bytes,
+                 (unsigned long long)op->cap.skipped);
+        snapshot_capture_finish(d, op->snap, op->parent, op->dst, op->cap.diff_id, (int64_t)op->cap.bytes);
+    }
+    int r = rm_rf(op->staging);
+    if (r < 0 && r != -ENOENT)
+        log_warning_errno(r, "remove `%s`: %m, ignoring", op->staging);
+    sandbox_touch(op->sb);
+    op_free(op);
+}
+
 /* --- restore -------------------------------------------------------------------------------------- */
 
 int checkpoint_restore(struct daemon *d, struct sandbox *sb, struct checkpoint *ck, checkpoint_cb cb,
@@ -561,8 +686,12 @@ static void start_forks(struct checkpoint_op *op)
         op_answer(op, 0, NULL, &op->err);
         return op_free(op);
     }
+    /* Forks keep the source's network policy (each gets its own address). */
+    json_auto_t *network = egress_network_to_json(src->net);
+    json_object_del(network, "address");
     struct sandbox_create_opts opts = {
         .snapshot = src->snapshot,
+        .network = network,
         .env = src->env,
         .metadata = src->metadata,
         .res = src->res,
@@ -679,8 +808,8 @@ void checkpoint_done(struct daemon *d)
             copy_joined(op); /* waits for the copy: it thaws what it froze */
         /* A checkpoint not recorded, or a fork's image. A restore's dst is the sandbox's own disk, done
          * or untouched (renamed into place or not at all); the sandbox stays stopped. */
-        if (op->kind != OP_RESTORE)
-            unlink(op->dst);
+        if (op->kind != OP_RESTORE && op->kind != OP_CAPTURE)
+            unlink(op->dst); /* a capture's staging dir is collected at the next start */
         op_free(op);
     }
     while (cs->list) {

@@ -67,5 +67,15 @@ int checkpoint_fork(struct daemon *d, struct sandbox *sb, unsigned count, checkp
                     struct checkpoint_op **ret_op, sbx_error *err);
 void checkpoint_op_forget(struct checkpoint_op *op);
 
+/* Capture (docs/design/snapshots.md): copies sb's upper dir into a new layer for the building snapshot sn
+ * (made by the caller with snapshot_building_new), with the sandbox's disk frozen when it is running or
+ * paused, mounted read-only when it is stopped. The sandbox is busy during the copy; the end goes to
+ * snapshot_capture_finish or snapshot_building_fail. Returns a negative errno with err when refused (sn
+ * is then the caller's to fail). */
+struct snapshot;
+struct capture_limits;
+int checkpoint_capture(struct daemon *d, struct sandbox *sb, struct snapshot *sn,
+                       const struct capture_limits *limits, sbx_error *err);
+
 /* 409 `busy` when a checkpoint, restore or fork of sb is in progress. */
 int sandbox_refuse_busy(const struct sandbox *sb, sbx_error *err);

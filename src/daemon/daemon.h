@@ -35,5 +35,6 @@ struct daemon {
     struct lifecycle *lifecycle;   /* lifecycle.h; NULL until started */
     struct snapshot_state *snap;   /* snapshot.h: image snapshots and the layer store */
     struct checkpoint_state *ckpt; /* checkpoint.h: checkpoints and the copies in progress */
+    struct egress_state *egress;   /* egress.h: network mode egress */
     struct volume *volumes;        /* volume.h: named volumes, oldest first */
 };

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/checkpoint.h"
+#include "daemon/egress.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
@@ -45,6 +46,10 @@ static void usage(FILE *f)
                "  --max-image-mb N       largest image tarball POST /v1/snapshots accepts (default 8192)\n"
                "  --max-layer-mb N       largest unpacked content of one image layer (default 16384)\n"
                "  --service-domain D     also serve service URLs as http://PORT-ID.D (host-header form)\n"
+               "  --dns-upstream IP[:P]  resolver that egress sandboxes' queries go to (default: the first\n"
+               "                         IPv4 nameserver of /etc/resolv.conf)\n"
+               "  --egress-subnet CIDR   addresses of egress sandboxes, /16 to /28 (default 10.231.0.0/16);\n"
+               "                         names the nftables table inet sbx<hex of its top 24 bits>\n"
                "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
                "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
                "                         (also SBX_LOG_FORMAT; --log-json is --log-format json)\n"
@@ -135,6 +140,8 @@ int main(int argc, char **argv)
         {"max-image-mb", required_argument, NULL, 'I'},
         {"max-layer-mb", required_argument, NULL, 'Y'},
         {"service-domain", required_argument, NULL, 'S'},
+        {"dns-upstream", required_argument, NULL, 'N'},
+        {"egress-subnet", required_argument, NULL, 'E'},
         {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
@@ -143,6 +150,7 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:7070", *data_dir = "/var/lib/sbx";
     struct daemon d = {.max_sandboxes = 256};
     unsigned warm = 2;
+    const char *dns_upstream = NULL, *egress_subnet = NULL;
     struct snapshot_limits snap_limits = {
         .max_image_bytes = 8192ULL << 20, .max_layer_bytes = 16384ULL << 20, .max_entries = 1000000};
     int c;
@@ -162,6 +170,12 @@ int main(int argc, char **argv)
             break;
         case 'S':
             api_service_set_domain(optarg);
+            break;
+        case 'N':
+            dns_upstream = optarg;
+            break;
+        case 'E':
+            egress_subnet = optarg;
             break;
         case 'd':
             data_dir = optarg;
@@ -313,8 +327,15 @@ int main(int argc, char **argv)
         log_error("volumes: %s", err.msg);
         return 1;
     }
+    if (egress_init(&d, dns_upstream, egress_subnet, &err) < 0) {
+        log_error("egress: %s", err.msg);
+        return 1;
+    }
     if (sandbox_recover_all(&d, &err) < 0)
         log_warning("recover sandboxes: %s, ignoring", err.msg);
+    /* After recovery: the firewall rules of the sandboxes still up come back in one transaction. */
+    if (egress_start(&d, &err) < 0)
+        log_warning("egress: %s; egress sandboxes have no network until restarted", err.msg);
     if (checkpoint_init(&d, &err) < 0) {
         log_error("checkpoints: %s", err.msg);
         return 1;
@@ -339,15 +360,14 @@ int main(int argc, char **argv)
     if (d.ephemeral) {
         log_notice("ephemeral: destroying %zu sandboxes", d.n_sandboxes);
         sandbox_delete_all(&d);
-        volume_done(&d); /* every volume unmounted: no sandbox is left */
-    } else {
-        volume_done(&d); /* those a kept sandbox mounts stay mounted */
-        /* Sandboxes keep running under their shims; drop our references only. */
-        while (d.sandboxes) {
-            struct sandbox *sb = d.sandboxes;
-            d.sandboxes = sb->next;
-            sandbox_unref(sb);
-        }
+    }
+    egress_done(&d); /* its table goes with the last egress sandbox; kept sandboxes keep their rules */
+    volume_done(&d); /* all unmounted when ephemeral; those a kept sandbox mounts stay mounted */
+    /* Kept sandboxes run on under their shims; drop our references only. */
+    while (d.sandboxes) {
+        struct sandbox *sb = d.sandboxes;
+        d.sandboxes = sb->next;
+        sandbox_unref(sb);
     }
     snapshot_done(&d); /* imports in progress are killed; the next start marks them failed */
     loop_free(d.loop);

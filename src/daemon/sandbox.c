@@ -17,6 +17,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "daemon/checkpoint.h"
+#include "daemon/egress.h"
 #include "daemon/daemon.h"
 #include "daemon/lifecycle.h"
 #include "daemon/metrics.h"
@@ -87,6 +88,7 @@ static void sandbox_free(struct sandbox *sb)
     free(sb->reason);
     free(sb->owner);
     free(sb->disk_source);
+    egress_net_free(sb->net);
     if (sb->rootfs_fd >= 0)
         close(sb->rootfs_fd);
     shim_conn_close(sb->ctl);
@@ -185,8 +187,10 @@ static void lifecycle_to_json(const struct sandbox *sb, json_t *o)
 json_t *sandbox_to_json(const struct sandbox *sb)
 {
     json_t *o = sandbox_base_json(sb);
-    if (o)
+    if (o) {
         lifecycle_to_json(sb, o);
+        json_object_set_new(o, "network", egress_network_to_json(sb->net));
+    }
     return o;
 }
 
@@ -216,6 +220,8 @@ static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *er
         volume_shim_mounts(d, sb->volumes));
     if (!cfg)
         return sbx_error_set(err, -ENOMEM, "build shim config");
+    if (snapshot_is_host_based(d, sb->snapshot))
+        json_object_set_new(cfg, "host_base", json_true());
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
     int r = json_dump_file(cfg, path, JSON_COMPACT);
     json_decref(cfg);
@@ -281,6 +287,7 @@ static void kill_lost_shim(const struct sandbox *sb)
 static void shutdown_shim(struct sandbox *sb)
 {
     shim_unwatch(sb); /* its exit is expected from here on */
+    egress_detach(sb->d, sb);
     if (sb->rootfs_fd >= 0) {
         close(sb->rootfs_fd);
         sb->rootfs_fd = -1;
@@ -315,6 +322,9 @@ static int store_row(struct daemon *d, const struct sandbox *sb, const char *sta
     _cleanup_free_ char *env_json = json_dumps(sb->env, JSON_COMPACT);
     _cleanup_free_ char *meta_json = json_dumps(sb->metadata, JSON_COMPACT);
     _cleanup_free_ char *vol_json = json_dumps(sb->volumes, JSON_COMPACT);
+    json_t *netj = sb->net ? egress_network_to_store(sb->net) : NULL;
+    _cleanup_free_ char *net_json = netj ? json_dumps(netj, JSON_COMPACT) : NULL;
+    json_decref(netj);
     json_t *resj = resources_to_json(&sb->res);
     _cleanup_free_ char *res_json = json_dumps(resj, JSON_COMPACT);
     json_decref(resj);
@@ -327,6 +337,7 @@ static int store_row(struct daemon *d, const struct sandbox *sb, const char *sta
         .env_json = env_json,
         .metadata_json = meta_json,
         .volumes_json = vol_json,
+        .network_json = net_json,
         .resources_json = res_json,
         .uid_slot = sb->uid_slot,
         .shim_pid = sb->shim_pid,
@@ -365,12 +376,17 @@ int sandbox_prepare(struct daemon *d, const struct sandbox_create_opts *opts, co
     sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
     sb->volumes = opts->volumes ? json_deep_copy(opts->volumes) : json_array();
     sb->res = opts->res;
+    int r = egress_parse_network(opts->network, &sb->net, err);
+    if (r < 0) {
+        sandbox_unref(sb);
+        return r;
+    }
     sb->disk_source = opts->disk_source ? xstrdup(opts->disk_source) : NULL;
     sb->disk_source_uid_base = opts->disk_source_uid_base;
     sb->state = strcmp(state, "creating") == 0 ? SANDBOX_CREATING : SANDBOX_RUNNING;
     set_lifecycle_at_birth(sb, opts);
 
-    int r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
+    r = store_sandbox_free_uid_slot(d->store, &sb->uid_slot, err);
     if (r < 0)
         goto out_free;
     sb->uid_base = SANDBOX_UID_BASE + (uid_t)sb->uid_slot * RUNTIME_UID_RANGE;
@@ -465,7 +481,7 @@ int sandbox_started(struct daemon *d, struct sandbox *sb, sbx_error *err)
     sbx_error ignored = {0};
     if (!sb->ctl && shim_conn_open(sb->state_dir, &sb->ctl, &ignored) < 0)
         log_debug("sandbox %s: control connection: %s (retried on first use)", sb->id, ignored.msg);
-    return 0;
+    return sb->net ? egress_attach(d, sb, err) : 0;
 }
 
 /* A pre-created sandbox becomes the caller's: it takes the request's name, env and metadata. */
@@ -480,6 +496,10 @@ static int claim_warm(struct daemon *d, struct sandbox *sb, const struct sandbox
     sb->env = opts->env ? json_deep_copy(opts->env) : json_object();
     sb->metadata = opts->metadata ? json_deep_copy(opts->metadata) : json_object();
     set_lifecycle_at_birth(sb, opts);
+    /* The pool's sandboxes are made with network mode none; egress is added to one that is up. */
+    int r = egress_parse_network(opts->network, &sb->net, err);
+    if (r < 0 || (sb->net && (r = egress_attach(d, sb, err)) < 0))
+        return r;
     return store_row(d, sb, "running", false, err);
 }
 
@@ -599,7 +619,7 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, san
 {
     /* An image snapshot: the sandbox records its id, and its env starts from the image's Env. */
     struct snapshot *snap = NULL;
-    int sr = snapshot_for_create(d, opts->snapshot, &snap, err);
+    int sr = snapshot_for_create(d, opts->snapshot, opts->owner, &snap, err);
     if (sr < 0)
         return sr;
     struct sandbox_create_opts image_opts;
@@ -684,6 +704,12 @@ int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_er
     int r = sandbox_need_up(sb, err);
     if (r < 0)
         return r;
+    return sandbox_shim_call_unchecked(sb, req, ret_resp, err);
+}
+
+int sandbox_shim_call_unchecked(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err)
+{
+    int r;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!sb->ctl && shim_conn_open(sb->state_dir, &sb->ctl, err) < 0)
             return sbx_error_wrap(err, "sandbox `%s`", sb->id);
@@ -862,6 +888,12 @@ static int persist(struct daemon *d, struct sandbox *sb, sbx_error *err)
     return r;
 }
 
+int sandbox_set_egress(struct daemon *d, struct sandbox *sb, struct egress_policy *policy, sbx_error *err)
+{
+    int r = egress_set_policy(d, sb, policy, err);
+    return r < 0 ? r : persist(d, sb, err);
+}
+
 int sandbox_set_lifecycle(struct daemon *d, struct sandbox *sb, const struct sandbox_lifecycle *life,
                           sbx_error *err)
 {
@@ -940,6 +972,14 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
      * sandboxes whose clients were only waiting for sbxd to come back. */
     sb->last_active_ms = now_ms();
     sb->state = sandbox_state_from_string(row->state);
+    sbx_error net_err = {0};
+    if (egress_network_from_store(row->network_json, &sb->net, &net_err) < 0)
+        log_warning("sandbox %s: its stored network: %s; it has none now", sb->id, net_err.msg);
+    /* Its egress slot counts only if it is found alive below (a stopped sandbox's namespace, and the veth
+     * with it, is gone). */
+    int net_slot = sb->net ? sb->net->slot : 0;
+    if (sb->net)
+        sb->net->slot = 0;
     if (access(sb->state_dir, F_OK) < 0 && errno == ENOENT) {
         /* A ghost row: its files were removed behind sbxd's back. Nothing can bring it back. */
         static const char reason[] = "its state directory was gone when sbxd started";
@@ -965,6 +1005,10 @@ static int recover_one(const struct store_sandbox *row, void *userdata)
         if (r >= 0 && json_is_true(json_object_get(resp, "init_alive"))) {
             open_rootfs(sb);
             shim_watch(sb);
+            if (sb->net) {
+                sb->net->slot = net_slot;
+                egress_recovered(d, sb); /* its rules come back with the table (egress_start) */
+            }
             log_info("sandbox %s re-attached (shim %d)", sb->id, (int)sb->shim_pid);
             /* FIFREEZE outlives its caller: a checkpoint that a dying sbxd was copying left the disk
              * frozen, and every write inside would wait forever. Thawing a disk that is not frozen is a

@@ -12,6 +12,7 @@
 
 struct daemon;
 struct shim_conn;
+struct sandbox_net;
 
 /* A deleted sandbox leaves the registry; what remains is a tombstone in the store ("deleted"). */
 enum sandbox_state {
@@ -74,6 +75,7 @@ struct sandbox {
     struct checkpoint_op *busy; /* a checkpoint, restore or fork copying its disk (checkpoint.h) */
     char *disk_source;          /* created from this disk image (a checkpoint's), NULL = a new disk */
     uid_t disk_source_uid_base;
+    struct sandbox_net *net; /* network mode egress (egress.h); NULL = none, loopback only */
     struct daemon *d;
 };
 
@@ -91,6 +93,7 @@ struct sandbox_create_opts {
     uid_t disk_source_uid_base;
     bool disk_source_take; /* the image is this sandbox's alone: moved, not copied, into its state dir */
     json_t *volumes;       /* borrowed, may be NULL: checked mounts (volume_parse_mounts) */
+    json_t *network;       /* borrowed, may be NULL (= mode none): a create's "network" (egress.h) */
 };
 
 #define SANDBOX_UID_BASE ((uid_t)1 << 28)
@@ -155,6 +158,10 @@ void sandbox_detach(struct sandbox *sb);
 int sandbox_set_lifecycle(struct daemon *d, struct sandbox *sb, const struct sandbox_lifecycle *life,
                           sbx_error *err);
 int sandbox_renew(struct daemon *d, struct sandbox *sb, int64_t timeout_s, sbx_error *err);
+/* Replaces the egress policy of a sandbox in network mode egress (PATCH), live if it is up; takes *policy
+ * (egress.h). */
+struct egress_policy;
+int sandbox_set_egress(struct daemon *d, struct sandbox *sb, struct egress_policy *policy, sbx_error *err);
 /* Replaces the metadata (PATCH). */
 int sandbox_set_metadata(struct daemon *d, struct sandbox *sb, json_t *metadata, sbx_error *err);
 
@@ -179,6 +186,8 @@ int sandbox_need_up(const struct sandbox *sb, sbx_error *err);
 /* One request/response to the sandbox's shim over its persistent connection (reconnecting once if the
  * connection went stale). On success *ret_resp is a new reference. */
 int sandbox_shim_call(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err);
+/* The same without the state check: for the calls that bring a sandbox up (state creating). */
+int sandbox_shim_call_unchecked(struct sandbox *sb, json_t *req, json_t **ret_resp, sbx_error *err);
 
 /* Reads the store at start-up and re-attaches to every shim still alive; sandboxes whose shim is gone
  * are cleaned up and marked failed; state dirs with no row are removed (orphans of a crash). */

@@ -18,6 +18,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "daemon/daemon.h"
+#include "daemon/pull.h"
 #include "daemon/sandbox.h"
 #include "loop/loop.h"
 #include "store/store.h"
@@ -25,6 +26,7 @@
 #define IMPORTS_MAX 4                           /* imports running at once */
 #define IMPORT_TIMEOUT_USEC (3600ULL * 1000000) /* the helper is killed after this */
 #define RESULT_MAX (1u << 20)                   /* the helper's JSON answer */
+#define LAYERS_MAX 120                          /* as sbx-unpack's: overlayfs's limit, with room */
 
 struct import_op {
     struct daemon *d;
@@ -36,7 +38,8 @@ struct import_op {
     struct loop_timer timeout;
     struct sbx_buf out;
     char *upload_path;
-    char *staging; /* <layers>/.tmp-<id> */
+    char *staging;  /* <layers>/.tmp-<id> */
+    bool absent_ok; /* a pull: stored layers may be absent from the tarball */
 };
 
 struct snapshot_state {
@@ -60,6 +63,7 @@ static void snapshot_free(struct snapshot *sn)
         return;
     free(sn->name);
     free(sn->reason);
+    free(sn->owner);
     json_decref(sn->config);
     for (size_t i = 0; i < sn->n_layers; i++)
         free(sn->layers[i]);
@@ -128,6 +132,11 @@ static int load_one(const struct store_snapshot *row, void *userdata)
     sn->name = xstrdup(row->name);
     sn->created_ms = row->created_ms;
     sn->size_bytes = row->size_bytes;
+    sn->owner = row->owner ? xstrdup(row->owner) : NULL;
+    sn->host_base = row->base && strcmp(row->base, "host") == 0;
+    sn->source = row->source && strcmp(row->source, "registry") == 0  ? "registry"
+                 : row->source && strcmp(row->source, "capture") == 0 ? "capture"
+                                                                      : "image";
     sn->config = json_loads(row->config_json ? row->config_json : "{}", 0, NULL);
     if (!sn->config)
         sn->config = json_object();
@@ -179,12 +188,15 @@ int snapshot_init(struct daemon *d, const struct snapshot_limits *limits, sbx_er
 }
 
 static void import_op_free(struct import_op *op);
+static void building_end(struct daemon *d);
+static int64_t stored_layer_size(struct daemon *d, const char *digest);
 
 void snapshot_done(struct daemon *d)
 {
     struct snapshot_state *s = d->snap;
     if (!s)
         return;
+    pull_abort_all(d); /* their threads end before the snapshots they write to go */
     while (s->list) {
         struct snapshot *sn = s->list;
         s->list = sn->next;
@@ -216,17 +228,31 @@ struct snapshot *snapshot_find(struct daemon *d, const char *id_or_name)
     return NULL;
 }
 
+static bool visible(const struct snapshot *sn, const char *owner)
+{
+    return !owner || !sn->owner || strcmp(sn->owner, owner) == 0;
+}
+
+struct snapshot *snapshot_find_visible(struct daemon *d, const char *id_or_name, const char *owner)
+{
+    for (struct snapshot *sn = d->snap->list; sn; sn = sn->next)
+        if ((strcmp(sn->id, id_or_name) == 0 || strcmp(sn->name, id_or_name) == 0) && visible(sn, owner))
+            return sn;
+    return NULL;
+}
+
 static const char *status_name(enum snapshot_status s)
 {
     return s == SNAPSHOT_BUILDING ? "building" : s == SNAPSHOT_READY ? "ready" : "failed";
 }
 
-int snapshot_for_create(struct daemon *d, const char *id_or_name, struct snapshot **ret, sbx_error *err)
+int snapshot_for_create(struct daemon *d, const char *id_or_name, const char *owner, struct snapshot **ret,
+                        sbx_error *err)
 {
     *ret = NULL;
     if (!id_or_name || strcmp(id_or_name, "host") == 0)
         return 0;
-    struct snapshot *sn = snapshot_find(d, id_or_name);
+    struct snapshot *sn = snapshot_find_visible(d, id_or_name, owner);
     if (!sn)
         return sbx_error_setk(err, -ENOENT, "not_found", 404, "snapshot `%s` not found", id_or_name);
     if (sn->status != SNAPSHOT_READY)
@@ -246,18 +272,11 @@ static int write_file_at(int dirfd, const char *name, const char *content)
     return 0;
 }
 
-int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *state_dir,
-                            const char *hostname, json_t **ret, sbx_error *err)
+/* The sandbox's own /etc/hostname and /etc/hosts: a small layer of its own over the image's, owned by host
+ * root like every layer (root's inside, through the idmapped lower mounts). Returns its path (caller frees).
+ */
+static int write_image_etc(const char *state_dir, const char *hostname, char **ret_top, sbx_error *err)
 {
-    if (!snapshot || strcmp(snapshot, "host") == 0) {
-        *ret = json_null();
-        return 0;
-    }
-    struct snapshot *sn = snapshot_find(d, snapshot);
-    if (!sn || sn->status != SNAPSHOT_READY)
-        return sbx_error_setk(err, -ENOENT, "not_found", 404, "snapshot `%s` not found", snapshot);
-    /* The sandbox's own /etc/hostname and /etc/hosts: a small layer of its own over the image's, owned by
-     * host root like every layer (root's inside, through the idmapped lower mounts). */
     _cleanup_free_ char *top = xasprintf("%s/image-etc", state_dir);
     _cleanup_free_ char *etc = xasprintf("%s/etc", top);
     if (mkdir(top, 0755) < 0 && errno != EEXIST)
@@ -276,9 +295,32 @@ int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *
     int r;
     if ((r = write_file_at(dfd, "hostname", hn)) < 0 || (r = write_file_at(dfd, "hosts", hosts)) < 0)
         return sbx_error_set(err, r, "write `%s`: %s", etc, strerror(-r));
+    *ret_top = TAKE_PTR(top);
+    return 0;
+}
 
+int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *state_dir,
+                            const char *hostname, json_t **ret, sbx_error *err)
+{
+    if (!snapshot || strcmp(snapshot, "host") == 0) {
+        *ret = json_null();
+        return 0;
+    }
+    struct snapshot *sn = snapshot_find(d, snapshot);
+    if (!sn || sn->status != SNAPSHOT_READY)
+        return sbx_error_setk(err, -ENOENT, "not_found", 404, "snapshot `%s` not found", snapshot);
     json_t *arr = json_array();
-    json_array_append_new(arr, json_string(top));
+    /* Over a host base, the host's /etc is bound over /etc with the sandbox's hostname and hosts. */
+    if (!sn->host_base) {
+        char *top = NULL;
+        int r = write_image_etc(state_dir, hostname, &top, err);
+        if (r < 0) {
+            json_decref(arr);
+            return r;
+        }
+        json_array_append_new(arr, json_string(top));
+        free(top);
+    }
     /* Top first; a layer listed twice keeps only its topmost place (overlayfs refuses a directory twice,
      * and the upper occurrence already shadows everything the lower one provides). */
     for (size_t i = sn->n_layers; i-- > 0;) {
@@ -295,11 +337,19 @@ int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *
     return 0;
 }
 
+bool snapshot_is_host_based(struct daemon *d, const char *snapshot)
+{
+    struct snapshot *sn = snapshot && d->snap ? snapshot_find(d, snapshot) : NULL;
+    return sn && sn->host_base;
+}
+
 const char *snapshot_default_cwd(struct daemon *d, const char *snapshot)
 {
     if (!snapshot || strcmp(snapshot, "host") == 0 || !d->snap)
         return "/root";
     struct snapshot *sn = snapshot_find(d, snapshot);
+    if (sn && sn->host_base)
+        return "/root";
     const char *wd = sn ? json_string_value(json_object_get(sn->config, "WorkingDir")) : NULL;
     return wd && wd[0] == '/' ? wd : "/";
 }
@@ -342,18 +392,27 @@ json_t *snapshot_to_json(const struct snapshot *sn)
     json_t *layers = json_array();
     for (size_t i = 0; i < sn->n_layers; i++)
         json_array_append_new(layers, json_string(sn->layers[i]));
-    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:s?, s:O}", "id", sn->id, "name", sn->name,
-                     "source", "image", "layers", layers, "size_bytes", (json_int_t)sn->size_bytes,
-                     "created_at", created, "status", status_name(sn->status), "reason", sn->reason, "config",
-                     sn->config);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:s?, s:O, s:s, s:s?}", "id", sn->id, "name",
+                          sn->name, "source", sn->source ? sn->source : "image", "layers", layers,
+                          "size_bytes", (json_int_t)sn->size_bytes, "created_at", created, "status",
+                          status_name(sn->status), "reason", sn->reason, "config", sn->config, "base",
+                          sn->host_base ? "host" : "image", "owner", sn->owner);
+    uint64_t total = __atomic_load_n(&sn->progress_total, __ATOMIC_RELAXED);
+    if (sn->status == SNAPSHOT_BUILDING && strcmp(sn->source, "registry") == 0)
+        json_object_set_new(o, "progress",
+                            json_pack("{s:I, s:I}", "bytes_done",
+                                      (json_int_t)__atomic_load_n(&sn->progress_done, __ATOMIC_RELAXED),
+                                      "bytes_total", (json_int_t)total));
+    return o;
 }
 
-json_t *snapshot_list_json(struct daemon *d)
+json_t *snapshot_list_json(struct daemon *d, const char *owner)
 {
     json_t *arr = json_array();
     json_array_append_new(arr, snapshot_to_json(NULL));
     for (struct snapshot *sn = d->snap->list; sn; sn = sn->next)
-        json_array_append_new(arr, snapshot_to_json(sn));
+        if (visible(sn, owner))
+            json_array_append_new(arr, snapshot_to_json(sn));
     return json_pack("{s:o}", "snapshots", arr);
 }
 
@@ -510,10 +569,8 @@ static void import_op_free(struct import_op *op)
     sbx_buf_done(&op->out);
     if (op->sn)
         op->sn->op = NULL;
-    d->snap->n_building--;
     free(op);
-    if (d->snap->n_building == 0 && d->snap->gc_pending)
-        snapshot_gc(d);
+    building_end(d);
 }
 
 static void import_fail(struct import_op *op, const char *reason)
@@ -552,6 +609,8 @@ static void import_finish(struct import_op *op, json_t *res)
         }
         rows[i].digest = (char *)digest;
         rows[i].size_bytes = json_integer_value(json_object_get(l, "size_bytes"));
+        if (json_is_true(json_object_get(l, "absent")))
+            rows[i].size_bytes = stored_layer_size(d, digest); /* a pull did not download it */
         bool dup = false;
         for (size_t k = 0; k < i; k++)
             dup = dup || strcmp(rows[k].digest, digest) == 0;
@@ -674,6 +733,10 @@ static int spawn_helper(struct daemon *d, struct import_op *op, sbx_error *err)
     argv[argc++] = xasprintf("--max-layer-bytes=%llu", (unsigned long long)s->limits.max_layer_bytes);
     argv[argc++] = xasprintf("--max-entries=%llu", (unsigned long long)s->limits.max_entries);
     add_skips(d, &argv, &argc);
+    if (op->absent_ok) {
+        argv = xrealloc(argv, (argc + 1) * sizeof(char *));
+        argv[argc++] = xstrdup("--absent-ok");
+    }
     argv = xrealloc(argv, (argc + 1) * sizeof(char *));
     argv[argc] = NULL;
     /* A clean environment; under ASan the helper cannot run LeakSanitizer (no /proc in its root). */
@@ -715,37 +778,98 @@ static int spawn_helper(struct daemon *d, struct import_op *op, sbx_error *err)
     return 0;
 }
 
-int snapshot_import_start(struct daemon *d, const char *name, const char *upload_path, struct snapshot **ret,
-                          sbx_error *err)
+char *snapshot_staging_path(struct daemon *d, const struct snapshot *sn)
 {
-    int r = snapshot_import_check(d, name, err);
-    if (r < 0) {
-        unlink(upload_path);
+    return xasprintf("%s/.tmp-%s", d->snap->layers_dir, sn->id);
+}
+
+static int name_check(struct daemon *d, const char *name, sbx_error *err)
+{
+    if (!name)
+        return sbx_error_set(err, -EINVAL, "`name` is required");
+    if (!id_is_valid(name) || strcmp(name, "host") == 0)
+        return sbx_error_set(err, -EINVAL, "`name` must match [A-Za-z0-9_.-]{1,64} and not be `host`");
+    if (snapshot_find(d, name))
+        return sbx_error_setk(err, -EEXIST, "conflict", 409, "a snapshot named `%s` exists", name);
+    if (d->snap->n_building >= IMPORTS_MAX)
+        return sbx_error_setk(err, -EAGAIN, "resource_exhausted", 429,
+                              "%d imports, pulls or captures are running already", IMPORTS_MAX);
+    return 0;
+}
+
+int snapshot_building_new(struct daemon *d, const char *name, const char *owner, const char *source,
+                          bool host_base, struct snapshot **ret, sbx_error *err)
+{
+    int r = name_check(d, name, err);
+    if (r < 0)
         return r;
-    }
     struct snapshot *sn = xcalloc(1, sizeof(*sn));
     id_generate(sn->id, sizeof(sn->id), "snap_");
     sn->name = xstrdup(name);
     sn->status = SNAPSHOT_BUILDING;
     sn->created_ms = now_ms();
     sn->config = json_object();
-    struct store_snapshot row = {
-        .id = sn->id, .name = sn->name, .status = "building", .created_ms = sn->created_ms};
+    sn->owner = owner ? xstrdup(owner) : NULL;
+    sn->source = source;
+    sn->host_base = host_base;
+    struct store_snapshot row = {.id = sn->id,
+                                 .name = sn->name,
+                                 .status = "building",
+                                 .created_ms = sn->created_ms,
+                                 .owner = sn->owner,
+                                 .source = (char *)source,
+                                 .base = host_base ? "host" : ""};
     if ((r = store_snapshot_insert(d->store, &row, err)) < 0) {
-        unlink(upload_path);
         snapshot_free(sn);
         return r;
     }
     list_add(d->snap, sn);
+    d->snap->n_building++;
+    *ret = sn;
+    return 0;
+}
 
+static void building_end(struct daemon *d)
+{
+    d->snap->n_building--;
+    if (d->snap->n_building == 0 && d->snap->gc_pending)
+        snapshot_gc(d);
+}
+
+void snapshot_building_drop(struct daemon *d, struct snapshot *sn)
+{
+    sbx_error err = {0};
+    if (store_snapshot_delete(d->store, sn->id, &err) < 0)
+        log_warning("snapshot %s: %s", sn->id, err.msg);
+    list_remove(d->snap, sn);
+    snapshot_free(sn);
+    building_end(d);
+}
+
+void snapshot_building_fail(struct daemon *d, struct snapshot *sn, const char *reason)
+{
+    sn->status = SNAPSHOT_FAILED;
+    free(sn->reason);
+    sn->reason = xstrdup(reason);
+    sbx_error err = {0};
+    if (store_snapshot_fail(d->store, sn->id, reason, &err) < 0)
+        log_warning("snapshot %s: %s", sn->id, err.msg);
+    log_warning("snapshot %s (`%s`) failed: %s", sn->id, sn->name, reason);
+    building_end(d);
+}
+
+void snapshot_import_run(struct daemon *d, struct snapshot *sn, const char *upload_path, bool absent_ok)
+{
     struct import_op *op = xcalloc(1, sizeof(*op));
     *op = (struct import_op){.d = d, .sn = sn, .pidfd = -1, .out_fd = -1, .out = SBX_BUF_INIT};
     op->upload_path = xstrdup(upload_path);
-    op->staging = xasprintf("%s/.tmp-%s", d->snap->layers_dir, sn->id);
+    op->staging = snapshot_staging_path(d, sn);
+    op->absent_ok = absent_ok;
     sn->op = op;
-    d->snap->n_building++;
     sbx_error serr = {0};
-    if (mkdir(op->staging, 0700) < 0) {
+    if (!d->snap->unpack_path || access(d->snap->unpack_path, X_OK) < 0) {
+        sbx_error_set(&serr, -ENOSYS, "sbx-unpack is not installed next to sbxd");
+    } else if (mkdir(op->staging, 0700) < 0) {
         sbx_error_set(&serr, -errno, "create `%s`: %m", op->staging);
         free(op->staging);
         op->staging = NULL;
@@ -762,8 +886,117 @@ int snapshot_import_start(struct daemon *d, const char *name, const char *upload
         loop_timer_start(d->loop, &op->timeout, IMPORT_TIMEOUT_USEC, import_on_timeout);
         log_info("snapshot %s (`%s`): importing (sbx-unpack %d)", sn->id, sn->name, (int)op->pid);
     }
+}
+
+int snapshot_import_start(struct daemon *d, const char *name, const char *upload_path, struct snapshot **ret,
+                          sbx_error *err)
+{
+    struct snapshot *sn = NULL;
+    int r = snapshot_import_check(d, name, err);
+    if (r >= 0)
+        r = snapshot_building_new(d, name, NULL, "image", false, &sn, err);
+    if (r < 0) {
+        unlink(upload_path);
+        return r;
+    }
+    snapshot_import_run(d, sn, upload_path, false);
     *ret = sn;
     return 0;
+}
+
+struct size_walk {
+    const char *digest;
+    int64_t size;
+};
+
+static int size_of_layer(const struct store_layer *l, void *userdata)
+{
+    struct size_walk *w = userdata;
+    if (strcmp(l->digest, w->digest) == 0)
+        w->size = l->size_bytes;
+    return 0;
+}
+
+/* The size the store records for a layer ("sha256:<hex>"), 0 when unknown. */
+static int64_t stored_layer_size(struct daemon *d, const char *digest)
+{
+    struct size_walk w = {digest, 0};
+    sbx_error err = {0};
+    (void)store_layer_foreach(d->store, size_of_layer, &w, &err);
+    return w.size;
+}
+
+void snapshot_known_hexes(struct daemon *d, char ***ret, size_t *ret_n)
+{
+    char **v = NULL;
+    size_t n = 0;
+    for (struct snapshot *sn = d->snap->list; sn; sn = sn->next)
+        for (size_t i = 0; sn->status == SNAPSHOT_READY && i < sn->n_layers; i++) {
+            const char *hex = digest_hex(sn->layers[i]);
+            if (!hex)
+                continue;
+            v = xrealloc(v, (n + 1) * sizeof(char *));
+            v[n++] = xstrdup(hex);
+        }
+    *ret = v;
+    *ret_n = n;
+}
+
+void snapshot_capture_finish(struct daemon *d, struct snapshot *sn, const char *parent,
+                             const char *staging_layer, const char *diff_id, int64_t size_bytes)
+{
+    struct snapshot *p = parent && strcmp(parent, "host") != 0 ? snapshot_find(d, parent) : NULL;
+    const char *hex = digest_hex(diff_id);
+    char reason[300] = "";
+    if (parent && strcmp(parent, "host") != 0 && (!p || p->status != SNAPSHOT_READY))
+        snprintf(reason, sizeof(reason), "the sandbox's snapshot `%s` is gone", parent);
+    else if (!hex)
+        snprintf(reason, sizeof(reason), "the layer's digest is malformed");
+    else if (p && p->n_layers + 1 > LAYERS_MAX)
+        snprintf(reason, sizeof(reason), "the snapshot would have more than %d layers", LAYERS_MAX);
+    size_t n = p ? p->n_layers + 1 : 1;
+    struct store_layer *rows = xcalloc(n, sizeof(*rows));
+    int64_t total = 0;
+    for (size_t i = 0; i + 1 < n; i++)
+        rows[i].digest = p->layers[i]; /* recorded already: their sizes are not written again */
+    total = p ? p->size_bytes : 0;
+    rows[n - 1].digest = (char *)diff_id;
+    rows[n - 1].size_bytes = size_bytes;
+    if (!reason[0]) {
+        _cleanup_free_ char *dst = xasprintf("%s/%s", d->snap->layers_dir, hex);
+        struct stat st;
+        bool dup = false;
+        for (size_t i = 0; i + 1 < n; i++)
+            dup = dup || strcmp(rows[i].digest, diff_id) == 0;
+        if (!dup)
+            total += size_bytes;
+        if (lstat(dst, &st) == 0)
+            ; /* the same content is stored already (an unchanged sandbox, say): ours goes */
+        else if (rename(staging_layer, dst) < 0)
+            snprintf(reason, sizeof(reason), "move the layer into the store: %s", strerror(errno));
+    }
+    json_t *cfg = p ? json_incref(p->config) : json_object();
+    _cleanup_free_ char *cfg_text = json_dumps(cfg, JSON_COMPACT);
+    sbx_error err = {0};
+    if (!reason[0] && store_snapshot_finish(d->store, sn->id, rows, n, total, cfg_text, now_ms(), &err) < 0)
+        snprintf(reason, sizeof(reason), "record the snapshot: %s", err.msg);
+    if (reason[0]) {
+        free(rows);
+        json_decref(cfg);
+        return snapshot_building_fail(d, sn, reason);
+    }
+    sn->layers = xcalloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        sn->layers[i] = xstrdup(rows[i].digest);
+    sn->n_layers = n;
+    free(rows);
+    json_decref(sn->config);
+    sn->config = cfg;
+    sn->size_bytes = total;
+    sn->status = SNAPSHOT_READY;
+    log_info("snapshot %s (`%s`) captured: %zu layers, top %s, %lld bytes", sn->id, sn->name, n, diff_id,
+             (long long)total);
+    building_end(d);
 }
 
 int snapshot_delete(struct daemon *d, struct snapshot *sn, sbx_error *err)

@@ -32,7 +32,12 @@ struct snapshot {
     json_t *config;     /* Env, WorkingDir, User, Entrypoint, Cmd of the image config (object) */
     char **layers;      /* "sha256:<hex>", bottom first */
     size_t n_layers;
-    struct import_op *op; /* while building */
+    struct import_op *op; /* while sbx-unpack runs */
+    char *owner;          /* the tenant key that captured it; NULL = the admin's, visible to every key */
+    bool host_base;       /* captured from a `host` sandbox: its layers go over the host's system dirs */
+    const char *source;   /* "image", "registry" or "capture" (static) */
+    /* A pull's download, written by its thread (__atomic), shown while building. */
+    uint64_t progress_done, progress_total;
 };
 
 struct snapshot_limits {
@@ -52,16 +57,23 @@ const struct snapshot_limits *snapshot_limits(struct daemon *d);
 
 /* By id or name; borrowed, NULL when unknown. */
 struct snapshot *snapshot_find(struct daemon *d, const char *id_or_name);
+/* The same, among the snapshots owner sees (owner NULL = the admin: all of them; a tenant: the global ones
+ * and its own). */
+struct snapshot *snapshot_find_visible(struct daemon *d, const char *id_or_name, const char *owner);
 
 /* A snapshot a sandbox can be created from: 0 and *ret for `host` (NULL) or a ready one; 404 not_found,
  * or 409 conflict when it is building or failed. */
-int snapshot_for_create(struct daemon *d, const char *id_or_name, struct snapshot **ret, sbx_error *err);
+int snapshot_for_create(struct daemon *d, const char *id_or_name, const char *owner, struct snapshot **ret,
+                        sbx_error *err);
 
 /* The shim config's "lower_dirs" for a sandbox of this snapshot (a new reference): null for `host`, else
  * the sandbox's own /etc layer (hostname, hosts; made here in state_dir) over the snapshot's layers, top
  * first. */
 int snapshot_sandbox_lowers(struct daemon *d, const char *snapshot, const char *state_dir,
                             const char *hostname, json_t **ret, sbx_error *err);
+
+/* Whether the snapshot's layers go over the host's system dirs (the shim config's "host_base"). */
+bool snapshot_is_host_based(struct daemon *d, const char *snapshot);
 
 /* The working directory commands start in when they name none: /root for `host`, else the image's
  * WorkingDir or /. Borrowed. */
@@ -75,8 +87,8 @@ json_t *snapshot_sandbox_env(const struct snapshot *sn, json_t *env);
 
 /* The snapshot object of docs/api.md (new reference); NULL sn = `host`. */
 json_t *snapshot_to_json(const struct snapshot *sn);
-/* {"snapshots": [host, ...]} */
-json_t *snapshot_list_json(struct daemon *d);
+/* {"snapshots": [host, ...]}: those owner sees. */
+json_t *snapshot_list_json(struct daemon *d, const char *owner);
 /* {"layers": [...], "total_bytes": N}: the layer store and its disk usage. */
 json_t *snapshot_layers_json(struct daemon *d, sbx_error *err);
 
@@ -86,6 +98,27 @@ int snapshot_import_check(struct daemon *d, const char *name, sbx_error *err);
  * `building` snapshot; returns it (borrowed). */
 int snapshot_import_start(struct daemon *d, const char *name, const char *upload_path, struct snapshot **ret,
                           sbx_error *err);
+/* A new `building` snapshot (name checked as by snapshot_import_check, without needing sbx-unpack), recorded
+ * in the store and counted among the imports running; it ends with snapshot_import_run (whose end
+ * finishes it), snapshot_capture_finish or snapshot_building_fail. Borrowed. */
+int snapshot_building_new(struct daemon *d, const char *name, const char *owner, const char *source,
+                          bool host_base, struct snapshot **ret, sbx_error *err);
+/* Forgets a building snapshot whose work could not start (its row goes too). */
+void snapshot_building_drop(struct daemon *d, struct snapshot *sn);
+/* Marks a building snapshot failed with reason and ends its count. */
+void snapshot_building_fail(struct daemon *d, struct snapshot *sn, const char *reason);
+/* Runs sbx-unpack on the image tarball at upload_path (taken over) for a building snapshot. absent_ok:
+ * layers of skip_hex (already stored) may be missing from the tarball (a pull does not download them). */
+void snapshot_import_run(struct daemon *d, struct snapshot *sn, const char *upload_path, bool absent_ok);
+/* The staging dir of a building snapshot: <layers>/.tmp-<id> (caller frees). */
+char *snapshot_staging_path(struct daemon *d, const struct snapshot *sn);
+/* Ends a capture: staging_layer (a directory, diff_id its content address) goes into the store as the
+ * top layer over parent's layers (NULL = host), and sn becomes ready, or failed with the reason. */
+void snapshot_capture_finish(struct daemon *d, struct snapshot *sn, const char *parent,
+                             const char *staging_layer, const char *diff_id, int64_t size_bytes);
+/* The hex of every layer of a ready snapshot (a new vector of new strings, with its length). */
+void snapshot_known_hexes(struct daemon *d, char ***ret, size_t *ret_n);
+
 /* A new upload file under the data dir (O_EXCL, 0600): fd and path (malloc'd). */
 int snapshot_upload_open(struct daemon *d, int *ret_fd, char **ret_path, sbx_error *err);
 

@@ -690,6 +690,19 @@ int files_open_read(int rootfd, const char *path, int *ret_fd, uint64_t *ret_siz
     return 0;
 }
 
+int files_open_dir(int rootfd, const char *path, int *ret_fd, sbx_error *err)
+{
+    char norm[PATH_MAX];
+    int r = normalize(path, norm, err);
+    if (r < 0)
+        return r;
+    int fd = resolve(rootfd, norm, O_PATH | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fail(err, fd, "open directory", norm);
+    *ret_fd = fd;
+    return 0;
+}
+
 /* --- ranges --------------------------------------------------------------------------------------- */
 
 /* Parses decimal digits at *p; -EINVAL when there are none or on overflow. */

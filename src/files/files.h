@@ -110,6 +110,10 @@ extern bool files_disable_o_tmpfile;
  * any other non-regular file -EINVAL. Returns a new O_RDONLY|O_CLOEXEC fd and the file's size. */
 int files_open_read(int rootfd, const char *path, int *ret_fd, uint64_t *ret_size, sbx_error *reterr);
 
+/* Opens a directory (following a final symlink inside the root) as an O_PATH|O_DIRECTORY fd, for watching
+ * it with inotify through /proc/self/fd/N: the watch is on exactly the directory resolved inside the root. */
+int files_open_dir(int rootfd, const char *path, int *ret_fd, sbx_error *reterr);
+
 /* Parses one HTTP byte range ("bytes=A-B", "bytes=A-", "bytes=-N") against a file of `size` bytes.
  * Returns 0 with [*ret_start, *ret_start + *ret_len) clamped to the file, -ERANGE when unsatisfiable
  * (answer 416), -EINVAL when malformed or multi-range (ignore the header and answer 200). */

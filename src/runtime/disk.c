@@ -404,14 +404,14 @@ static int wait_loop_released(const char *state_dir, int wait_ms)
 
 /* Attaches img to a free loop device; returns its number and an fd of it (the caller closes it once the
  * filesystem is mounted; until then, dying releases the device). */
-static int loop_attach(const char *state_dir, int img_fd, int *ret_fd, sbx_error *err)
+static int loop_attach(const char *state_dir, int img_fd, bool read_only, int *ret_fd, sbx_error *err)
 {
     _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
         return sbx_error_set(err, -errno, "open /dev/loop-control: %m");
     struct loop_config lc = {
         .fd = (uint32_t)img_fd,
-        .info = {.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO},
+        .info = {.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO | (read_only ? LO_FLAGS_READ_ONLY : 0)},
     };
     snprintf((char *)lc.info.lo_file_name, sizeof(lc.info.lo_file_name), "sbx-disk");
     int r = -EBUSY;
@@ -422,7 +422,7 @@ static int loop_attach(const char *state_dir, int img_fd, int *ret_fd, sbx_error
             return sbx_error_set(err, -errno, "LOOP_CTL_GET_FREE: %m");
         char dev[32];
         snprintf(dev, sizeof(dev), "/dev/loop%d", n);
-        int fd = open(dev, O_RDWR | O_CLOEXEC);
+        int fd = open(dev, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (fd < 0) {
             r = -errno;
             if (errno == ENOENT || errno == ENXIO || errno == EBUSY)
@@ -466,7 +466,7 @@ int disk_attach(const struct runtime_config *cfg, sbx_error *err)
     if (img_fd < 0)
         return sbx_error_set(err, -errno, "open %s: %m", img);
     _cleanup_close_ int loop_fd = -1;
-    int n = loop_attach(cfg->state_dir, img_fd, &loop_fd, err);
+    int n = loop_attach(cfg->state_dir, img_fd, false, &loop_fd, err);
     if (n < 0)
         return n;
     char dev[32];
@@ -511,6 +511,37 @@ int disk_detach(const char *state_dir, int wait_ms)
             return -EBUSY;
     }
     return wait_loop_released(state_dir, wait_ms);
+}
+
+int runtime_disk_mount_ro(const char *state_dir, const char *mnt, sbx_error *err)
+{
+    char img[PATH_MAX];
+    int r = state_path(state_dir, "disk.img", img);
+    if (r < 0)
+        return sbx_error_set(err, r, "state dir %s: %s", state_dir, strerror(-r));
+    /* Never two ext4 instances on one image: the last run's must be gone. */
+    if ((r = wait_loop_released(state_dir, 2000)) < 0)
+        return sbx_error_set(err, r, "the sandbox's disk is still in use");
+    _cleanup_close_ int img_fd = open(img, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (img_fd < 0)
+        return sbx_error_set(err, -errno, "open %s: %m", img);
+    _cleanup_close_ int loop_fd = -1;
+    int n = loop_attach(state_dir, img_fd, true, &loop_fd, err);
+    if (n < 0)
+        return n;
+    char dev[32];
+    snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+    /* noload: no journal replay (the image was unmounted cleanly; a read-only view must not write). */
+    if (mount(dev, mnt, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "noload") < 0)
+        return sbx_error_set(err, -errno, "mount %s (%s) read-only at %s: %m", dev, img, mnt);
+    return 0;
+}
+
+int runtime_disk_unmount_ro(const char *state_dir, const char *mnt)
+{
+    if (umount2(mnt, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+        return -errno;
+    return wait_loop_released(state_dir, 2000);
 }
 
 int runtime_volume_mount(const char *dir, uint64_t bytes, const char *template_dir, sbx_error *err)

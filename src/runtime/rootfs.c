@@ -175,6 +175,12 @@ static int mount_image_overlay(const struct runtime_config *cfg, const char *roo
             r = sbx_error_set(err, -errno, "idmapped mount of layer %s: %m", cfg->lower_dirs[i]);
         sbx_buf_appendf(&opts, "%s/proc/self/fd/%d", i ? ":" : "", fds[i]);
     }
+    /* A snapshot captured from a `host` sandbox: its layers go over the host skeleton (owned by uid_base on
+     * disk like a `host` sandbox's, so not idmapped); rootfs_mount_system then binds the host's dirs. */
+    if (r == 0 && cfg->host_base) {
+        if ((r = make_host_skeleton(cfg->state_dir, cfg->uid_base, err)) == 0)
+            sbx_buf_appendf(&opts, ":%s/lower", cfg->state_dir);
+    }
     if (r == 0) {
         sbx_buf_appendf(&opts, ",upperdir=%s,workdir=%s", upper, work);
         sbx_buf_append(&opts, "", 1);

@@ -326,7 +326,7 @@ int runtime_create(const struct runtime_config *cfg, struct runtime_sandbox *ret
         r = sbx_error_set(err, -errno, "open %s: %m", ns);
         goto fail;
     }
-    if (!cfg->lower_dirs && (r = rootfs_mount_system(cfg, userns_fd, err)) < 0)
+    if ((!cfg->lower_dirs || cfg->host_base) && (r = rootfs_mount_system(cfg, userns_fd, err)) < 0)
         goto fail;
     if ((r = rootfs_mount_volumes(cfg, userns_fd, err)) < 0)
         goto fail;

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/types.h>
 
 #include "base/error.h"
@@ -37,8 +38,10 @@ struct runtime_config {
     const struct runtime_volume *volumes;
     size_t n_volumes;
     const char *const
-        *lower_dirs;          /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
-    uid_t uid_base;           /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
+        *lower_dirs; /* NULL = the built-in `host` snapshot; else overlay lower layers, top first */
+    bool host_base;  /* lower_dirs go over the `host` snapshot's skeleton, and the host's /usr, /etc... are
+                        bound as for `host` (a snapshot captured from a `host` sandbox) */
+    uid_t uid_base;  /* host uid/gid that is root inside; RUNTIME_UID_RANGE ids are mapped */
     const char *hostname;     /* NULL = id */
     uint64_t memory_bytes;    /* 0 = no limit */
     double cpus;              /* 0 = no limit */
@@ -108,6 +111,21 @@ int runtime_cleanup(const char *id, const char *state_dir);
  * what the sandbox uses fails (-EBUSY) and leaves the old limit. */
 int runtime_set_limits(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max, sbx_error *err);
 
+/* Network mode `egress` (net.c): a veth pair whose host end is host_if (unique among the host's links:
+ * a name freed when a sandbox's namespace goes stays taken for a while) with host_addr/prefix, and whose
+ * sandbox end is RUNTIME_NET_SANDBOX_IF with sandbox_addr/prefix and a default route via host_addr. */
+#define RUNTIME_NET_SANDBOX_IF "eth0"
+struct runtime_net_config {
+    const char *host_if;
+    struct in_addr host_addr, sandbox_addr;
+    unsigned prefix;
+};
+
+/* Makes and configures the pair. sandbox_ns and own_ns are open network-namespace fds (the sandbox's, and
+ * the caller's own to return to). Returns the host end's ifindex (> 0), or a negative errno with err
+ * filled and nothing left behind. Single-threaded callers only (it setns()es the calling thread). */
+int runtime_net_attach(int sandbox_ns, int own_ns, const struct runtime_net_config *cfg, sbx_error *err);
+
 /* Pauses (frozen = true) or resumes every process of a sandbox through the cgroup freezer; returns once
  * it has taken effect. Memory stays as it is; a paused sandbox uses no CPU. */
 int runtime_freeze(const char *id, bool frozen, sbx_error *err);
@@ -144,6 +162,10 @@ int runtime_disk_copy(const char *src, const char *dst, uint64_t *ret_bytes, sbx
 /* Freezes (FIFREEZE: everything written so far reaches the image, later writers wait) or thaws the
  * filesystem mounted at <state_dir>/disk. Thawing one that is not frozen returns -EINVAL. */
 int runtime_disk_freeze(const char *state_dir, bool frozen);
+/* Mounts a stopped sandbox's disk (<state_dir>/disk.img) read-only (nosuid, nodev, noexec) at mnt, after
+ * its last run's loop device is released; runtime_disk_unmount_ro undoes it. For capture. */
+int runtime_disk_mount_ro(const char *state_dir, const char *mnt, sbx_error *err);
+int runtime_disk_unmount_ro(const char *state_dir, const char *mnt);
 
 /* A volume's own disk, like a sandbox's: <dir>/disk.img (bytes, sparse ext4) mounted at <dir>/disk, the
  * volume's files in <dir>/disk/upper (its root owned by 0: root of every sandbox that mounts it). Mounting

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <net/if.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
@@ -27,6 +28,7 @@
 
 #include "base/cleanup.h"
 #include "base/log.h"
+#include "runtime/runtime.h"
 
 #define CONNECT_WAIT_MS 200 /* loopback handshakes finish in microseconds; only a full backlog waits */
 #define PORTS_MAX 4096
@@ -233,4 +235,25 @@ ssize_t shim_net_send_fd(int sock, const void *buf, size_t len, int fd)
         if (errno != EINTR)
             return -errno;
     }
+}
+
+int shim_net_attach(json_t *req, int *ret_ifindex, sbx_error *err)
+{
+    const char *host_if = json_string_value(json_object_get(req, "host_if"));
+    const char *host_addr = json_string_value(json_object_get(req, "host_addr"));
+    const char *sandbox_addr = json_string_value(json_object_get(req, "sandbox_addr"));
+    json_int_t prefix = json_integer_value(json_object_get(req, "prefix"));
+    struct runtime_net_config cfg = {.host_if = host_if, .prefix = (unsigned)prefix};
+    if (!host_if || strlen(host_if) >= IFNAMSIZ || !host_addr || !sandbox_addr || prefix < 8 || prefix > 30 ||
+        inet_pton(AF_INET, host_addr, &cfg.host_addr) != 1 ||
+        inet_pton(AF_INET, sandbox_addr, &cfg.sandbox_addr) != 1)
+        return sbx_error_setk(err, -EINVAL, "invalid_argument", 400,
+                              "net_attach needs host_if, host_addr, sandbox_addr and prefix (8..30)");
+    if (sandbox_ns < 0)
+        return sbx_error_set(err, -EBADF, "the sandbox's network namespace is not open");
+    int r = runtime_net_attach(sandbox_ns, own_ns, &cfg, err);
+    if (r < 0)
+        return r;
+    *ret_ifindex = r;
+    return 0;
 }

@@ -26,3 +26,7 @@ json_t *shim_net_ports(pid_t init_pid, sbx_error *err);
  * blocking. Returns the bytes sent (> 0; the caller queues the rest as usual) or -errno (nothing sent,
  * fd not passed). */
 ssize_t shim_net_send_fd(int sock, const void *buf, size_t len, int fd);
+
+/* {"op":"net_attach","host_if","host_addr","sandbox_addr","prefix"}: gives the sandbox its egress veth
+ * pair (runtime_net_attach). Returns 0 with the host end's ifindex, or a negative errno with err filled. */
+int shim_net_attach(json_t *req, int *ret_ifindex, sbx_error *err);

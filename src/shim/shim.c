@@ -1648,6 +1648,12 @@ static void handle_request(struct client *cl, json_t *req)
         if (!ports)
             return reply_error(cl, "internal", -err.code, "%s", err.msg);
         client_send_json(cl, SHIM_FRAME_RESPONSE, json_pack("{s:b, s:o}", "ok", 1, "ports", ports));
+    } else if (strcmp(op, "net_attach") == 0) {
+        sbx_error err = {0};
+        int ifindex = 0;
+        if (shim_net_attach(req, &ifindex, &err) < 0)
+            return reply_error(cl, err.kind[0] ? err.kind : "internal", -err.code, "%s", err.msg);
+        client_send_json(cl, SHIM_FRAME_RESPONSE, json_pack("{s:b, s:i}", "ok", 1, "ifindex", ifindex));
     } else if (strcmp(op, "ping") == 0) {
         client_send_json(cl, SHIM_FRAME_RESPONSE,
                          json_pack("{s:b, s:i, s:i, s:b, s:i, s:i}", "ok", 1, "pid", (int)getpid(),
@@ -2092,6 +2098,7 @@ static int load_config(const char *state_dir, json_t **ret_json, struct runtime_
         if (string_vector(lowers, 128, &budget, ret_lowers) < 0 || json_array_size(lowers) == 0)
             return sbx_error_set(err, -EINVAL, "config: `lower_dirs` must be null or an array of paths");
         cfg->lower_dirs = *ret_lowers;
+        cfg->host_base = json_is_true(json_object_get(j, "host_base"));
     }
     /* Strings stay in the config's JSON, which lives as long as the shim. */
     static struct runtime_volume volumes[RUNTIME_VOLUMES_MAX];

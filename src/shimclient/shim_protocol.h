@@ -80,6 +80,9 @@
  *          (conflict otherwise); sbxd uses a connection of its own per call (shim_net.h).
  *   {"op":"ports"} → {"ok":true,"ports":[{"port":N,"address":"127.0.0.1"|"::"|..}..]}  TCP sockets in
  *        LISTEN state inside the sandbox (/proc/<init pid>/net/tcp and tcp6), sorted by port.
+ *   {"op":"net_attach","host_if":"sbx…","host_addr":"10.231.0.5","sandbox_addr":"10.231.0.6","prefix":30}
+ *        → {"ok":true,"ifindex":N}  network mode egress: a veth pair, host end host_if, eth0 inside with a
+ *        default route via host_addr (runtime_net_attach). sbxd's nftables rules do the rest.
  *   {"op":"shutdown"} → the shim destroys the sandbox, answers {"ok":true} and exits
  * signal/kill on a command that has exited are no-ops answering ok.
  * status/logs/attach/signal/kill/stdin of an expired command answer the error code "expired" (errno ENOENT),

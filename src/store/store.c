@@ -121,11 +121,21 @@ static const char *const migrations[] = {
     "  UNIQUE (owner, name)"
     ");"
     "ALTER TABLE sandboxes ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]';",
+    /* 6 (issue 4, capture and pull): a snapshot's owner (the tenant key that captured it; NULL = the admin's,
+     * visible to all), its base ('host' = its layers go over the host's system dirs, '' = an image) and its
+     * source ('image' = an uploaded tarball, 'registry' = a pull, 'capture' = a sandbox's upper layer). */
+    "ALTER TABLE snapshots ADD COLUMN owner TEXT;"
+    "ALTER TABLE snapshots ADD COLUMN base TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE snapshots ADD COLUMN source TEXT NOT NULL DEFAULT 'image';",
+    /* 7 (issue 5, egress): a sandbox's network (JSON: {"mode", "egress"?, "slot"?, "host_if"?};
+     * daemon/egress.h),
+     * '' = mode none. */
+    "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '';",
 };
 
 #define SANDBOX_COLUMNS                                                                                      \
     "id, name, snapshot, state, created_ms, env, metadata, resources, uid_slot, shim_pid, init_pid, owner,"  \
-    " reason, idle_ttl_s, delete_after_stop_s, timeout_s, expires_ms, stopped_ms, volumes"
+    " reason, idle_ttl_s, delete_after_stop_s, timeout_s, expires_ms, stopped_ms, volumes, network"
 
 static int db_error(struct store *s, sbx_error *err, const char *what)
 {
@@ -198,14 +208,16 @@ int store_open(const char *path, struct store **ret, sbx_error *err)
     if ((r = exec_sql(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                       err)) < 0 ||
         (r = migrate(s, err)) < 0 ||
-        (r = prepare(
-             s, "INSERT INTO sandboxes (" SANDBOX_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-             &s->insert, err)) < 0 ||
+        (r = prepare(s,
+                     "INSERT INTO sandboxes (" SANDBOX_COLUMNS
+                     ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     &s->insert, err)) < 0 ||
         (r = prepare(s,
                      "UPDATE sandboxes SET name = ?2, snapshot = ?3, state = ?4, created_ms = ?5, env = ?6,"
                      " metadata = ?7, resources = ?8, shim_pid = ?10, init_pid = ?11, owner = ?12,"
                      " reason = ?13, idle_ttl_s = ?14, delete_after_stop_s = ?15, timeout_s = ?16,"
-                     " expires_ms = ?17, stopped_ms = ?18, volumes = ?19 WHERE id = ?1 AND uid_slot = ?9",
+                     " expires_ms = ?17, stopped_ms = ?18, volumes = ?19,"
+                     " network = ?20 WHERE id = ?1 AND uid_slot = ?9",
                      &s->update, err)) < 0 ||
         (r = prepare(s, "UPDATE sandboxes SET state = ?, shim_pid = ?, init_pid = ? WHERE id = ?",
                      &s->set_state, err)) < 0 ||
@@ -293,6 +305,7 @@ static void bind_sandbox(sqlite3_stmt *st, const struct store_sandbox *sb)
     sqlite3_bind_int64(st, 17, sb->expires_ms);
     sqlite3_bind_int64(st, 18, sb->stopped_ms);
     bind_text(st, 19, sb->volumes_json ? sb->volumes_json : "[]");
+    bind_text(st, 20, sb->network_json ? sb->network_json : "");
 }
 
 int store_sandbox_insert(struct store *s, const struct store_sandbox *sb, sbx_error *err)
@@ -372,6 +385,7 @@ static int sandbox_row(sqlite3_stmt *st, void *ctx)
         .expires_ms = sqlite3_column_int64(st, 16),
         .stopped_ms = sqlite3_column_int64(st, 17),
         .volumes_json = col_text(st, 18),
+        .network_json = col_text(st, 19),
     };
     return w->cb(&sb, w->userdata);
 }
@@ -522,8 +536,8 @@ int store_snapshot_insert(struct store *s, const struct store_snapshot *sn, sbx_
 {
     _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
     int r = prepare_once(s,
-                         "INSERT INTO snapshots (id, name, status, reason, created_ms, size_bytes, config)"
-                         " VALUES (?,?,?,?,?,?,?)",
+                         "INSERT INTO snapshots (id, name, status, reason, created_ms, size_bytes, config,"
+                         " owner, base, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          &st, err);
     if (r < 0)
         return r;
@@ -534,6 +548,9 @@ int store_snapshot_insert(struct store *s, const struct store_snapshot *sn, sbx_
     sqlite3_bind_int64(st, 5, sn->created_ms);
     sqlite3_bind_int64(st, 6, sn->size_bytes);
     bind_text(st, 7, sn->config_json ? sn->config_json : "{}");
+    bind_text(st, 8, sn->owner);
+    bind_text(st, 9, sn->base ? sn->base : "");
+    bind_text(st, 10, sn->source ? sn->source : "image");
     return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "insert snapshot");
 }
 
@@ -618,6 +635,9 @@ static int snapshot_row(sqlite3_stmt *st, void *ctx)
         .size_bytes = sqlite3_column_int64(st, 5),
         .config_json = col_text(st, 6),
         .layers = col_text(st, 7),
+        .owner = col_text(st, 8),
+        .base = col_text(st, 9),
+        .source = col_text(st, 10),
     };
     return w->cb(&sn, w->userdata);
 }
@@ -629,7 +649,7 @@ int store_snapshot_foreach(struct store *s, int (*cb)(const struct store_snapsho
     int r = prepare_once(s,
                          "SELECT id, name, status, reason, created_ms, size_bytes, config,"
                          " (SELECT group_concat(digest, ',') FROM (SELECT digest FROM snapshot_layers"
-                         "   WHERE snapshot_id = snapshots.id ORDER BY position))"
+                         "   WHERE snapshot_id = snapshots.id ORDER BY position)), owner, base, source"
                          " FROM snapshots ORDER BY created_ms, id",
                          &st, err);
     if (r < 0)

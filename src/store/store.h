@@ -27,6 +27,7 @@ struct store_sandbox {
     int64_t idle_ttl_s, delete_after_stop_s, timeout_s; /* lifecycle settings, 0 = never */
     int64_t expires_ms, stopped_ms;                     /* Unix ms, 0 = none */
     char *volumes_json; /* JSON array text: [{"volume": id, "path": ..., "read_only": bool}] */
+    char *network_json; /* "" = mode none; else daemon/egress.h's stored network object */
 };
 
 /* A deleted sandbox, kept for a while so that GET can say what happened to it. */
@@ -91,6 +92,9 @@ struct store_snapshot {
     int64_t size_bytes;
     char *config_json; /* the image config's `config` object (Env, WorkingDir, User, Entrypoint, Cmd) */
     char *layers;
+    char *owner;  /* the tenant key that captured it, NULL = the admin's (visible to every key) */
+    char *base;   /* "host": its layers go over the `host` snapshot; "" or NULL: an image */
+    char *source; /* "image" (an uploaded tarball), "registry" (a pull) or "capture"; NULL = "image" */
 };
 
 /* An unpacked layer in <data-dir>/layers/<hex>/; refs = the snapshots that use it. */

@@ -6,13 +6,14 @@
  *   cwd     the staging directory: it becomes this process's whole filesystem (pivot_root)
  *   stdout  one JSON object: {"layers": [...], "config": {...}} or {"error": "..."}
  *
- *   sbx-unpack --max-layer-bytes N --max-entries N [--skip HEX]...
+ *   sbx-unpack --max-layer-bytes N --max-entries N [--skip HEX]... [--absent-ok]
  *
  * Layers are unpacked into <staging>/<diff_id hex>/ (bottom first); a layer named by --skip is already in
- * sbxd's layer store and is only verified (hashed), not written. Exit 0 on success, 1 with {"error"} on a
- * bad image, 2 on bad usage. Every path is resolved component by component with openat2
- * (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): no entry lands
- * outside its layer, whatever its name or the links before it. */
+ * sbxd's layer store and is only verified (hashed), not written; with --absent-ok (a registry pull, which
+ * does not download layers the store has) such a layer may also be missing from the archive. Exit 0 on
+ * success, 1 with {"error"} on a bad image, 2 on bad usage. Every path is resolved component by component
+ * with openat2 (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): no entry
+ * lands outside its layer, whatever its name or the links before it. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -338,6 +339,7 @@ struct layer {
     char blob_hex[65]; /* sha256 of the blob as stored, "" when the format names none */
     bool skip;         /* already in sbxd's store: verify only */
     bool done;
+    bool absent;         /* skipped and not in the archive (--absent-ok) */
     uint64_t size_bytes; /* file content unpacked */
 };
 
@@ -914,7 +916,8 @@ static bool present(const char *hex)
     return fstatat(AT_FDCWD, hex, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static void second_pass(int fd, char **skip, size_t n_skip, uint64_t max_bytes, uint64_t max_entries)
+static void second_pass(int fd, char **skip, size_t n_skip, bool absent_ok, uint64_t max_bytes,
+                        uint64_t max_entries)
 {
     for (size_t i = 0; i < n_layers; i++)
         for (size_t k = 0; k < n_skip; k++)
@@ -948,6 +951,9 @@ static void second_pass(int fd, char **skip, size_t n_skip, uint64_t max_bytes, 
     }
     if (left) {
         for (size_t i = 0; i < n_layers; i++)
+            if (!layers[i].done && layers[i].skip && absent_ok)
+                layers[i].done = layers[i].absent = true;
+        for (size_t i = 0; i < n_layers; i++)
             if (!layers[i].done)
                 fail("layer `%.200s` is missing from the archive%s%s", layers[i].path,
                      archive_errno(a) ? ": " : "", archive_errno(a) ? archive_error_string(a) : "");
@@ -961,11 +967,13 @@ int main(int argc, char **argv)
         {"max-layer-bytes", required_argument, NULL, 'b'},
         {"max-entries", required_argument, NULL, 'n'},
         {"skip", required_argument, NULL, 's'},
+        {"absent-ok", no_argument, NULL, 'a'},
         {},
     };
     uint64_t max_bytes = 8ULL << 30, max_entries = 1000000;
     char **skip = calloc((size_t)argc, sizeof(char *));
     size_t n_skip = 0;
+    bool absent_ok = false;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
         switch (c) {
@@ -974,6 +982,9 @@ int main(int argc, char **argv)
             break;
         case 'n':
             max_entries = strtoull(optarg, NULL, 10);
+            break;
+        case 'a':
+            absent_ok = true;
             break;
         case 's':
             if (!is_hex64(optarg))
@@ -1000,14 +1011,14 @@ int main(int argc, char **argv)
         parse_oci_layout();
     else
         fail("not an image: the archive has neither manifest.json (docker save) nor index.json (OCI layout)");
-    second_pass(0, skip, n_skip, max_bytes, max_entries);
+    second_pass(0, skip, n_skip, absent_ok, max_bytes, max_entries);
 
     json_t *ls = json_array();
     for (size_t i = 0; i < n_layers; i++) {
         char digest[80];
         snprintf(digest, sizeof(digest), "sha256:%s", layers[i].diff_hex);
-        json_array_append_new(
-            ls, json_pack("{s:s, s:I}", "diff_id", digest, "size_bytes", (json_int_t)layers[i].size_bytes));
+        json_array_append_new(ls, json_pack("{s:s, s:I, s:b}", "diff_id", digest, "size_bytes",
+                                            (json_int_t)layers[i].size_bytes, "absent", layers[i].absent));
     }
     json_t *cfg = json_object_get(image_config, "config");
     json_t *out = json_pack("{s:o, s:o, s:s?}", "layers", ls, "config",

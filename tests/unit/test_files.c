@@ -773,9 +773,36 @@ static int test_parse_range(void)
     return 0;
 }
 
+/* files_open_dir (what E2B's watchDir watches through /proc/self/fd): an absolute symlink to a directory
+ * resolves inside the root, never to the host's; files are refused. */
+static int test_open_dir_confined(void)
+{
+    struct fixture f;
+    ASSERT_OK(fixture_init(&f));
+    sbx_error err = {0};
+    char hp[256];
+    ASSERT_OK(put(f.rootfd, "/data/file", "x", 1));
+    host_path(&f, "/out-link", hp, sizeof(hp));
+    ASSERT_OK(symlink(f.outside, hp)); /* the host path of the outside dir, which is not in the root */
+    int fd = -1;
+    ASSERT_OK(files_open_dir(f.rootfd, "/data", &fd, &err));
+    struct stat a, b;
+    char data[256];
+    host_path(&f, "/data", data, sizeof(data));
+    ASSERT_OK(fstat(fd, &a));
+    ASSERT_OK(stat(data, &b));
+    ASSERT_EQ(a.st_ino, b.st_ino);
+    close(fd);
+    ASSERT_ERRNO(files_open_dir(f.rootfd, "/out-link", &fd, &err), ENOENT);
+    ASSERT_ERRNO(files_open_dir(f.rootfd, "/data/file", &fd, &err), ENOTDIR);
+    ASSERT_ERRNO(files_open_dir(f.rootfd, "/nothing", &fd, &err), ENOENT);
+    fixture_done(&f);
+    return 0;
+}
+
 TESTS(TEST(test_roundtrip_binary) TEST(test_atomic_replace) TEST(test_roundtrip_named_tmp)
           TEST(test_atomic_replace_named_tmp) TEST(test_mkdir_p) TEST(test_list_sorted)
               TEST(test_stat_types_json) TEST(test_move) TEST(test_remove) TEST(test_escape_dotdot)
                   TEST(test_escape_absolute_symlink) TEST(test_escape_relative_chain)
                       TEST(test_escape_write_through_symlink) TEST(test_symlink_swap_race)
-                          TEST(test_invalid_paths) TEST(test_parse_range))
+                          TEST(test_invalid_paths) TEST(test_parse_range) TEST(test_open_dir_confined))
