@@ -1,7 +1,7 @@
 """Network targets for the egress tests, built on this machine: nothing leaves it.
 
-Target: a network namespace joined to the host by a veth pair (host end 10.98.K.1/24, the namespace's
-eth0 10.98.K.2/24 and 10.98.K.3/24, more addresses on request), running a TCP server on each address that
+Target: a network namespace joined to the host by a veth pair (host end N.1/24 in a documentation range,
+the namespace's eth0 N.2/24 and N.3/24, more /32s on request), running a TCP server on each address that
 answers every connection with "hello from ADDR\\n". Sandboxes reach it through sbxd's egress path like any
 outside host (the host routes 10.98.K.0/24 to the veth).
 
@@ -42,11 +42,15 @@ class Target:
     PORT = 8080
 
     def __init__(self, extra_addrs=()):
-        k = random.randint(10, 250)
         tag = "%06x" % random.getrandbits(24)
         self.ns = f"sbxt-{tag}"
         self.host_if = f"vt{tag}"  # never "sbx*": that prefix is sbxd's
-        self.net = f"10.98.{k}"
+        # Documentation ranges (TEST-NET-2/3): public addresses as far as sbxd's policy is concerned
+        # (private ones need an allow entry even under default allow), and used by nothing real.
+        free = [n for n in ("198.51.100", "203.0.113", "192.0.2")
+                if not ip("route", "show", f"{n}.0/24").stdout.strip()]
+        assert free, "every documentation range is routed already (a test target left behind?)"
+        self.net = random.choice(free)
         self.gateway = f"{self.net}.1"
         self.addrs = [f"{self.net}.2", f"{self.net}.3"]
         self.extra = list(extra_addrs)  # /32s routed to the namespace too (e.g. 169.254.169.254)

@@ -14,7 +14,8 @@
  *     address specifically → accept; the host's own addresses (fib type local), link-local and metadata
  *     (169.254.0.0/16), the egress subnet (other sandboxes), loopback, multicast → reject; allow CIDRs →
  *     accept; addresses pinned by the DNS path for allowed domains (set `pin<slot>`, with timeouts) →
- *     accept; then the default (accept or reject);
+ *     accept; then the default: reject, or accept for anything but private ranges (RFC 1918, CGNAT,
+ *     198.18/15), which need an allow entry or an allowed domain even when the default is allow;
  *   - nothing new may enter a sandbox interface, from the host or anywhere else: replies only;
  *   - IPv6 from sandboxes is dropped (they get no IPv6 address);
  *   - UDP port 53 from a sandbox, to any address, is redirected to sbxd's resolver (below); the resolver's
@@ -467,6 +468,10 @@ static void chain_rules(struct egress_state *e, struct sbx_buf *b, const struct 
     if (set.len)
         sbx_buf_appendf(b, "add rule inet %s s%d ip daddr %s accept\n", t, s, sbx_buf_cstr(&set));
     sbx_buf_appendf(b, "add rule inet %s s%d ip daddr @pin%d accept\n", t, s, s);
+    /* "Allow by default" means the internet: private ranges (the host's LAN, a cloud VPC) take an allow
+     * entry or a domain that resolves there, so a name cannot be rebound to an internal address either. */
+    if (n->policy.default_allow)
+        sbx_buf_appendf(b, "add rule inet %s s%d ip daddr @private " REJECT "\n", t, s);
     sbx_buf_appendf(b, "add rule inet %s s%d %s\n", t, s, n->policy.default_allow ? "accept" : REJECT);
     sbx_buf_done(&set);
 }
@@ -497,6 +502,9 @@ static void base_table(struct egress_state *e, struct sbx_buf *b, uint16_t dns_p
         "  map ifaces { type ifname : verdict; }\n"
         "  set protected { type ipv4_addr; flags interval; elements = { 0.0.0.0/8, @NET, 127.0.0.0/8, "
         "169.254.0.0/16, 224.0.0.0/3 } }\n"
+        "  set private { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 100.64.0.0/10, "
+        "172.16.0.0/12, "
+        "192.168.0.0/16, 198.18.0.0/15 } }\n"
         "  chain pre_nat { type nat hook prerouting priority dstnat; policy accept;\n"
         "    iifname @IF udp dport 53 redirect to :@PORT\n  }\n"
         "  chain post_nat { type nat hook postrouting priority srcnat; policy accept;\n"
@@ -636,18 +644,26 @@ static int dns_skip_name(const uint8_t *p, size_t len, size_t off)
     }
 }
 
-/* The A records of an answer as nft elements "a.b.c.d timeout Ns" appended to b; returns how many. */
-static int dns_answer_addrs(const uint8_t *p, size_t len, struct sbx_buf *b)
+#define PIN_ADDRS_MAX 64 /* A records of one answer that are pinned */
+
+struct pin {
+    uint8_t addr[4];
+    uint32_t timeout_s;
+};
+
+/* The distinct A records of an answer (at most PIN_ADDRS_MAX); returns how many. */
+static size_t dns_answer_addrs(const uint8_t *p, size_t len, struct pin *pins)
 {
     if (len < 12)
         return 0;
     unsigned qd = (unsigned)(p[4] << 8 | p[5]), an = (unsigned)(p[6] << 8 | p[7]);
-    int off = 12, n = 0;
+    int off = 12;
+    size_t n = 0;
     for (unsigned i = 0; i < qd && off >= 0; i++) {
         off = dns_skip_name(p, len, (size_t)off);
         off = off >= 0 && (size_t)off + 4 <= len ? off + 4 : -1;
     }
-    for (unsigned i = 0; i < an && off >= 0; i++) {
+    for (unsigned i = 0; i < an && off >= 0 && n < PIN_ADDRS_MAX; i++) {
         off = dns_skip_name(p, len, (size_t)off);
         if (off < 0 || (size_t)off + 10 > len)
             break;
@@ -659,14 +675,39 @@ static int dns_answer_addrs(const uint8_t *p, size_t len, struct sbx_buf *b)
         if ((size_t)off + rdlen > len)
             break;
         if (type == 1 && klass == 1 && rdlen == 4) {
-            uint32_t pin = ttl < PIN_MIN_S ? PIN_MIN_S : ttl > PIN_MAX_S ? PIN_MAX_S : ttl;
-            sbx_buf_appendf(b, "%s%u.%u.%u.%u timeout %us", n ? ", " : "", p[off], p[off + 1], p[off + 2],
-                            p[off + 3], pin);
-            n++;
+            uint32_t t = ttl < PIN_MIN_S ? PIN_MIN_S : ttl > PIN_MAX_S ? PIN_MAX_S : ttl;
+            size_t k = 0;
+            while (k < n && memcmp(pins[k].addr, p + off, 4) != 0)
+                k++;
+            if (k == n) {
+                memcpy(pins[n].addr, p + off, 4);
+                pins[n++].timeout_s = t;
+            } else if (t > pins[k].timeout_s) {
+                pins[k].timeout_s = t;
+            }
         }
         off += (int)rdlen;
     }
     return n;
+}
+
+/* Pins addresses with fresh timeouts: "add" alone leaves an existing element's timeout as it was (an
+ * address resolved again just before its pin ends would lose it), so the transaction adds (a no-op for
+ * those present), deletes (now all present) and adds again. */
+static int pin_addrs(struct egress_state *e, int slot, const struct pin *pins, size_t n, sbx_error *err)
+{
+    _cleanup_(sbx_buf_done) struct sbx_buf with = SBX_BUF_INIT, bare = SBX_BUF_INIT, cmd = SBX_BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *a = pins[i].addr;
+        sbx_buf_appendf(&with, "%s%u.%u.%u.%u timeout %us", i ? ", " : "", a[0], a[1], a[2], a[3],
+                        pins[i].timeout_s);
+        sbx_buf_appendf(&bare, "%s%u.%u.%u.%u", i ? ", " : "", a[0], a[1], a[2], a[3]);
+    }
+    const char *t = e->table_name;
+    sbx_buf_appendf(&cmd, "add element inet %s pin%d { %s }\n", t, slot, sbx_buf_cstr(&with));
+    sbx_buf_appendf(&cmd, "delete element inet %s pin%d { %s }\n", t, slot, sbx_buf_cstr(&bare));
+    sbx_buf_appendf(&cmd, "add element inet %s pin%d { %s }\n", t, slot, sbx_buf_cstr(&with));
+    return nft_run(e, sbx_buf_cstr(&cmd), err);
 }
 
 static void dns_send(struct egress_state *e, const uint8_t *buf, size_t len, const struct sockaddr_in *to,
@@ -822,14 +863,11 @@ static void on_dns_answer(struct loop_io *io, uint32_t revents)
         }
         /* Pinned before the answer is passed on: the connection that follows it is allowed. */
         if (p->pin) {
-            _cleanup_(sbx_buf_done) struct sbx_buf elems = SBX_BUF_INIT;
-            if (dns_answer_addrs(buf, (size_t)n, &elems) > 0) {
-                _cleanup_free_ char *cmd = xasprintf("add element inet %s pin%d { %s }\n", e->table_name,
-                                                     sb->net->slot, sbx_buf_cstr(&elems));
-                sbx_error err = {0};
-                if (nft_run(e, cmd, &err) < 0)
-                    log_warning("sandbox %s: pin resolved addresses: %s", sb->id, err.msg);
-            }
+            struct pin pins[PIN_ADDRS_MAX];
+            size_t np = dns_answer_addrs(buf, (size_t)n, pins);
+            sbx_error err = {0};
+            if (np > 0 && pin_addrs(e, sb->net->slot, pins, np, &err) < 0)
+                log_warning("sandbox %s: pin resolved addresses: %s", sb->id, err.msg);
         }
         buf[0] = (uint8_t)(p->client_id >> 8);
         buf[1] = (uint8_t)p->client_id;

@@ -14,16 +14,19 @@ from sbxtest import Daemon, sh
 PORT = Target.PORT
 
 
+PRIVATE = "10.99.77.9"  # a private address on the target: not part of "default allow"
+
+
 @pytest.fixture(scope="module")
 def target():
-    with Target() as t:
+    with Target(extra_addrs=[PRIVATE]) as t:
         yield t
 
 
 @pytest.fixture(scope="module")
 def resolver(target):
     with Resolver({"one.test": target.addrs[0], "two.test": target.addrs[1],
-                   "a.svc.test": target.addrs[0], "svc.test": target.addrs[1]}) as r:
+                   "a.svc.test": target.addrs[0], "svc.test": target.addrs[1], "internal.test": PRIVATE}) as r:
         yield r
 
 
@@ -76,6 +79,24 @@ def test_default_allow_reaches_outside(daemon, target, resolver):
         daemon.delete(sb["id"])
 
 
+def test_default_allow_excludes_private_ranges_unless_named(daemon):
+    t = f"{PRIVATE}:{PORT}"
+    sb = create(daemon, {"default": "allow"})
+    try:
+        # Neither by address nor through a name that resolves there (DNS rebinding).
+        res = probe(daemon, sb["id"], t, f"internal.test:{PORT}")
+        assert all(v.startswith("connect:") for v in res.values()), res
+    finally:
+        daemon.delete(sb["id"])
+    for allow in (["10.0.0.0/8"], [PRIVATE], ["internal.test"]):
+        sb = create(daemon, {"default": "allow", "allow": allow})
+        try:
+            target = t if "internal.test" not in allow else f"internal.test:{PORT}"
+            assert probe(daemon, sb["id"], target)[target] == hello(PRIVATE), allow
+        finally:
+            daemon.delete(sb["id"])
+
+
 def test_default_deny_allows_only_listed_cidrs(daemon, target, resolver):
     sb = create(daemon, {"default": "deny", "allow": [f"{target.addrs[1]}/32"]})
     try:
@@ -92,7 +113,7 @@ def test_default_deny_allows_only_listed_cidrs(daemon, target, resolver):
 
 
 def test_deny_overrides_allow(daemon, target):
-    sb = create(daemon, {"default": "allow", "allow": [f"{target.net}.0/24"], "deny": [f"{target.addrs[1]}"]})
+    sb = create(daemon, {"default": "deny", "allow": [f"{target.net}.0/24"], "deny": [f"{target.addrs[1]}"]})
     try:
         res = probe(daemon, sb["id"], f"{target.addrs[0]}:{PORT}", f"{target.addrs[1]}:{PORT}")
         assert res[f"{target.addrs[0]}:{PORT}"] == hello(target.addrs[0])
@@ -315,4 +336,28 @@ def test_fork_keeps_policy_with_its_own_address(daemon, target):
     finally:
         for fid in forks:
             daemon.delete(fid)
+        daemon.delete(sb["id"])
+
+
+def test_resolving_again_refreshes_the_pin(daemon, target):
+    import re
+    import time
+    sb = create(daemon, {"default": "deny", "allow": ["one.test"]})
+    try:
+        t = f"one.test:{PORT}"
+        assert probe(daemon, sb["id"], t)[t] == hello(target.addrs[0])
+
+        def expires():
+            out = subprocess.run(["nft", "list", "table", "inet", table_name(daemon)], capture_output=True,
+                                 text=True).stdout
+            m = re.search(re.escape(target.addrs[0]) + r" timeout 5m expires (?:(\d+)m)?(?:(\d+)s)?", out)
+            assert m, out
+            return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+        first = expires()
+        time.sleep(3)
+        assert expires() <= first - 2
+        assert probe(daemon, sb["id"], t)[t] == hello(target.addrs[0])
+        assert expires() >= first - 1  # a fresh 5 minutes, not what was left
+    finally:
         daemon.delete(sb["id"])

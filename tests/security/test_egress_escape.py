@@ -84,8 +84,10 @@ def test_other_sandboxes_unreachable_even_when_named(daemon, new_sandbox):
         "s.bind(('0.0.0.0', 9000)); s.listen(8)\n"
         "while True:\n c, _ = s.accept(); c.sendall(b'hello from b\\n'); c.close()"]})
     assert r.status == 201, r
-    assert sh(daemon, b, "python3 -c \"import socket; print(socket.create_connection(('127.0.0.1', 9000), 3)"
-                         ".recv(20).decode())\"")["stdout"].strip() == "hello from b"
+    # The control: it listens (once its command is up).
+    out = sh(daemon, b, "for i in $(seq 50); do python3 -c \"import socket; print(socket.create_connection("
+                        "('127.0.0.1', 9000), 3).recv(20).decode())\" 2>/dev/null && break; sleep 0.1; done")
+    assert out["stdout"].strip() == "hello from b", out
     a = egress(daemon, new_sandbox, default="allow", allow=[b_addr, "0.0.0.0/0"])
     t = f"{b_addr}:9000"
     assert probe(daemon, a, t)[t].startswith("connect:")
@@ -99,6 +101,10 @@ def test_nothing_outside_can_connect_in(daemon, new_sandbox, target):
         "import socket; s = socket.socket(); s.bind(('0.0.0.0', 9001)); s.listen(8)\n"
         "while True: s.accept()[0].close()"]})
     assert r.status == 201, r
+    # The control: it listens (seen from inside, once its command is up).
+    out = sh(daemon, sid, "for i in $(seq 50); do python3 -c \"import socket; socket.create_connection("
+                          "('%s', 9001), 3); print('up')\" 2>/dev/null && break; sleep 0.1; done" % addr)
+    assert out["stdout"].strip() == "up", out
     # From the host (which routes the sandbox's subnet) and from the target's namespace.
     with pytest.raises(OSError):
         socket.create_connection((addr, 9001), timeout=2)
