@@ -45,6 +45,8 @@ static void usage(FILE *f)
                "  --warm N               sandboxes kept created ahead of demand (default 2, 0 = none)\n"
                "  --max-image-mb N       largest image tarball POST /v1/snapshots accepts (default 8192)\n"
                "  --max-layer-mb N       largest unpacked content of one image layer (default 16384)\n"
+               "  --pull-stall-seconds N a registry pull slower than 1 KiB/s for N s fails (default 60,\n"
+               "                         1..3600)\n"
                "  --service-domain D     also serve service URLs as http://PORT-ID.D (host-header form)\n"
                "  --dns-upstream IP[:P]  resolver that egress sandboxes' queries go to (default: the first\n"
                "                         IPv4 nameserver of /etc/resolv.conf)\n"
@@ -142,6 +144,7 @@ int main(int argc, char **argv)
         {"service-domain", required_argument, NULL, 'S'},
         {"dns-upstream", required_argument, NULL, 'N'},
         {"egress-subnet", required_argument, NULL, 'E'},
+        {"pull-stall-seconds", required_argument, NULL, 'P'},
         {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
@@ -152,7 +155,11 @@ int main(int argc, char **argv)
     unsigned warm = 2;
     const char *dns_upstream = NULL, *egress_subnet = NULL;
     struct snapshot_limits snap_limits = {
-        .max_image_bytes = 8192ULL << 20, .max_layer_bytes = 16384ULL << 20, .max_entries = 1000000};
+        .max_image_bytes = 8192ULL << 20,
+        .max_layer_bytes = 16384ULL << 20,
+        .max_entries = 1000000,
+        .pull_stall_s = 60,
+    };
     int c;
     log_set_ident("sbxd");
     const char *log_format = getenv("SBX_LOG_FORMAT"); /* the flag, parsed below, wins */
@@ -203,6 +210,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             *(c == 'I' ? &snap_limits.max_image_bytes : &snap_limits.max_layer_bytes) = (uint64_t)v << 20;
+            break;
+        }
+        case 'P': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 3600) {
+                fprintf(stderr, "sbxd: --pull-stall-seconds must be 1..3600\n");
+                return 2;
+            }
+            snap_limits.pull_stall_s = v;
             break;
         }
         case 'm': {

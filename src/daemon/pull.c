@@ -28,8 +28,7 @@
 #define JSON_MAX (4u << 20) /* a manifest, an index, a config, a token answer */
 #define ERR_BODY_MAX 2048   /* what is kept of an error answer */
 #define CONNECT_TIMEOUT_S 30L
-#define STALL_BYTES_PER_S 1024L /* slower than this for STALL_S: the registry is considered hung */
-#define STALL_S 60L
+#define STALL_BYTES_PER_S 1024L /* slower than this for --pull-stall-seconds: the registry is hung */
 #define LAYERS_MAX 120
 #define INDEX_DEPTH_MAX 4
 
@@ -51,6 +50,7 @@ struct pull_op {
     char **known; /* layer hexes the store has */
     size_t n_known;
     uint64_t max_bytes;
+    long stall_s;
     /* the thread */
     char *upload_path;
     int upload_fd;
@@ -191,7 +191,7 @@ static int perform(struct pull_op *op, const char *url, const char *accept, stru
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, STALL_BYTES_PER_S);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_S);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, op->stall_s);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "sbx/0.1");
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "identity");
@@ -215,6 +215,13 @@ static int perform(struct pull_op *op, const char *url, const char *accept, stru
         return sbx_error_set(&op->err, -ECANCELED, "sbxd is shutting down");
     if (x->over)
         return sbx_error_set(&op->err, -EFBIG, "GET %s: the answer is larger than announced or allowed", url);
+    curl_off_t sent_us = 0; /* when the request went out: 0 while still connecting */
+    if (cr == CURLE_OPERATION_TIMEDOUT &&
+        curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &sent_us) == CURLE_OK && sent_us > 0)
+        return sbx_error_set(&op->err, -ETIMEDOUT,
+                             "GET %s: the registry stalled (less than %ld bytes/s for %ld s, "
+                             "--pull-stall-seconds)",
+                             url, STALL_BYTES_PER_S, op->stall_s);
     if (cr != CURLE_OK)
         return sbx_error_set(&op->err, -EIO, "GET %s: %s", url, curl_easy_strerror(cr));
     return 0;
@@ -785,6 +792,7 @@ int pull_start(struct daemon *d, const struct pull_request *req, struct snapshot
     op->upload_fd = fd;
     op->upload_path = path;
     op->max_bytes = snapshot_limits(d)->max_image_bytes;
+    op->stall_s = snapshot_limits(d)->pull_stall_s;
     op->efd = -1;
     snapshot_known_hexes(d, &op->known, &op->n_known);
     sbx_error serr = {0};

@@ -44,6 +44,7 @@ struct snapshot_limits {
     uint64_t max_image_bytes; /* upload body */
     uint64_t max_layer_bytes; /* one layer's unpacked content */
     uint64_t max_entries;     /* entries of one layer */
+    long pull_stall_s;        /* a pull's transfer slower than 1 KiB/s for this long is abandoned */
 };
 
 /* Loads the snapshots from the store (imports that a previous run left building are marked failed),

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import imagebuild as ib  # noqa: E402
-from sbxtest import BIN, free_port, wait_for  # noqa: E402
+from sbxtest import BIN, Daemon, free_port, wait_for  # noqa: E402
 
 REGISTRY = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -419,3 +419,144 @@ def test_pull_is_admin_only(daemon, registry):
                                                  "insecure": True},
                        headers={"Authorization": f"Bearer {key}"}, auth=False)
     assert r.status == 403, r
+
+
+class HangingRegistry:
+    """A registry that hangs, on a raw socket: in mode `silent` it accepts and reads requests but never
+    answers; in mode `stall-blob` it serves a manifest and its config, then answers the layer blob's GET
+    with its headers (the full Content-Length) and the first 512 bytes, and sends nothing more."""
+
+    PARTIAL = 512
+
+    def __init__(self, mode, base_layer):
+        self.mode = mode
+        self.stop_ev = threading.Event()
+        self.blob_started = threading.Event()
+        self.requests = []
+        self.conns = []
+        self.layer, _ = ib.compress(base_layer, "gzip")
+        self.config = ib.image_config([ib.sha256(base_layer)])
+        self.layer_dg = "sha256:" + ib.sha256(self.layer)
+        self.config_dg = "sha256:" + ib.sha256(self.config)
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.config_dg,
+                       "size": len(self.config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": self.layer_dg,
+                        "size": len(self.layer)}]}).encode()
+        assert len(self.layer) > 4 * self.PARTIAL
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self.stop_ev.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _answer(conn, body, content_type="application/octet-stream", send=None):
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                f"Docker-Distribution-API-Version: registry/2.0\r\n\r\n").encode()
+        conn.sendall(head + body[:send if send is not None else len(body)])
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while not self.stop_ev.is_set():
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                path = head.split(b"\r\n")[0].split(b" ")[1].decode()
+                self.requests.append(path)
+                if self.mode == "silent":
+                    self.stop_ev.wait()
+                    return
+                if "/manifests/" in path:
+                    self._answer(conn, self.manifest, OCI_MANIFEST)
+                elif path.endswith(self.config_dg):
+                    self._answer(conn, self.config)
+                elif path.endswith(self.layer_dg):
+                    self._answer(conn, self.layer, send=self.PARTIAL)
+                    self.blob_started.set()
+                    self.stop_ev.wait()
+                    return
+                else:
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            return
+
+    def stop(self):
+        self.stop_ev.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_pull_from_a_hanging_registry(base_layer):
+    """--pull-stall-seconds: a registry that accepts and never answers, and one that stalls in the middle
+    of a layer blob, both end the pull `failed` with a clear reason within a few seconds, nothing kept."""
+    with Daemon(extra_args=["--pull-stall-seconds", "2", "--warm", "0"]) as d:
+        for mode in ("silent", "stall-blob"):
+            reg = HangingRegistry(mode, base_layer)
+            try:
+                t0 = time.monotonic()
+                r = d.request("POST", "/v1/snapshots", {"name": f"hang-{mode}",
+                                                        "image": f"{reg.host}/sbx/hang:v1", "insecure": True})
+                assert r.status == 202, r
+                sid = r.json()["id"]
+                if mode == "stall-blob":
+                    # Mid-body: the first bytes of the layer are counted while the rest never comes.
+                    head = len(reg.manifest) + len(reg.config) + reg.PARTIAL
+                    wait_for(lambda: d.request("GET", f"/v1/snapshots/{sid}").json().get("progress", {})
+                             .get("bytes_done", 0) >= head, timeout=5, what="the blob's first bytes")
+
+                def done():
+                    j = d.request("GET", f"/v1/snapshots/{sid}").json()
+                    return j if j["status"] != "building" else None
+
+                sn = wait_for(done, timeout=20, what=f"the pull from a {mode} registry to end")
+                took = time.monotonic() - t0
+                assert sn["status"] == "failed", sn
+                assert "the registry stalled" in sn["reason"] and "for 2 s" in sn["reason"], sn
+                assert f"pull of `{reg.host}/sbx/hang` failed" in sn["reason"], sn
+                # It waited for the stall (2 s), not much longer: well below the 60 s default.
+                assert 1.5 <= took < 10, (took, sn)
+                if mode == "silent":
+                    assert reg.requests == ["/v2/sbx/hang/manifests/v1"], reg.requests
+                    assert "manifests/v1" in sn["reason"], sn
+                else:
+                    assert reg.blob_started.is_set(), reg.requests
+                    assert reg.layer_dg in sn["reason"], sn
+            finally:
+                reg.stop()
+            # Nothing half-written: no upload (the tarball being written), no staging dir, no layer.
+            assert os.listdir(os.path.join(d.data_dir, "uploads")) == []
+            assert not [n for n in os.listdir(os.path.join(d.data_dir, "layers")) if n.startswith(".")]
+            assert ib.sha256(base_layer) not in os.listdir(os.path.join(d.data_dir, "layers"))
+            names = {s["name"]: s for s in d.request("GET", "/v1/snapshots").json()["snapshots"]}
+            assert names[f"hang-{mode}"]["status"] == "failed"
+            # The failed snapshot is deleted like any other, freeing its name.
+            assert d.request("DELETE", f"/v1/snapshots/{sid}").status == 204
+        assert d.stop() == 0, d.read_log()
+
+
+def test_pull_stall_seconds_is_checked():
+    for bad in ("0", "3601", "x", ""):
+        out = subprocess.run([os.path.join(BIN, "sbxd"), "--pull-stall-seconds", bad], capture_output=True,
+                             text=True, timeout=10)
+        assert out.returncode == 2 and "--pull-stall-seconds must be 1..3600" in out.stderr, (bad, out)
