@@ -7,6 +7,7 @@ outside host (the host routes 10.98.K.0/24 to the veth).
 
 Resolver: a tiny DNS server on the host's loopback, given to sbxd as --dns-upstream, answering A queries
 from a table and NXDOMAIN otherwise; it records every name it was asked for."""
+import fcntl
 import random
 import socket
 import struct
@@ -47,10 +48,22 @@ class Target:
         self.host_if = f"vt{tag}"  # never "sbx*": that prefix is sbxd's
         # Documentation ranges (TEST-NET-2/3): public addresses as far as sbxd's policy is concerned
         # (private ones need an allow entry even under default allow), and used by nothing real.
-        free = [n for n in ("198.51.100", "203.0.113", "192.0.2")
-                if not ip("route", "show", f"{n}.0/24").stdout.strip()]
-        assert free, "every documentation range is routed already (a test target left behind?)"
-        self.net = random.choice(free)
+        # Test suites run in parallel (the SDKs'): each Target holds a lock on its range for its life (the
+        # kernel drops it if the process dies).
+        self.lock = None
+        for n in random.sample(["198.51.100", "203.0.113", "192.0.2"], 3):
+            f = open(f"/tmp/sbx-nettarget-{n}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            if ip("route", "show", f"{n}.0/24").stdout.strip():
+                f.close()  # routed by something else (a target left behind by a killed run?)
+                continue
+            self.lock, self.net = f, n
+            break
+        assert self.lock, "every documentation range is taken (test targets left behind?)"
         self.gateway = f"{self.net}.1"
         self.addrs = [f"{self.net}.2", f"{self.net}.3"]
         self.extra = list(extra_addrs)  # /32s routed to the namespace too (e.g. 169.254.169.254)
@@ -87,6 +100,9 @@ class Target:
             ip("route", "del", f"{a}/32", check=False)
         ip("link", "del", self.host_if, check=False)
         ip("netns", "del", self.ns, check=False)
+        if self.lock:
+            self.lock.close()
+            self.lock = None
 
 
 def _name(packet, off):

@@ -14,8 +14,9 @@ from .client import CommandHandle, Sandbox, SandboxClient, ServiceURL
 from .errors import (AuthenticationError, BusyError, CommandTimeoutError, ConflictError, ConnectionError,
                      CreationError, ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
                      QuotaExceededError, SandboxError, SnapshotImportError, TimeoutError)
-from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogChunk,
-                     LogPage, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot, Volume, VolumeMount)
+from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicy, ExecutionResult, FileInfo, Health, ListeningPort,
+                     LogChunk, LogPage, Network, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot,
+                     Volume, VolumeMount)
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,5 @@ __all__ = [
     "NotReadyError", "NotRunningError", "BusyError", "PermissionDeniedError", "AuthenticationError",
     "QuotaExceededError", "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError",
     "SnapshotImportError", "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot",
-    "Checkpoint", "Volume", "VolumeMount", "ListeningPort", "__version__",
+    "Checkpoint", "Volume", "VolumeMount", "ListeningPort", "EgressPolicy", "Network", "__version__",
 ]

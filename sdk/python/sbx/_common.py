@@ -15,7 +15,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from . import errors
 from .errors import CommandTimeoutError, SnapshotImportError, StreamError
-from .models import Checkpoint, CommandInfo, ExecutionResult, OutputChunk, Resources, Snapshot, Volume, VolumeMount
+from .models import (Checkpoint, CommandInfo, EgressPolicy, EgressPolicyLike, ExecutionResult, Network, OutputChunk,
+                     Resources, Snapshot, Volume, VolumeMount)
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 USER_AGENT = "sbx-python/0.1.0"
@@ -27,6 +28,9 @@ VolumeRef = Union[str, Volume]  # a volume's name or id, or the Volume itself
 # A volume to mount in a new sandbox: a VolumeMount, {"volume": ..., "path": ..., "read_only"?: ...}, or
 # (volume, path) / (volume, path, read_only); volume a name, an id or a Volume.
 VolumeSpec = Union[VolumeMount, Mapping[str, Any], Tuple[VolumeRef, str], Tuple[VolumeRef, str, bool]]
+# A new sandbox's network: an EgressPolicy (mode egress with that policy), a Network, "none" or "egress"
+# (the default policy: deny everything), or a dict in the API's form ({"mode": ..., "egress": {...}}).
+NetworkSpec = Union[EgressPolicy, Network, str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapp
                 delete_after_stop_seconds: Optional[int], timeout_seconds: Optional[int],
                 extra: Optional[Mapping[str, Any]],
                 checkpoint: Union[str, Checkpoint, None] = None,
-                volumes: Optional[Sequence[VolumeSpec]] = None) -> Dict[str, Any]:
+                volumes: Optional[Sequence[VolumeSpec]] = None,
+                network: Optional[NetworkSpec] = None) -> Dict[str, Any]:
     resources = drop_none({"cpus": cpus, "memory_mb": memory_mb, "pids": pids, "disk_mb": disk_mb})
     body = drop_none({
         "snapshot": snapshot, "checkpoint": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
@@ -112,6 +117,7 @@ def create_body(snapshot: Optional[str], name: Optional[str], env: Optional[Mapp
         "idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
         "timeout_seconds": timeout_seconds,
         "volumes": volume_mounts(volumes) if volumes is not None else None,
+        "network": network_body(network) if network is not None else None,
     })
     if extra:
         body.update(extra)
@@ -151,10 +157,34 @@ def volume_mounts(volumes: Sequence[VolumeSpec]) -> List[Dict[str, Any]]:
     return out
 
 
+def network_body(network: NetworkSpec) -> Dict[str, Any]:
+    """The ``network`` field of a create from each accepted form."""
+    if isinstance(network, EgressPolicy):
+        net = Network("egress", network)
+    elif isinstance(network, Network):
+        net = network
+    elif isinstance(network, str):
+        net = Network(network)
+    elif isinstance(network, Mapping):
+        unknown = set(network) - {"mode", "egress"}
+        if unknown:
+            raise ValueError(f"network has 'mode' and 'egress', not {sorted(unknown)}")
+        net = Network(network.get("mode", "none"), network.get("egress"))
+    else:
+        raise ValueError(f"network is an EgressPolicy, a Network, 'none', 'egress' or a dict, not {network!r}")
+    if net.mode not in ("none", "egress"):
+        raise ValueError(f"network mode is 'none' or 'egress', not {net.mode!r}")
+    if net.mode == "none" and net.egress is not None:
+        raise ValueError("an egress policy needs network mode 'egress'")
+    return net.to_json()
+
+
 def update_body(idle_ttl_seconds: Optional[int], delete_after_stop_seconds: Optional[int],
-                timeout_seconds: Optional[int], metadata: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+                timeout_seconds: Optional[int], metadata: Optional[Mapping[str, str]],
+                egress: Optional[EgressPolicyLike] = None) -> Dict[str, Any]:
     body = drop_none({"idle_ttl_seconds": idle_ttl_seconds, "delete_after_stop_seconds": delete_after_stop_seconds,
-                      "timeout_seconds": timeout_seconds, "metadata": dict(metadata) if metadata is not None else None})
+                      "timeout_seconds": timeout_seconds, "metadata": dict(metadata) if metadata is not None else None,
+                      "network": {"egress": EgressPolicy.of(egress).to_json()} if egress is not None else None})
     if not body:
         raise ValueError("update: give at least one field")
     return body
@@ -467,6 +497,12 @@ class SandboxData:
     def volumes(self) -> List[VolumeMount]:
         """The volumes mounted in the sandbox (``volume`` is each one's id, ``"vol_..."``)."""
         return [VolumeMount.from_json(m) for m in self._data.get("volumes") or [] if isinstance(m, dict)]
+
+    @property
+    def network(self) -> Network:
+        """The sandbox's network: ``mode`` (``"none"`` or ``"egress"``), its ``egress`` policy (None for
+        mode none) and ``address`` (its IPv4 address on ``eth0`` while it runs with mode egress)."""
+        return Network.from_json(self._data.get("network"))
 
     def _checkpoint_path(self, checkpoint: CheckpointRef, op: str = "") -> str:
         """``/v1/sandboxes/{id}/checkpoints/{name}{op}`` for a checkpoint name or a :class:`Checkpoint`

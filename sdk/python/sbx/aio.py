@@ -17,15 +17,15 @@ from typing import (Any, AsyncIterator, Awaitable, BinaryIO, Dict, Generator, Li
 
 from . import errors
 from ._async_http import NETWORK_ERRORS, AsyncTransport, Conn, read_head
-from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
-                      SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec, check_timeout,
-                      command_spec, create_body, iter_sandboxes, list_query, make_config, result_from_wait, seg,
-                      service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout, update_body,
-                      volume_ref, with_query)
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, NetworkSpec,
+                      OutputCallback, SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec,
+                      check_timeout, command_spec, create_body, iter_sandboxes, list_query, make_config,
+                      result_from_wait, seg, service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout,
+                      update_body, volume_ref, with_query)
 from ._tunnel import AsyncTunnel
 from .client import SnapshotSource, _mode
-from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
-                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
+from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
+                     ListeningPort, LogPage, OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
 
 try:  # optional: Debian's python3-websockets
     import websockets  # type: ignore[import-not-found]
@@ -97,11 +97,13 @@ class AsyncSandboxClient:
                              pids: Optional[int] = None, disk_mb: Optional[int] = None,
                              idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
                              timeout_seconds: Optional[int] = None, volumes: Optional[Sequence[VolumeSpec]] = None,
+                             network: Optional[NetworkSpec] = None,
                              extra: Optional[Mapping[str, Any]] = None) -> "AsyncSandbox":
         """See :meth:`sbx.SandboxClient.create_sandbox` (``checkpoint``: a Checkpoint, ``"ckp_..."`` or
-        ``"SANDBOX:NAME"``; ``volumes``: VolumeMounts, ``(volume, path[, read_only])`` tuples or dicts)."""
+        ``"SANDBOX:NAME"``; ``volumes``: VolumeMounts, ``(volume, path[, read_only])`` tuples or dicts;
+        ``network``: an EgressPolicy, a Network, ``"none"``, ``"egress"`` or a dict)."""
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes, network)
         try:
             d = (await self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False)).json()
         except errors.APIError as e:
@@ -127,9 +129,10 @@ class AsyncSandboxClient:
 
     async def update_sandbox(self, sandbox_id: str, *, idle_ttl_seconds: Optional[int] = None,
                              delete_after_stop_seconds: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                             metadata: Optional[Mapping[str, str]] = None) -> "AsyncSandbox":
+                             metadata: Optional[Mapping[str, str]] = None,
+                             egress: Optional[EgressPolicyLike] = None) -> "AsyncSandbox":
         """See :meth:`sbx.SandboxClient.update_sandbox`."""
-        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata, egress)
         r = await self._http.request("PATCH", f"/v1/sandboxes/{seg(sandbox_id)}", json_body=body)
         return AsyncSandbox(self, r.json())
 
@@ -294,9 +297,10 @@ class AsyncSandbox(SandboxData):
         return self._set((await self._http.request("GET", self._path)).json())
 
     async def update(self, *, idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
-                     timeout_seconds: Optional[int] = None, metadata: Optional[Mapping[str, str]] = None) -> "AsyncSandbox":
+                     timeout_seconds: Optional[int] = None, metadata: Optional[Mapping[str, str]] = None,
+                     egress: Optional[EgressPolicyLike] = None) -> "AsyncSandbox":
         """See :meth:`sbx.Sandbox.update`."""
-        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata, egress)
         return self._set((await self._http.request("PATCH", self._path, json_body=body)).json())
 
     async def stop(self) -> "AsyncSandbox":

@@ -11,14 +11,14 @@ from typing import (TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal,
                     overload)
 
 from . import errors
-from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, OutputCallback,
-                      SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec, check_timeout,
-                      command_spec, create_body, emit, iter_sandboxes, list_query, make_config, result_from_wait, seg,
-                      service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout, update_body,
-                      volume_ref, with_query)
+from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, NetworkSpec,
+                      OutputCallback, SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec,
+                      check_timeout, command_spec, create_body, emit, iter_sandboxes, list_query, make_config,
+                      result_from_wait, seg, service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout,
+                      update_body, volume_ref, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
-from .models import (ApiKey, Checkpoint, CommandInfo, ExecutionResult, FileInfo, Health, ListeningPort, LogPage,
-                     OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
+from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
+                     ListeningPort, LogPage, OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
 
 __all__ = ["SandboxClient", "Sandbox", "CommandHandle", "ServiceURL"]
 
@@ -88,6 +88,7 @@ class SandboxClient:
                        memory_mb: Optional[int] = None, pids: Optional[int] = None, disk_mb: Optional[int] = None,
                        idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
                        timeout_seconds: Optional[int] = None, volumes: Optional[Sequence[VolumeSpec]] = None,
+                       network: Optional[NetworkSpec] = None,
                        extra: Optional[Mapping[str, Any]] = None) -> "Sandbox":
         """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
 
@@ -109,17 +110,26 @@ class SandboxClient:
                 :class:`~sbx.models.VolumeMount`, a ``(volume, path)`` or ``(volume, path, read_only)``
                 tuple, or a ``{"volume": ..., "path": ..., "read_only": ...}`` dict; ``volume`` is a name,
                 an id or a :class:`~sbx.models.Volume`, ``path`` absolute. Listed in :attr:`Sandbox.volumes`.
+            network: the sandbox's network (default: none, loopback only). An
+                :class:`~sbx.models.EgressPolicy` gives it mode ``egress`` with that policy (what it may
+                connect to: ``EgressPolicy(allow=["pypi.org", "*.pythonhosted.org"])``); ``"egress"`` gives
+                it the default policy (deny everything until :meth:`Sandbox.update` allows something);
+                a :class:`~sbx.models.Network` or a dict in the API's form
+                (``{"mode": "egress", "egress": {"default": ..., "allow": [...], "deny": [...]}}``) work
+                too. The mode is fixed for the sandbox's life; read it back from :attr:`Sandbox.network`.
             extra: more top-level fields, passed as they are (for API fields newer than this SDK).
 
         Raises:
             QuotaExceededError: the API key's quota would be exceeded.
-            ResourceExhaustedError: the daemon's sandbox limit is reached.
+            ResourceExhaustedError: the daemon's sandbox limit is reached, or its egress subnet has no
+                address left.
             NotFoundError: an unknown ``snapshot``, ``checkpoint`` or volume.
-            InvalidArgumentError: a bad field (a volume path that is relative, ``/``, under ``/proc``, ...).
+            InvalidArgumentError: a bad field (a volume path that is relative, ``/``, under ``/proc``, an egress
+                entry that is neither an IPv4 address, a CIDR nor a domain, ...).
             CreationError: the daemon failed to build the sandbox.
         """
         body = create_body(snapshot, name, env, metadata, cpus, memory_mb, pids, disk_mb, idle_ttl_seconds,
-                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes)
+                           delete_after_stop_seconds, timeout_seconds, extra, checkpoint, volumes, network)
         try:
             d = self._http.request("POST", "/v1/sandboxes", json_body=body, idempotent=False).json()
         except errors.APIError as e:
@@ -146,10 +156,16 @@ class SandboxClient:
 
     def update_sandbox(self, sandbox_id: str, *, idle_ttl_seconds: Optional[int] = None,
                        delete_after_stop_seconds: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                       metadata: Optional[Mapping[str, str]] = None) -> "Sandbox":
-        """Changes lifecycle settings or replaces the metadata (``PATCH``); only given fields change. A
-        changed ``timeout_seconds`` restarts the lifetime from now."""
-        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+                       metadata: Optional[Mapping[str, str]] = None,
+                       egress: Optional[EgressPolicyLike] = None) -> "Sandbox":
+        """Changes lifecycle settings, replaces the metadata or the egress policy (``PATCH``); only given
+        fields change. A changed ``timeout_seconds`` restarts the lifetime from now.
+
+        ``egress`` (an :class:`~sbx.models.EgressPolicy` or a dict ``{"default", "allow", "deny"}``)
+        replaces the whole policy of a sandbox with network mode ``egress``, effective at once for new
+        connections (addresses pinned for domains of the old policy are dropped). On a sandbox with mode
+        ``none`` it raises :class:`~sbx.errors.InvalidArgumentError`: the mode is fixed at create."""
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata, egress)
         return Sandbox(self, self._http.request("PATCH", f"/v1/sandboxes/{seg(sandbox_id)}", json_body=body).json())
 
     def delete_sandbox(self, sandbox_id: str, *, missing_ok: bool = False) -> None:
@@ -330,9 +346,11 @@ class Sandbox(SandboxData):
         return self._set(self._http.request("GET", self._path).json())
 
     def update(self, *, idle_ttl_seconds: Optional[int] = None, delete_after_stop_seconds: Optional[int] = None,
-               timeout_seconds: Optional[int] = None, metadata: Optional[Mapping[str, str]] = None) -> "Sandbox":
-        """See :meth:`SandboxClient.update_sandbox`; returns self, updated."""
-        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata)
+               timeout_seconds: Optional[int] = None, metadata: Optional[Mapping[str, str]] = None,
+               egress: Optional[EgressPolicyLike] = None) -> "Sandbox":
+        """See :meth:`SandboxClient.update_sandbox` (``egress=`` replaces the egress policy); returns
+        self, updated."""
+        body = update_body(idle_ttl_seconds, delete_after_stop_seconds, timeout_seconds, metadata, egress)
         return self._set(self._http.request("PATCH", self._path, json_body=body).json())
 
     def stop(self) -> "Sandbox":

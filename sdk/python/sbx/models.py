@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
     "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "Checkpoint", "Volume", "VolumeMount",
-    "ListeningPort", "ServiceResponse",
+    "ListeningPort", "ServiceResponse", "EgressPolicy", "Network",
 ]
 
 
@@ -367,6 +367,102 @@ class VolumeMount:
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "VolumeMount":
         return cls(str(d.get("volume") or ""), str(d.get("path") or ""), bool(d.get("read_only")))
+
+
+def _entries(v: Any, what: str) -> Tuple[str, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, set, frozenset)):
+        raise ValueError(f"EgressPolicy.{what} is a list of strings (addresses, CIDRs, domains), not {v!r}")
+    out = tuple(v)
+    for e in out:
+        if not isinstance(e, str):
+            raise ValueError(f"EgressPolicy.{what} entries are strings, not {e!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """What a sandbox with network mode ``egress`` may connect to (docs/api.md, "Network").
+
+    Attributes:
+        default: ``"deny"`` (the default) or ``"allow"``: what happens to a destination neither list
+            names. ``"allow"`` means the internet: private ranges (10/8, 172.16/12, 192.168/16, ...)
+            still need an allow entry.
+        allow: IPv4 addresses, CIDRs (``"140.82.112.0/20"``), domains (``"pypi.org"``) and wildcards
+            (``"*.pythonhosted.org"``: names below it, not the name itself); at most 256.
+        deny: the same, checked first: a deny entry always wins.
+
+    Domains are enforced through the sandbox's DNS: a name no entry allows does not resolve when the
+    default is deny. Lists are kept as tuples; any sequence of strings is accepted.
+    """
+
+    default: str = "deny"
+    allow: Sequence[str] = ()
+    deny: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.default not in ("allow", "deny"):
+            raise ValueError(f"EgressPolicy.default is 'allow' or 'deny', not {self.default!r}")
+        object.__setattr__(self, "allow", _entries(self.allow, "allow"))
+        object.__setattr__(self, "deny", _entries(self.deny, "deny"))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"default": self.default, "allow": list(self.allow), "deny": list(self.deny)}
+
+    @classmethod
+    def of(cls, policy: "EgressPolicyLike") -> "EgressPolicy":
+        """``policy`` itself, or one made from a dict in the API's form (``{"default", "allow", "deny"}``,
+        each optional)."""
+        if isinstance(policy, EgressPolicy):
+            return policy
+        if isinstance(policy, Mapping):
+            unknown = set(policy) - {"default", "allow", "deny"}
+            if unknown:
+                raise ValueError(f"an egress policy has 'default', 'allow' and 'deny', not {sorted(unknown)}")
+            return cls(policy.get("default", "deny"), policy.get("allow", ()), policy.get("deny", ()))
+        raise ValueError(f"an egress policy is an EgressPolicy or a dict, not {policy!r}")
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "EgressPolicy":
+        default = d.get("default") or "deny"
+        return cls(default if default in ("allow", "deny") else "deny", [str(x) for x in d.get("allow") or []],
+                   [str(x) for x in d.get("deny") or []])
+
+
+# An egress policy as the SDK takes it: an EgressPolicy, or a dict in the API's form.
+EgressPolicyLike = Union[EgressPolicy, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Network:
+    """A sandbox's network (``create_sandbox(network=...)``, :attr:`Sandbox.network`).
+
+    ``mode`` is ``"none"`` (the default: loopback only) or ``"egress"`` (an ``eth0`` with a private
+    address, ``address``, and outbound connections as ``egress`` allows; ``egress`` None with mode
+    egress at create means the default policy: deny everything). The mode is fixed at create; the
+    policy can change on a live sandbox (``sb.update(egress=...)``). ``address`` is set by sbxd while
+    the sandbox runs and ignored when creating."""
+
+    mode: str = "none"
+    egress: Optional[EgressPolicy] = None
+    address: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.egress is not None:
+            object.__setattr__(self, "egress", EgressPolicy.of(self.egress))
+
+    def to_json(self) -> Dict[str, Any]:
+        """The create body's ``network`` field (``address`` is sbxd's to choose)."""
+        d: Dict[str, Any] = {"mode": self.mode}
+        if self.egress is not None:
+            d["egress"] = self.egress.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Optional[Mapping[str, Any]]) -> "Network":
+        d = d or {}
+        e, a = d.get("egress"), d.get("address")
+        return cls(str(d.get("mode") or "none"), EgressPolicy.from_json(e) if isinstance(e, Mapping) else None,
+                   a if isinstance(a, str) else None)
 
 
 @dataclass(frozen=True)

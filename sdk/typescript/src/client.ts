@@ -6,7 +6,16 @@ import type { StreamTransport } from "./stream.js";
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { InvalidArgumentError, SnapshotFailedError, TimeoutError } from "./errors.js";
-import { lifecycleBody, toKeyInfo, toSandboxInfo, toSnapshotInfo, toVolumeInfo, volumeMountsBody } from "./types.js";
+import {
+  lifecycleBody,
+  networkBody,
+  toKeyInfo,
+  toSandboxInfo,
+  toSnapshotInfo,
+  toVolumeInfo,
+  updateBody,
+  volumeMountsBody,
+} from "./types.js";
 import type {
   ApiKeyInfo,
   CreateSandboxOptions,
@@ -98,6 +107,7 @@ export class SandboxClient {
       body.resources = rb;
     }
     if (options.volumes !== undefined) body.volumes = volumeMountsBody(options.volumes);
+    if (options.network !== undefined) body.network = networkBody(options.network);
     // Not retried after the request may have reached the daemon: an unnamed create is not idempotent.
     return new Sandbox(this.#ctx, toSandboxInfo(await this.#t.json("POST", "/v1/sandboxes", { json: body })));
   }
@@ -116,11 +126,14 @@ export class SandboxClient {
     return (j.sandboxes ?? []).map((s: Record<string, unknown>) => new Sandbox(this.#ctx, toSandboxInfo(s)));
   }
 
-  /** Changes a sandbox's lifecycle settings and/or metadata by id or name. */
+  /**
+   * Changes a sandbox's lifecycle settings, metadata and/or egress policy (`{network: {egress}}`) by id
+   * or name; only the given fields change.
+   */
   async updateSandbox(idOrName: string, options: UpdateSandboxOptions): Promise<SandboxInfo> {
     return toSandboxInfo(
       await this.#t.json("PATCH", `/v1/sandboxes/${encodeURIComponent(idOrName)}`, {
-        json: lifecycleBody(options),
+        json: updateBody(options),
         retry: "always",
       }),
     );

@@ -8,7 +8,7 @@ import { Tunnel } from "./tunnel.js";
 import type { TunnelOptions } from "./tunnel.js";
 import type { Transport } from "./http.js";
 import type { StreamTransport } from "./stream.js";
-import { lifecycleBody, toCheckpointInfo, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo } from "./types.js";
+import { toCheckpointInfo, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo, updateBody } from "./types.js";
 import type {
   CheckpointInfo,
   CommandInfo,
@@ -16,6 +16,7 @@ import type {
   FileEntry,
   ListeningPort,
   LogPage,
+  NetworkInfo,
   SandboxInfo,
   SandboxMetrics,
   SandboxState,
@@ -132,6 +133,10 @@ export class Sandbox implements AsyncDisposable {
   get volumes(): VolumeMountInfo[] {
     return this.info.volumes;
   }
+  /** Its network as last seen: `mode`, `egress` (null for mode `none`), `address` (while running with egress). */
+  get network(): NetworkInfo {
+    return this.info.network;
+  }
 
   #p(suffix = ""): string {
     return `/v1/sandboxes/${encodeURIComponent(this.info.id)}${suffix}`;
@@ -178,9 +183,12 @@ export class Sandbox implements AsyncDisposable {
     const body = options.timeoutSeconds === undefined ? {} : { timeout_seconds: options.timeoutSeconds };
     return this.#update("POST", "/renew", body);
   }
-  /** Changes lifecycle settings and/or replaces metadata. */
+  /**
+   * Changes lifecycle settings, replaces metadata and/or replaces the egress policy
+   * (`{network: {egress: {allow: [...]}}}`: effective at once for new connections; mode `egress` only).
+   */
   update(options: UpdateSandboxOptions): Promise<SandboxInfo> {
-    return this.#update("PATCH", "", lifecycleBody(options));
+    return this.#update("PATCH", "", updateBody(options));
   }
   /** CPU, memory, pids and disk usage now. */
   async metrics(): Promise<SandboxMetrics> {

@@ -1,4 +1,5 @@
 /** Public data types and the converters from the server's snake_case JSON. */
+import { InvalidArgumentError } from "./errors.js";
 
 /** A sandbox's state (docs/api.md, "Sandbox object"). */
 export type SandboxState = "creating" | "running" | "paused" | "stopped" | "failed" | "deleted";
@@ -45,11 +46,52 @@ export interface CreateSandboxOptions extends LifecycleSettings {
    * Listed in `sb.volumes`. A sandbox with volumes is built, not taken from the warm pool.
    */
   volumes?: VolumeMount[];
+  /**
+   * The sandbox's network (docs/api.md, "Network"); default `{mode: "none"}` (loopback only).
+   * `{mode: "egress", egress: {allow: ["pypi.org"]}}` gives it an `eth0` and lets it connect out to what
+   * the policy allows (no `egress`: deny everything). The mode is fixed at create; the policy can change
+   * later (`sb.update({network: {egress}})`). Read it back from `sb.network`.
+   */
+  network?: NetworkOptions;
+}
+
+/**
+ * What a sandbox with network mode `egress` may connect to. Entries are IPv4 addresses, CIDRs
+ * (`"140.82.112.0/20"`), domains (`"pypi.org"`) and wildcards (`"*.pythonhosted.org"`: names below it,
+ * not the name itself); at most 256 per list. Domains are enforced through the sandbox's DNS.
+ */
+export interface EgressPolicy {
+  /**
+   * What happens to a destination neither list names (default `"deny"`). `"allow"` means the internet:
+   * private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, 198.18/15) still need an allow entry.
+   */
+  default?: "allow" | "deny";
+  allow?: string[];
+  /** Checked first: a deny entry always wins. */
+  deny?: string[];
+}
+
+/** A new sandbox's network (`createSandbox({network})`). */
+export type NetworkOptions = { mode: "none" } | { mode: "egress"; egress?: EgressPolicy };
+
+/** A sandbox's network as sbxd reports it (`sb.network`, `SandboxInfo.network`). */
+export interface NetworkInfo {
+  mode: "none" | "egress";
+  /** The policy in force (every field filled in), or null for mode `none`. */
+  egress: Required<EgressPolicy> | null;
+  /** The sandbox's IPv4 address on `eth0` (mode `egress`, while it runs), else null. */
+  address: string | null;
 }
 
 export interface UpdateSandboxOptions extends LifecycleSettings {
   /** Replaces the whole metadata map. */
   metadata?: Record<string, string>;
+  /**
+   * `{egress}` replaces the whole egress policy of a sandbox with network mode `egress`, effective at
+   * once for new connections. The mode cannot change: on a sandbox with mode `none` this is an
+   * `InvalidArgumentError`.
+   */
+  network?: { egress: EgressPolicy };
 }
 
 export interface ListSandboxesOptions {
@@ -79,6 +121,8 @@ export interface SandboxInfo {
   stateReason: string | null;
   /** The volumes mounted in it (`[]` for none). */
   volumes: VolumeMountInfo[];
+  /** Its network: mode, egress policy, address. */
+  network: NetworkInfo;
 }
 
 export interface SandboxMetrics {
@@ -224,7 +268,57 @@ export function toSandboxInfo(j: Json): SandboxInfo {
     deletedAt: strOrNull(j.deleted_at),
     stateReason: strOrNull(j.state_reason),
     volumes: Array.isArray(j.volumes) ? j.volumes.map(toVolumeMountInfo) : [],
+    network: toNetworkInfo(j.network),
   };
+}
+
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
+
+/** @internal */
+export function toNetworkInfo(j: unknown): NetworkInfo {
+  const n = (j && typeof j === "object" ? j : {}) as Json;
+  const e = n.egress && typeof n.egress === "object" ? (n.egress as Json) : null;
+  return {
+    mode: n.mode === "egress" ? "egress" : "none",
+    egress: e
+      ? { default: e.default === "allow" ? "allow" : "deny", allow: strings(e.allow), deny: strings(e.deny) }
+      : null,
+    address: strOrNull(n.address),
+  };
+}
+
+/** A mistake caught before any request: the same error class sbxd's `400` would give, with status 0. */
+const badArg = (msg: string) => new InvalidArgumentError(msg, "invalid_argument", 0);
+
+/** @internal The `egress` object of a create or PATCH; checks what TypeScript cannot (plain JS callers). */
+export function egressBody(p: EgressPolicy): Json {
+  if (!p || typeof p !== "object") throw badArg("an egress policy is an object {default?, allow?, deny?}");
+  for (const k of Object.keys(p))
+    if (k !== "default" && k !== "allow" && k !== "deny")
+      throw badArg(`unknown egress policy field "${k}" (default, allow, deny)`);
+  if (p.default !== undefined && p.default !== "allow" && p.default !== "deny")
+    throw badArg(`egress.default is "allow" or "deny", not ${JSON.stringify(p.default)}`);
+  const list = (v: unknown, what: string): string[] => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string"))
+      throw badArg(`egress.${what} is an array of strings, not ${JSON.stringify(v)}`);
+    return v;
+  };
+  return { default: p.default ?? "deny", allow: list(p.allow, "allow"), deny: list(p.deny, "deny") };
+}
+
+/** @internal The `network` field of a create. */
+export function networkBody(n: NetworkOptions): Json {
+  if (!n || typeof n !== "object" || (n.mode !== "none" && n.mode !== "egress"))
+    throw badArg(`network is {mode: "none"} or {mode: "egress", egress?}, not ${JSON.stringify(n)}`);
+  for (const k of Object.keys(n))
+    if (k !== "mode" && k !== "egress") throw badArg(`unknown network field "${k}" (mode, egress)`);
+  const egress = (n as { egress?: EgressPolicy }).egress;
+  if (n.mode === "none") {
+    if (egress !== undefined) throw badArg('an egress policy needs network mode "egress"');
+    return { mode: "none" };
+  }
+  return egress === undefined ? { mode: "egress" } : { mode: "egress", egress: egressBody(egress) };
 }
 
 /** @internal */
@@ -308,6 +402,18 @@ export function lifecycleBody(o: LifecycleSettings & { metadata?: Record<string,
   if (o.deleteAfterStopSeconds !== undefined) b.delete_after_stop_seconds = o.deleteAfterStopSeconds;
   if (o.timeoutSeconds !== undefined) b.timeout_seconds = o.timeoutSeconds;
   if (o.metadata !== undefined) b.metadata = o.metadata;
+  return b;
+}
+
+/** @internal The body of a PATCH: lifecycle settings, metadata and the egress policy. */
+export function updateBody(o: UpdateSandboxOptions): Json {
+  const b = lifecycleBody(o);
+  if (o.network !== undefined) {
+    const n = o.network;
+    if (!n || typeof n !== "object" || Object.keys(n).some((k) => k !== "egress") || n.egress === undefined)
+      throw badArg("update's network is {egress: {...}}: only the egress policy can change");
+    b.network = { egress: egressBody(n.egress) };
+  }
   return b;
 }
 

@@ -1,5 +1,6 @@
 /** Test helpers: a real `sbxd --ephemeral` on a temporary data dir, and a TCP proxy that can cut connections. */
 import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from "node:fs";
 import net from "node:net";
@@ -39,7 +40,11 @@ export class Daemon {
   readonly logPath: string;
   #exit: Promise<number | null> | null = null;
 
-  constructor(readonly apiKey?: string) {
+  /** `extraArgs` go to sbxd after the usual ones (e.g. {@link NetTarget.sbxdArgs}). */
+  constructor(
+    readonly apiKey?: string,
+    readonly extraArgs: string[] = [],
+  ) {
     this.dataDir = mkdtempSync("/var/tmp/sbx-ts-");
     this.logPath = join(this.dataDir, "sbxd.log");
   }
@@ -64,7 +69,8 @@ export class Daemon {
     if (this.apiKey) env.SBX_API_KEY = this.apiKey;
     const fd = openSync(this.logPath, "a");
     const bin = join(BUILD_DIR, "bin", "sbxd");
-    this.proc = spawn(bin, ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, "--ephemeral"], {
+    const args = ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, "--ephemeral", ...this.extraArgs];
+    this.proc = spawn(bin, args, {
       env,
       stdio: ["ignore", fd, fd],
     });
@@ -187,5 +193,56 @@ export class Proxy {
 
   async stop(): Promise<void> {
     await this.pause();
+  }
+}
+
+/**
+ * Egress test targets from tests/nettarget.py, run by tests/sdk_typescript/nettarget_helper.py: a network
+ * namespace whose `addrs` (two addresses in a documentation range, `net`.2 and `net`.3) answer TCP on
+ * `port` with "hello from ADDR", and a fake upstream DNS resolver answering `names` (name → index into
+ * `addrs`). `sbxdArgs` are the arguments that give a sbxd that resolver and an egress subnet of its own;
+ * `probe` is a Python script to run in a sandbox: `python3 -c PROBE host:port...` prints
+ * `{"host:port": "hello from ADDR" | "resolve: ..." | "connect: ..."}`. `close()` removes them all.
+ */
+export class NetTarget {
+  net = "";
+  addrs: string[] = [];
+  port = 0;
+  sbxdArgs: string[] = [];
+  probe = "";
+  #proc: ChildProcess | null = null;
+  #exit: Promise<unknown> | null = null;
+
+  async start(names: Record<string, number> = {}): Promise<this> {
+    const script = join(SOURCE_DIR, "tests", "sdk_typescript", "nettarget_helper.py");
+    const args = [script, ...Object.entries(names).map(([n, i]) => `${n}=${i}`)];
+    const proc = spawn("python3", args, { stdio: ["pipe", "pipe", "inherit"] });
+    this.#proc = proc;
+    this.#exit = new Promise((res) => proc.once("exit", res));
+    const line = await new Promise<string>((res, rej) => {
+      const rl = createInterface({ input: proc.stdout! });
+      rl.once("line", (l) => {
+        rl.close();
+        res(l);
+      });
+      proc.once("exit", (code) => rej(new Error(`${script} exited with ${code} before it was ready`)));
+    });
+    const j = JSON.parse(line);
+    Object.assign(this, { net: j.net, addrs: j.addrs, port: j.port, sbxdArgs: j.sbxd_args, probe: j.probe });
+    return this;
+  }
+
+  /** The egress subnet sbxd was given (`"10.x.y.0/24"`). */
+  get subnet(): string {
+    return this.sbxdArgs[this.sbxdArgs.indexOf("--egress-subnet") + 1];
+  }
+
+  async close(): Promise<void> {
+    if (!this.#proc) return;
+    this.#proc.stdin?.end(); // the helper tears down the namespace and exits
+    const t = setTimeout(() => this.#proc?.kill("SIGTERM"), 10_000);
+    await this.#exit;
+    clearTimeout(t);
+    this.#proc = null;
   }
 }
