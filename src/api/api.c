@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "compat/e2b.h"
+#include "compat/langsmith.h"
 #include "daemon/daemon.h"
 #include "daemon/metrics.h"
 #include "daemon/sandbox.h"
@@ -252,6 +253,9 @@ static void handle(struct http_request *req, void *userdata)
         return;
     /* The E2B control plane and envd (src/compat) authenticate with their own headers. */
     if (e2b_dispatch(d, req))
+        return;
+    /* The LangSmith sandbox protocol under /langsmith (src/compat), in its own error envelope. */
+    if (langsmith_dispatch(d, req))
         return;
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
