@@ -38,6 +38,8 @@
 #define COOKIE_NAME "sbx_service_token"
 #define QUERY_NAME "sbx_token"
 #define HEADER_NAME "X-Sbx-Service-Token"
+/* The same token under the name LangSmith's SDK sends (compat/langsmith_api.c mints it). */
+#define HEADER_NAME_LANGSMITH "X-Langsmith-Sandbox-Service-Token"
 #define CONNECT_TIMEOUT_MS 2000
 #define PROXY_MAX 4096 /* proxied connections at once */
 
@@ -163,25 +165,15 @@ static int parse_port(const char *s)
     return v >= 1 && v <= 65535 && s[0] != '0' ? v : -1;
 }
 
-static void url_with_body(struct api_ctx *c, json_t *body)
+json_t *api_service_link(struct daemon *d, const struct sandbox *sb, int port, int64_t ttl_s,
+                         const char *host, sbx_error *err)
 {
-    sbx_error err = {0};
-    int port = parse_port(c->command_id);
-    if (port < 0)
-        return http_respond_error(c->req, 400, "invalid_argument", "the port must be an integer in 1..65535");
-    int64_t ttl = TOKEN_DEFAULT_S;
-    if (jsonreq_integer(body, "expires_in_seconds", 1, TOKEN_MAX_S, &ttl, &err) < 0)
-        return api_reply_error(c->req, &err);
-    _cleanup_(sandbox_unrefp) struct sandbox *sb = api_sandbox(c);
-    if (!sb)
-        return;
-    if (load_secret(c->d, &err) < 0)
-        return api_reply_error(c->req, &err);
-    int64_t expiry = (int64_t)time(NULL) + ttl;
+    if (load_secret(d, err) < 0)
+        return NULL;
+    int64_t expiry = (int64_t)time(NULL) + ttl_s;
     char token[TOKEN_MAX_LEN + 1], when[40];
     make_token(sb->id, port, expiry, token);
     format_time_ms(when, sizeof(when), expiry * 1000);
-    const char *host = http_header_get(c->req, "Host");
     if (!host || !*host || strpbrk(host, " /\\\"<>@"))
         host = "localhost";
     _cleanup_(sbx_buf_done) struct sbx_buf path_url = SBX_BUF_INIT;
@@ -198,6 +190,24 @@ static void url_with_body(struct api_ctx *c, json_t *body)
         json_object_set_new(out, "url", json_string(sbx_buf_cstr(&host_url)));
         json_object_set_new(out, "host_url", json_string(sbx_buf_cstr(&host_url)));
     }
+    return out;
+}
+
+static void url_with_body(struct api_ctx *c, json_t *body)
+{
+    sbx_error err = {0};
+    int port = parse_port(c->command_id);
+    if (port < 0)
+        return http_respond_error(c->req, 400, "invalid_argument", "the port must be an integer in 1..65535");
+    int64_t ttl = TOKEN_DEFAULT_S;
+    if (jsonreq_integer(body, "expires_in_seconds", 1, TOKEN_MAX_S, &ttl, &err) < 0)
+        return api_reply_error(c->req, &err);
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = api_sandbox(c);
+    if (!sb)
+        return;
+    json_t *out = api_service_link(c->d, sb, port, ttl, http_header_get(c->req, "Host"), &err);
+    if (!out)
+        return api_reply_error(c->req, &err);
     api_reply_json(c->req, 200, out);
 }
 
@@ -324,6 +334,8 @@ static enum verdict request_token(struct http_request *req, const struct target 
 {
     *ret_from_query = false;
     const char *h = http_header_get(req, HEADER_NAME);
+    if (!h)
+        h = http_header_get(req, HEADER_NAME_LANGSMITH);
     if (h)
         return check_token(h, t->id, t->port);
     const char *q = http_query_get(req, QUERY_NAME);
@@ -402,7 +414,8 @@ static void build_head(struct http_request *req, const struct target *t, struct 
                     http_request_version(req) == 10 ? 0 : 1);
     for (size_t i = 0; i < http_header_count(req); i++) {
         const char *name, *value;
-        if (!http_header_at(req, i, &name, &value) || strcasecmp(name, HEADER_NAME) == 0)
+        if (!http_header_at(req, i, &name, &value) || strcasecmp(name, HEADER_NAME) == 0 ||
+            strcasecmp(name, HEADER_NAME_LANGSMITH) == 0)
             continue;
         if (strcasecmp(name, "Connection") == 0) {
             upgrade |= has_token(value, "upgrade");

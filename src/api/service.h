@@ -3,7 +3,9 @@
  * has the contract, docs/security.md the claims. Private to the API module. */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "base/buf.h"
 #include "http/http.h"
@@ -23,6 +25,12 @@ void api_tunnel(struct api_ctx *c);
  * with a domain configured) and returns true; false leaves req untouched for the API router. Runs before
  * API authentication: the service token is the only credential these requests need. */
 bool api_service_dispatch(struct daemon *d, struct http_request *req);
+
+/* A service link to port of sb valid ttl_s seconds, as POST .../ports/{port}/url answers it ({"url",
+ * "path_url", "host_url"?, "token", "expires_at", "port", "sandbox_id"}); host is the request's Host. The
+ * compat layers' service-URL routes answer from it. NULL on error. */
+json_t *api_service_link(struct daemon *d, const struct sandbox *sb, int port, int64_t ttl_s,
+                         const char *host, sbx_error *err);
 
 /* HMAC-SHA256 of msg under sbxd's service secret (<data_dir>/service.key, made at first use): for other
  * credentials that must need no storage, such as E2B's per-sandbox envd access token. */

@@ -780,6 +780,40 @@ static void download_url_with_body(struct api_ctx *c, json_t *body)
     http_respond_json(c->req, 200, o);
 }
 
+/* POST /boxes/{name}/service-url {"port", "expires_in_seconds"?}: sbx's own service URL (docs/api.md
+ * "Service URLs") in LangSmith's shape. The SDK sends the token as X-Langsmith-Sandbox-Service-Token, which
+ * sbx's proxy accepts like its own header; browser_url carries it as the query parameter that becomes a
+ * cookie. Login mode (`access`) needs LangSmith's identity service: refused. */
+static void service_url_with_body(struct api_ctx *c, json_t *body)
+{
+    sbx_error err = {0};
+    int64_t port = 0, ttl = 600;
+    if (jsonreq_integer(body, "port", 1, 65535, &port, &err) < 0 ||
+        jsonreq_integer(body, "expires_in_seconds", 1, 86400, &ttl, &err) < 0)
+        return ls_reply_sbx_error(c->req, &err, LS_CONTROL);
+    if (port == 0)
+        return ls_reply_validation(c->req, "port", "`port` is required");
+    if (json_object_get(body, "access"))
+        return ls_reply_validation(
+            c->req, "access", "login-mode service URLs (`access`) are not supported by sbx: use token mode");
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = lookup(c);
+    if (!sb)
+        return;
+    json_auto_t *link = api_service_link(c->d, sb, (int)port, ttl, http_header_get(c->req, "Host"), &err);
+    if (!link)
+        return ls_reply_sbx_error(c->req, &err, LS_CONTROL);
+    const char *url = json_string_value(json_object_get(link, "url"));
+    const char *token = json_string_value(json_object_get(link, "token"));
+    /* The SDK appends "/" + path: no trailing slash here. */
+    _cleanup_free_ char *service_url = xstrndup(url, strlen(url) - (url[strlen(url) - 1] == '/'));
+    _cleanup_free_ char *browser_url = xasprintf("%s/?sbx_token=%s", service_url, token);
+    _cleanup_free_ char *embed_url = xasprintf("%s/#token=%s", service_url, token);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:O, s:s, s:[]}", "service_url", service_url, "browser_url",
+                          browser_url, "token", token, "expires_at", json_object_get(link, "expires_at"),
+                          "embed_url", embed_url, "embed_origins");
+    http_respond_json(c->req, 200, o);
+}
+
 /* --- routing ------------------------------------------------------------------------------------ */
 
 static void box_create(struct api_ctx *c)
@@ -800,6 +834,11 @@ static void box_capture(struct api_ctx *c)
 static void box_download_url(struct api_ctx *c)
 {
     ls_read_json(c, download_url_with_body);
+}
+
+static void box_service_url(struct api_ctx *c)
+{
+    ls_read_json(c, service_url_with_body);
 }
 
 static void snapshot_create(struct api_ctx *c)
@@ -824,6 +863,7 @@ static const struct ls_route routes[] = {
     {"POST", "/boxes/*/stop", box_stop},
     {"POST", "/boxes/*/snapshot", box_capture},
     {"POST", "/boxes/*/download-url", box_download_url},
+    {"POST", "/boxes/*/service-url", box_service_url},
     {"POST", "/snapshots", snapshot_create},
     {"GET", "/snapshots", snapshot_list},
     {"GET", "/snapshots/*", snapshot_get},

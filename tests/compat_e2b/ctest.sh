@@ -25,6 +25,6 @@ run() {
 
 if command -v flock >/dev/null 2>&1 && [ -z "${SBX_E2B_LOCKED:-}" ]; then
     export SBX_E2B_LOCKED=1
-    exec flock "${TMPDIR:-/tmp}/sbx-compat-e2b.lock" "$0" "$@"
+    exec flock "${TMPDIR:-/tmp}/sbx-compat-e2b.lock" "$PWD/ctest.sh" "$@"
 fi
 run

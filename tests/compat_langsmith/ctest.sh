@@ -25,6 +25,6 @@ run() {
 
 if command -v flock >/dev/null 2>&1 && [ -z "${SBX_LANGSMITH_LOCKED:-}" ]; then
     export SBX_LANGSMITH_LOCKED=1
-    exec flock "${TMPDIR:-/tmp}/sbx-compat-langsmith.lock" "$0" "$@"
+    exec flock "${TMPDIR:-/tmp}/sbx-compat-langsmith.lock" "$PWD/ctest.sh" "$@"
 fi
 run
