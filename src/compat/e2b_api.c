@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/internal.h"
 #include "api/jsonreq.h"
@@ -21,6 +22,7 @@
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
+#include "loop/loop.h"
 #include "runtime/runtime.h"
 
 #define E2B_DEFAULT_TIMEOUT_S 300 /* the SDK's and E2B's default sandbox lifetime */
@@ -81,25 +83,42 @@ void e2b_reply_sbx_error(struct http_request *req, const sbx_error *err)
     e2b_reply_error(req, status, "%s", err->msg);
 }
 
-/* The per-request context (the native one, so api_* helpers and the metrics observer work). */
+/* The per-request context: the native one first (so api_* helpers and the metrics observer, which see
+ * the request's userdata as a struct api_ctx, work), then state a handler attached to the request. */
+struct e2b_ctx {
+    struct api_ctx api;
+    void *extra;
+    void (*extra_free)(void *extra);
+};
+
 static void ctx_free(void *p)
 {
-    struct api_ctx *c = p;
-    free((char *)c->sandbox_id);
-    free((char *)c->owner);
-    free(c);
+    struct e2b_ctx *e = p;
+    if (e->extra_free)
+        e->extra_free(e->extra);
+    free((char *)e->api.sandbox_id);
+    free((char *)e->api.owner);
+    free(e);
+}
+
+void e2b_ctx_set_extra(struct api_ctx *c, void *data, void (*free_fn)(void *data))
+{
+    struct e2b_ctx *e = container_of(c, struct e2b_ctx, api);
+    e->extra = data;
+    e->extra_free = free_fn;
 }
 
 struct api_ctx *e2b_ctx_new(struct daemon *d, struct http_request *req, const char *route,
                             const char *sandbox_id, const char *owner)
 {
-    struct api_ctx *c = xcalloc(1, sizeof(*c));
+    struct e2b_ctx *e = xcalloc(1, sizeof(*e));
+    struct api_ctx *c = &e->api;
     c->d = d;
     c->req = req;
     c->route = route;
     c->sandbox_id = sandbox_id ? xstrdup(sandbox_id) : NULL;
     c->owner = owner ? xstrdup(owner) : NULL;
-    http_request_set_userdata(req, c, ctx_free);
+    http_request_set_userdata(req, e, ctx_free);
     return c;
 }
 
@@ -150,6 +169,15 @@ static json_t *sandbox_json(struct daemon *d, const struct sandbox *sb)
     return o;
 }
 
+/* The CPUs the sandbox may use: its cpus limit, or every online CPU when it has none. */
+static double cpu_limit(const struct sandbox *sb)
+{
+    if (sb->res.cpus > 0)
+        return sb->res.cpus;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (double)n : 1.0;
+}
+
 /* `ListedSandbox`, and with detail the `SandboxDetail` of getInfo. */
 static json_t *listed_json(struct daemon *d, const struct sandbox *sb, bool detail)
 {
@@ -157,7 +185,7 @@ static json_t *listed_json(struct daemon *d, const struct sandbox *sb, bool deta
     json_t *meta = sb->metadata ? json_deep_copy(sb->metadata) : json_object();
     json_t *o =
         json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:o, s:o, s:s, s:o}", "sandboxID", sb->id,
-                  "templateID", template_of(sb), "clientID", "sbx", "cpuCount", (int)(sb->res.cpus + 0.999),
+                  "templateID", template_of(sb), "clientID", "sbx", "cpuCount", (int)(cpu_limit(sb) + 0.999),
                   "memoryMB", (json_int_t)sb->res.memory_mb, "diskSizeMB", (json_int_t)sb->res.disk_mb,
                   "envdVersion", E2B_ENVD_VERSION, "startedAt", time_json(sb->created_ms), "endAt",
                   time_json(end), "state", e2b_state(sb) ? e2b_state(sb) : "paused", "metadata", meta);
@@ -357,27 +385,74 @@ static void connect_with_body(struct api_ctx *c, json_t *body)
     sandbox_unref(sb);
 }
 
-static void metrics(struct api_ctx *c)
+/* getMetrics: one current sample. cpuUsedPct is the sandbox cgroup's CPU time (cpu.stat usage_usec, as
+ * sbx's own metrics read it) over a short window starting with the request, as a percentage of the CPUs
+ * it may use (its cpus limit, or every online CPU when it has none). */
+#define CPU_SAMPLE_USEC (250 * USEC_PER_MSEC)
+
+struct metrics_sample {
+    struct loop_timer timer;
+    struct api_ctx *c;
+    struct sandbox *sb;
+    uint64_t cpu_nsec;
+    usec_t started;
+};
+
+static void metrics_sample_free(struct metrics_sample *ms)
 {
-    struct sandbox *sb = lookup(c);
-    if (!sb)
-        return;
+    loop_timer_stop(ms->c->d->loop, &ms->timer);
+    sandbox_unref(ms->sb);
+    free(ms);
+}
+
+static void metrics_aborted(struct http_request *req, void *userdata)
+{
+    metrics_sample_free(userdata);
+}
+
+static void metrics_sampled(struct loop_timer *t)
+{
+    struct metrics_sample *ms = container_of(t, struct metrics_sample, timer);
+    struct sandbox *sb = ms->sb;
     json_t *arr = json_array();
     struct runtime_metrics m;
     if (sandbox_need_up(sb, NULL) >= 0 && runtime_metrics(sb->id, &m) >= 0) {
+        usec_t elapsed = now_usec(CLOCK_MONOTONIC) - ms->started;
+        uint64_t used = m.cpu_usage_nsec > ms->cpu_nsec ? m.cpu_usage_nsec - ms->cpu_nsec : 0;
+        double pct = elapsed > 0 ? (double)used / ((double)elapsed * 1000.0) / cpu_limit(sb) * 100.0 : 0.0;
+        pct = pct > 100.0 ? 100.0 : (double)(int64_t)(pct * 100.0 + 0.5) / 100.0;
         int64_t now = (int64_t)(now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
         struct runtime_disk_metrics dm = {0};
         bool disk = sb->res.disk_mb && runtime_disk_metrics(sb->state_dir, &dm) >= 0;
         json_t *o = json_pack("{s:o, s:I, s:i, s:f, s:I, s:I, s:I, s:I, s:I}", "timestamp", time_json(now),
                               "timestampUnix", (json_int_t)(now / 1000), "cpuCount",
-                              (int)(sb->res.cpus + 0.999), "cpuUsedPct", 0.0, "memUsed",
+                              (int)(cpu_limit(sb) + 0.999), "cpuUsedPct", pct, "memUsed",
                               (json_int_t)m.memory_bytes, "memTotal", (json_int_t)(sb->res.memory_mb << 20),
                               "memCache", (json_int_t)0, "diskUsed", (json_int_t)(disk ? dm.used_bytes : 0),
                               "diskTotal", (json_int_t)(sb->res.disk_mb << 20));
         json_array_append_new(arr, o);
     }
-    http_respond_json(c->req, 200, arr);
-    sandbox_unref(sb);
+    http_respond_json(ms->c->req, 200, arr);
+    metrics_sample_free(ms);
+}
+
+static void metrics(struct api_ctx *c)
+{
+    struct sandbox *sb = lookup(c);
+    if (!sb)
+        return;
+    struct runtime_metrics m;
+    if (sandbox_need_up(sb, NULL) < 0 || runtime_metrics(sb->id, &m) < 0) {
+        sandbox_unref(sb);
+        return http_respond_json(c->req, 200, json_array());
+    }
+    struct metrics_sample *ms = xcalloc(1, sizeof(*ms));
+    ms->c = c;
+    ms->sb = sb;
+    ms->cpu_nsec = m.cpu_usage_nsec;
+    ms->started = now_usec(CLOCK_MONOTONIC);
+    http_request_on_abort(c->req, metrics_aborted, ms);
+    loop_timer_start(c->d->loop, &ms->timer, CPU_SAMPLE_USEC, metrics_sampled);
 }
 
 /* --- list --------------------------------------------------------------------------------------- */

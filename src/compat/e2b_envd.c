@@ -608,6 +608,237 @@ static void process_update(struct api_ctx *c, json_t *msg)
     process_call(c, msg, json_pack("{s:s, s:I, s:I}", "op", "resize", "cols", cols, "rows", rows));
 }
 
+/* --- StreamInput: a client stream whose data goes to the process's stdin as it arrives ------------ */
+
+#define INPUT_CALL_MAX (1u << 20)            /* stdin bytes per call to the shim */
+#define INPUT_RETRY_MIN (10 * USEC_PER_MSEC) /* the shim's stdin queue is full: offer again after */
+#define INPUT_RETRY_MAX (160 * USEC_PER_MSEC)
+
+/* The request's messages are {"start":{"process":{"pid"}}} first, then {"data":{"input":{"stdin"|"pty"}}}
+ * and {"keepalive":{}}; the answer is one {} (or only the error) once the body has ended and every byte
+ * was handed to the shim. Each message's input goes to the shim when the message is complete, with the
+ * same stdin call as SendInput, on the sandbox's control connection: so it is ordered with SendInput and
+ * CloseStdin, and a CloseStdin after the answer cannot overtake it. The shim queues up to 8 MiB of stdin
+ * the process has not read; beyond, it says so, the body is paused and the rest offered again later. */
+struct istream {
+    struct loop_timer retry;
+    struct daemon *d;
+    struct api_ctx *c;
+    struct http_request *req;
+    struct sandbox *sb; /* attached once the start message named the process */
+    char cid[SBX_ID_MAX + 1];
+    uint32_t pid;
+    usec_t backoff;
+    bool body_ended;        /* every message was read */
+    bool body_paused;       /* the shim is behind */
+    bool answered;          /* the response is complete or the client left: the rest of the body is ignored */
+    struct sbx_buf body;    /* request bytes not yet parsed into messages */
+    struct sbx_buf pending; /* input the shim has not taken yet */
+};
+
+/* Lets go of the sandbox; s itself lives until the request is destroyed. */
+static void istream_release(struct istream *s)
+{
+    loop_timer_stop(s->d->loop, &s->retry);
+    if (s->sb) {
+        sandbox_detach(s->sb);
+        s->sb = sandbox_unref(s->sb);
+    }
+    sbx_buf_reset(&s->pending);
+}
+
+static void istream_free(void *p)
+{
+    struct istream *s = p;
+    istream_release(s);
+    sbx_buf_done(&s->body);
+    sbx_buf_done(&s->pending);
+    free(s);
+}
+
+/* Completes the response: the error, or (code NULL) the one empty StreamInputResponse. */
+static void istream_answer(struct istream *s, const char *code, const char *message)
+{
+    if (s->answered)
+        return;
+    s->answered = true;
+    istream_release(s);
+    /* The rest of the body still has to be read (and is ignored); the server delivers it later. */
+    if (s->body_paused)
+        http_request_resume_body(s->req);
+    if (code)
+        return connect_stream_error(s->req, code, message);
+    connect_stream_begin(s->req);
+    connect_stream_send(s->req, json_object());
+    connect_stream_end(s->req, NULL, NULL);
+}
+
+static void istream_on_abort(struct http_request *req, void *userdata)
+{
+    struct istream *s = userdata;
+    s->answered = true;
+    istream_release(s);
+}
+
+static void istream_on_retry(struct loop_timer *t);
+
+/* Hands pending input to the shim until it is all taken or the shim's queue is full. */
+static void istream_pump(struct istream *s)
+{
+    while (!s->answered && s->pending.len > 0 && !s->retry.active) {
+        size_t k = s->pending.len < INPUT_CALL_MAX ? s->pending.len : INPUT_CALL_MAX;
+        _cleanup_free_ char *b64 = base64_encode((const uint8_t *)s->pending.base, k);
+        json_auto_t *req =
+            json_pack("{s:s, s:s, s:s, s:b}", "op", "stdin", "id", s->cid, "data_b64", b64, "close", false);
+        json_t *resp = NULL;
+        sbx_error err = {0};
+        if (sandbox_shim_call(s->sb, req, &resp, &err) < 0) {
+            if (err.code == -EAGAIN) {
+                loop_timer_start(s->d->loop, &s->retry, s->backoff, istream_on_retry);
+                s->backoff = s->backoff * 2 < INPUT_RETRY_MAX ? s->backoff * 2 : INPUT_RETRY_MAX;
+                return;
+            }
+            if (strcmp(sbx_error_kind(&err), "conflict") == 0) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "process with pid %u has exited or closed its stdin", s->pid);
+                return istream_answer(s, "failed_precondition", msg);
+            }
+            return istream_answer(s, connect_code_for(&err), err.msg);
+        }
+        json_decref(resp);
+        sbx_buf_consume(&s->pending, k);
+        s->backoff = INPUT_RETRY_MIN;
+    }
+}
+
+/* Reads on once the shim took everything; answers once the body has ended too. */
+static void istream_settle(struct istream *s)
+{
+    if (s->answered || s->pending.len > 0)
+        return;
+    if (s->body_paused) {
+        s->body_paused = false;
+        http_request_resume_body(s->req); /* chunks come later, from the loop */
+    }
+    if (s->body_ended)
+        istream_answer(s, NULL, NULL);
+}
+
+static void istream_on_retry(struct loop_timer *t)
+{
+    struct istream *s = container_of(t, struct istream, retry);
+    istream_pump(s);
+    istream_settle(s);
+}
+
+static void istream_start(struct istream *s, json_t *start)
+{
+    if (s->sb)
+        return istream_answer(s, "invalid_argument", "the stream named its process already");
+    sbx_error err = {0};
+    struct sandbox *sb = envd_sandbox(s->c, &err);
+    if (!sb)
+        return istream_answer(s, connect_code_for(&err), err.msg);
+    json_auto_t *st = find_process(sb, start, &err);
+    if (!st) {
+        sandbox_unref(sb);
+        return istream_answer(s, connect_code_for(&err), err.msg);
+    }
+    s->sb = sb;
+    sandbox_attach(sb);
+    snprintf(s->cid, sizeof(s->cid), "%s", json_string_value(json_object_get(st, "id")) ?: "");
+    s->pid = (uint32_t)json_integer_value(json_object_get(st, "pid"));
+}
+
+static void istream_data(struct istream *s, json_t *data)
+{
+    json_t *input = json_object_get(data, "input");
+    json_t *v = json_object_get(input, "stdin");
+    const char *b64 = json_string_value(v ? v : json_object_get(input, "pty"));
+    if (!b64)
+        return istream_answer(s, "invalid_argument", "a data message needs `input.stdin` or `input.pty`");
+    if (!s->sb)
+        return istream_answer(s, "failed_precondition", "a data message before the start message");
+    size_t n = strlen(b64);
+    char *raw = sbx_buf_reserve(&s->pending, n / 4 * 3 + 3);
+    long len = base64_decode(b64, n, (uint8_t *)raw);
+    if (len < 0)
+        return istream_answer(s, "invalid_argument", "the input is not valid base64");
+    s->pending.len += (size_t)len;
+    istream_pump(s);
+}
+
+static void istream_message(struct istream *s, const char *text, size_t len)
+{
+    json_auto_t *m = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *v;
+    if (!json_is_object(m))
+        istream_answer(s, "invalid_argument", "a message is not a JSON object");
+    else if ((v = json_object_get(m, "start")))
+        istream_start(s, v);
+    else if ((v = json_object_get(m, "data")))
+        istream_data(s, v);
+    else if (!json_object_get(m, "keepalive"))
+        istream_answer(s, "unimplemented", "invalid event type: expected start, data or keepalive");
+}
+
+/* The body as it arrives: every complete envelope is handled at once. */
+static int istream_on_chunk(struct http_request *req, const char *data, size_t len, void *userdata)
+{
+    struct istream *s = userdata;
+    if (s->answered)
+        return 0;
+    sbx_buf_append(&s->body, data, len);
+    size_t pos = 0;
+    while (!s->answered && s->body.len - pos >= 5) {
+        const uint8_t *b = (const uint8_t *)s->body.base + pos;
+        uint32_t n = (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 | b[4];
+        if (b[0] & CONNECT_FLAG_COMPRESSED)
+            istream_answer(s, "invalid_argument", "compressed envelopes are not supported");
+        else if (b[0] & ~CONNECT_FLAG_END_STREAM)
+            istream_answer(s, "invalid_argument", "unexpected envelope flags");
+        else if (n > CONNECT_MESSAGE_MAX)
+            istream_answer(s, "invalid_argument", "a message is larger than 4 MiB");
+        if (s->answered || s->body.len - pos - 5 < n)
+            break;
+        if (!(b[0] & CONNECT_FLAG_END_STREAM))
+            istream_message(s, (const char *)b + 5, n);
+        pos += 5 + (size_t)n;
+    }
+    if (s->answered)
+        return 0;
+    sbx_buf_consume(&s->body, pos);
+    if (s->pending.len > 0)
+        s->body_paused = true; /* until the shim took it (istream_settle) */
+    return s->body_paused ? 1 : 0;
+}
+
+static void istream_on_end(struct http_request *req, void *userdata)
+{
+    struct istream *s = userdata;
+    if (s->answered)
+        return;
+    s->body_ended = true;
+    if (s->body.len > 0)
+        return istream_answer(s, "invalid_argument", "the request body ended inside an envelope");
+    istream_settle(s);
+}
+
+static void process_stream_input(struct api_ctx *c)
+{
+    if (!connect_is_stream(c->req))
+        return connect_reply_error(c->req, "invalid_argument",
+                                   "StreamInput is a client stream: send application/connect+json envelopes");
+    struct istream *s = xcalloc(1, sizeof(*s));
+    s->d = c->d;
+    s->c = c;
+    s->req = c->req;
+    s->backoff = INPUT_RETRY_MIN;
+    e2b_ctx_set_extra(c, s, istream_free);
+    http_request_on_abort(c->req, istream_on_abort, s);
+    http_request_stream_body(c->req, istream_on_chunk, istream_on_end, s);
+}
+
 /* --- filesystem.Filesystem ---------------------------------------------------------------------- */
 
 /* The sandbox with its files reachable, and the request's path resolved; NULL with err filled. */
@@ -722,87 +953,106 @@ static void fs_remove(struct api_ctx *c, json_t *msg)
     connect_reply(c->req, NULL);
 }
 
-static void unimplemented(struct api_ctx *c, json_t *msg)
-{
-    if (connect_is_stream(c->req))
-        return connect_stream_error(c->req, "unimplemented", "not supported by sbx's envd yet");
-    connect_reply_error(c->req, "unimplemented", "not supported by sbx's envd yet");
-}
-
-/* --- WatchDir: inotify on directories opened inside the root ----------------------------------- */
+/* --- watching directories: inotify on directories opened inside the root ------------------------- */
 
 #define WATCH_MAX_DIRS 4096
 #define WATCH_MASK (IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR)
+
+/* A field of a request message by its proto3 JSON name, else by its proto name (the SDKs send the
+ * first; Connect servers accept both). */
+static json_t *msg_field(json_t *msg, const char *json_name, const char *proto_name)
+{
+    json_t *v = json_object_get(msg, json_name);
+    return v ? v : json_object_get(msg, proto_name);
+}
 
 struct wdir {
     int wd;
     char *rel; /* relative to the watched directory, "" for itself */
 };
 
-struct wstream {
-    struct loop_io io;
-    struct loop_timer keepalive;
-    struct loop_timer deadline;
-    struct daemon *d;
-    struct http_request *req;
-    struct sandbox *sb;
-    int ifd;
-    bool recursive, include_entry, watching;
+/* One watch of a directory (recursively: and of its subdirectories) inside a sandbox's root: what the
+ * WatchDir stream and the polling watchers share. */
+struct fswatch {
+    struct sandbox *sb; /* a reference */
+    int ifd;            /* the inotify instance, -1 once closed */
+    bool recursive, include_entry;
     char base[PATH_MAX];
     struct wdir *dirs;
     size_t n_dirs;
-    usec_t interval;
 };
 
-static void wstream_free(struct wstream *w)
+/* Closes the inotify instance: no events any more. The sandbox reference stays. */
+static void fswatch_close(struct fswatch *fw)
 {
-    if (w->watching)
-        loop_io_stop(w->d->loop, &w->io);
-    loop_timer_stop(w->d->loop, &w->keepalive);
-    loop_timer_stop(w->d->loop, &w->deadline);
-    if (w->ifd >= 0)
-        close(w->ifd);
-    for (size_t i = 0; i < w->n_dirs; i++)
-        free(w->dirs[i].rel);
-    free(w->dirs);
-    sandbox_detach(w->sb);
-    sandbox_unref(w->sb);
-    free(w);
+    if (fw->ifd >= 0)
+        close(fw->ifd);
+    fw->ifd = -1;
+    for (size_t i = 0; i < fw->n_dirs; i++)
+        free(fw->dirs[i].rel);
+    free(fw->dirs);
+    fw->dirs = NULL;
+    fw->n_dirs = 0;
+}
+
+static void fswatch_done(struct fswatch *fw)
+{
+    fswatch_close(fw);
+    if (fw->sb)
+        fw->sb = sandbox_unref(fw->sb);
 }
 
 /* Watches base/rel (and, recursively, its subdirectories). */
-static int watch_add(struct wstream *w, const char *rel, unsigned depth, sbx_error *err)
+static int watch_add(struct fswatch *fw, const char *rel, unsigned depth, sbx_error *err)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s%s%s", w->base, *rel ? "/" : "", rel);
-    if (w->n_dirs >= WATCH_MAX_DIRS)
+    snprintf(path, sizeof(path), "%s%s%s", fw->base, *rel ? "/" : "", rel);
+    if (fw->n_dirs >= WATCH_MAX_DIRS)
         return sbx_error_setk(err, -E2BIG, "resource_exhausted", 429, "more than %d directories to watch",
                               WATCH_MAX_DIRS);
     _cleanup_close_ int fd = -1;
-    if (files_open_dir(w->sb->rootfs_fd, path, &fd, err) < 0)
+    if (files_open_dir(fw->sb->rootfs_fd, path, &fd, err) < 0)
         return err->code;
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-    int wd = inotify_add_watch(w->ifd, proc, WATCH_MASK);
+    int wd = inotify_add_watch(fw->ifd, proc, WATCH_MASK);
     if (wd < 0)
         return sbx_error_set(err, -errno, "watch `%s`: %m", path);
-    w->dirs = xrealloc(w->dirs, (w->n_dirs + 1) * sizeof(*w->dirs));
-    w->dirs[w->n_dirs++] = (struct wdir){.wd = wd, .rel = xstrdup(rel)};
-    if (!w->recursive || depth >= LIST_DEPTH_MAX)
+    fw->dirs = xrealloc(fw->dirs, (fw->n_dirs + 1) * sizeof(*fw->dirs));
+    fw->dirs[fw->n_dirs++] = (struct wdir){.wd = wd, .rel = xstrdup(rel)};
+    if (!fw->recursive || depth >= LIST_DEPTH_MAX)
         return 0;
     struct files_entry *entries = NULL;
     size_t n = 0;
-    if (files_list(w->sb->rootfs_fd, path, &entries, &n, LIST_MAX_ENTRIES, err) < 0)
+    if (files_list(fw->sb->rootfs_fd, path, &entries, &n, LIST_MAX_ENTRIES, err) < 0)
         return err->code;
     int r = 0;
     for (size_t i = 0; i < n && r >= 0; i++) {
         if (entries[i].type != FILES_TYPE_DIR)
             continue;
         _cleanup_free_ char *sub = *rel ? xasprintf("%s/%s", rel, entries[i].name) : xstrdup(entries[i].name);
-        r = watch_add(w, sub, depth + 1, err);
+        r = watch_add(fw, sub, depth + 1, err);
     }
     free(entries);
     return r;
+}
+
+/* Starts watching path (resolved, inside sb's root) as msg asks (recursive, includeEntry). Returns 0, or a
+ * negative errno with err filled. fswatch_done releases fw either way. */
+static int fswatch_open(struct fswatch *fw, struct sandbox *sb, const char *path, json_t *msg, sbx_error *err)
+{
+    fw->sb = sandbox_ref(sb);
+    fw->ifd = -1;
+    fw->recursive = json_is_true(msg_field(msg, "recursive", "recursive"));
+    fw->include_entry = json_is_true(msg_field(msg, "includeEntry", "include_entry"));
+    snprintf(fw->base, sizeof(fw->base), "%s", path);
+    struct files_entry e;
+    if (files_stat(sb->rootfs_fd, path, &e, NULL) >= 0 && e.type != FILES_TYPE_DIR)
+        return sbx_error_setk(err, -ENOTDIR, "invalid_argument", 400, "path is not a directory");
+    fw->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fw->ifd < 0)
+        return sbx_error_setk(err, -errno, "resource_exhausted", 429, "inotify: %m");
+    return watch_add(fw, "", 0, err);
 }
 
 static const char *watch_event_type(uint32_t mask)
@@ -820,50 +1070,100 @@ static const char *watch_event_type(uint32_t mask)
     return NULL;
 }
 
-static void wstream_end(struct wstream *w, const char *code, const char *message)
-{
-    connect_stream_end(w->req, code, message);
-    wstream_free(w);
-}
+/* What a watch does with one FilesystemEvent (it takes ownership): 0 to go on, or a negative errno with
+ * err filled to stop. */
+typedef int (*fswatch_event_fn)(json_t *event, void *userdata, sbx_error *err);
 
-static void wstream_on_io(struct loop_io *io, uint32_t revents)
+/* Reads what inotify has queued and hands fn each FilesystemEvent ({name, type[, entry]}); a new
+ * directory in a recursive watch is watched too. Returns 0, or a negative errno with err filled: fn's, or
+ * the kernel's queue overflowed (events were lost), or too many directories. */
+static int fswatch_read(struct fswatch *fw, fswatch_event_fn fn, void *userdata, sbx_error *err)
 {
-    struct wstream *w = container_of(io, struct wstream, io);
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (;;) {
-        ssize_t n = read(w->ifd, buf, sizeof(buf));
+    while (fw->ifd >= 0) {
+        ssize_t n = read(fw->ifd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            break;
+            return 0;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
             if (ev->mask & IN_Q_OVERFLOW)
-                return wstream_end(w, "resource_exhausted", "too many filesystem events at once");
+                return sbx_error_setk(err, -ENOBUFS, "resource_exhausted", 429,
+                                      "too many filesystem events at once");
             const char *rel = NULL;
-            for (size_t i = 0; i < w->n_dirs && !rel; i++)
-                if (w->dirs[i].wd == ev->wd)
-                    rel = w->dirs[i].rel;
+            for (size_t i = 0; i < fw->n_dirs && !rel; i++)
+                if (fw->dirs[i].wd == ev->wd)
+                    rel = fw->dirs[i].rel;
             const char *type = watch_event_type(ev->mask);
             if (!rel || !type || !ev->len)
                 continue;
             _cleanup_free_ char *name = *rel ? xasprintf("%s/%s", rel, ev->name) : xstrdup(ev->name);
             json_t *fe = json_pack("{s:s, s:s}", "name", name, "type", type);
             char path[PATH_MAX];
-            snprintf(path, sizeof(path), "%s/%s", w->base, name);
+            snprintf(path, sizeof(path), "%s/%s", fw->base, name);
             struct files_entry e;
-            if (w->include_entry && strcmp(type, "EVENT_TYPE_REMOVE") != 0 &&
-                strcmp(type, "EVENT_TYPE_RENAME") != 0 && files_stat(w->sb->rootfs_fd, path, &e, NULL) >= 0)
+            if (fw->include_entry && strcmp(type, "EVENT_TYPE_REMOVE") != 0 &&
+                strcmp(type, "EVENT_TYPE_RENAME") != 0 && files_stat(fw->sb->rootfs_fd, path, &e, NULL) >= 0)
                 json_object_set_new(fe, "entry", entry_json(&e));
-            connect_stream_send(w->req, json_pack("{s:o}", "filesystem", fe));
+            if (fn(fe, userdata, err) < 0)
+                return err->code;
             /* A new directory in a recursive watch is watched too. */
-            sbx_error err = {0};
-            if (w->recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
-                watch_add(w, name, 1, &err) < 0 && err.code == -E2BIG)
-                return wstream_end(w, "resource_exhausted", err.msg);
+            sbx_error werr = {0};
+            if (fw->recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+                watch_add(fw, name, 1, &werr) < 0 && werr.code == -E2BIG) {
+                *err = werr;
+                return err->code;
+            }
         }
     }
+    return 0;
+}
+
+/* --- WatchDir: the events as a server stream -------------------------------------------------- */
+
+struct wstream {
+    struct loop_io io;
+    struct loop_timer keepalive;
+    struct loop_timer deadline;
+    struct daemon *d;
+    struct http_request *req;
+    struct fswatch fw; /* its sandbox is attached: not idle while this client streams */
+    bool watching;
+    usec_t interval;
+};
+
+static void wstream_free(struct wstream *w)
+{
+    if (w->watching)
+        loop_io_stop(w->d->loop, &w->io);
+    loop_timer_stop(w->d->loop, &w->keepalive);
+    loop_timer_stop(w->d->loop, &w->deadline);
+    sandbox_detach(w->fw.sb);
+    fswatch_done(&w->fw);
+    free(w);
+}
+
+static void wstream_end(struct wstream *w, const char *code, const char *message)
+{
+    connect_stream_end(w->req, code, message);
+    wstream_free(w);
+}
+
+static int wstream_event(json_t *event, void *userdata, sbx_error *err)
+{
+    struct wstream *w = userdata;
+    connect_stream_send(w->req, json_pack("{s:o}", "filesystem", event));
+    return 0;
+}
+
+static void wstream_on_io(struct loop_io *io, uint32_t revents)
+{
+    struct wstream *w = container_of(io, struct wstream, io);
+    sbx_error err = {0};
+    if (fswatch_read(&w->fw, wstream_event, w, &err) < 0)
+        wstream_end(w, connect_code_for(&err), err.msg);
 }
 
 static void wstream_on_abort(struct http_request *req, void *userdata)
@@ -891,33 +1191,20 @@ static void fs_watch_dir(struct api_ctx *c, json_t *msg)
     _cleanup_(sandbox_unrefp) struct sandbox *sb = fs_sandbox(c, msg, "path", path, &err);
     if (!sb)
         return connect_stream_error(c->req, connect_code_for(&err), err.msg);
-    struct files_entry e;
-    if (files_stat(sb->rootfs_fd, path, &e, &err) >= 0 && e.type != FILES_TYPE_DIR)
-        return connect_stream_error(c->req, "invalid_argument", "path is not a directory");
     struct wstream *w = xcalloc(1, sizeof(*w));
-    w->d = c->d;
-    w->req = c->req;
-    w->sb = sandbox_ref(sb);
-    sandbox_attach(sb);
-    w->recursive = json_is_true(json_object_get(msg, "recursive"));
-    w->include_entry = json_is_true(json_object_get(msg, "includeEntry"));
-    snprintf(w->base, sizeof(w->base), "%s", path);
-    w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (w->ifd < 0) {
-        sbx_error_set(&err, -errno, "inotify: %m");
-        wstream_free(w);
-        return connect_stream_error(c->req, "resource_exhausted", err.msg);
-    }
-    err = (sbx_error){0};
-    if (watch_add(w, "", 0, &err) < 0) {
-        wstream_free(w);
+    if (fswatch_open(&w->fw, sb, path, msg, &err) < 0) {
+        fswatch_done(&w->fw);
+        free(w);
         return connect_stream_error(c->req, connect_code_for(&err), err.msg);
     }
+    w->d = c->d;
+    w->req = c->req;
+    sandbox_attach(sb);
     const char *ka = http_header_get(c->req, "Keepalive-Ping-Interval");
     long ka_s = ka ? strtol(ka, NULL, 10) : 0;
     w->interval = (usec_t)(ka_s > 0 && ka_s < 3600 ? ka_s : KEEPALIVE_DEFAULT_S) * USEC_PER_SEC;
     w->io.cb = wstream_on_io;
-    loop_io_start(c->d->loop, &w->io, w->ifd, EPOLLIN, NULL);
+    loop_io_start(c->d->loop, &w->io, w->fw.ifd, EPOLLIN, NULL);
     w->watching = true;
     http_request_on_abort(c->req, wstream_on_abort, w);
     connect_stream_begin(c->req);
@@ -926,6 +1213,198 @@ static void fs_watch_dir(struct api_ctx *c, json_t *msg)
     int64_t deadline = connect_timeout_ms(c->req);
     if (deadline > 0)
         loop_timer_start(c->d->loop, &w->deadline, (usec_t)deadline * USEC_PER_MSEC, wstream_on_deadline);
+}
+
+/* --- CreateWatcher, GetWatcherEvents, RemoveWatcher: a watch whose events wait to be polled ------ */
+
+#define WATCHERS_PER_SANDBOX_MAX 32
+#define WATCHER_EVENTS_MAX 4096 /* queued between two GetWatcherEvents; beyond, the watcher fails */
+#define WATCHER_SWEEP_USEC (2 * USEC_PER_SEC)
+
+struct pwatcher {
+    struct pwatcher *prev, *next;
+    struct loop_io io;
+    struct fswatch fw;
+    char id[SBX_ID_MAX + 1];
+    pid_t shim_pid, init_pid; /* its sandbox's when it was made: another start ends the watcher */
+    json_t *events;           /* FilesystemEvents not fetched yet */
+    sbx_error broken;         /* code < 0 once it failed: what every GetWatcherEvents answers then */
+    bool watching;
+};
+
+/* The daemon's polling watchers (sbxd runs one daemon per process). They outlive requests, and end with
+ * RemoveWatcher or, found by the sweep, when their sandbox stops, is deleted or starts again. */
+static struct {
+    struct daemon *d;
+    struct pwatcher *list;
+    struct loop_timer sweep;
+} watchers;
+
+/* Stops watching: no events any more (the queue stays). */
+static void pwatcher_stop(struct pwatcher *w)
+{
+    if (w->watching)
+        loop_io_stop(watchers.d->loop, &w->io);
+    w->watching = false;
+    fswatch_close(&w->fw);
+}
+
+static void pwatcher_free(struct pwatcher *w)
+{
+    pwatcher_stop(w);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        watchers.list = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    fswatch_done(&w->fw);
+    json_decref(w->events);
+    free(w);
+    if (!watchers.list)
+        loop_timer_stop(watchers.d->loop, &watchers.sweep);
+}
+
+static int pwatcher_event(json_t *event, void *userdata, sbx_error *err)
+{
+    struct pwatcher *w = userdata;
+    if (json_array_size(w->events) >= WATCHER_EVENTS_MAX) {
+        json_decref(event);
+        return sbx_error_setk(err, -ENOBUFS, "resource_exhausted", 429,
+                              "more than %d events waited for GetWatcherEvents and later ones were lost: "
+                              "remove this watcher and create a new one",
+                              WATCHER_EVENTS_MAX);
+    }
+    json_array_append_new(w->events, event);
+    return 0;
+}
+
+/* Queues what the kernel has; a failure breaks the watcher for good (envd's watchers do the same). */
+static void pwatcher_drain(struct pwatcher *w)
+{
+    sbx_error err = {0};
+    if (!w->watching || fswatch_read(&w->fw, pwatcher_event, w, &err) >= 0)
+        return;
+    w->broken = err;
+    pwatcher_stop(w);
+    json_array_clear(w->events);
+}
+
+static void pwatcher_on_io(struct loop_io *io, uint32_t revents)
+{
+    pwatcher_drain(container_of(io, struct pwatcher, io));
+}
+
+/* Whether w's sandbox was deleted, stopped, or started again since (its watches then see nothing). */
+static bool pwatcher_stale(const struct pwatcher *w)
+{
+    const struct sandbox *sb = w->fw.sb;
+    return sb->deleted || (sb->state != SANDBOX_RUNNING && sb->state != SANDBOX_PAUSED) ||
+           sb->shim_pid != w->shim_pid || sb->init_pid != w->init_pid;
+}
+
+/* Frees the stale watchers; returns how many of the others belong to sb (may be NULL). */
+static size_t watchers_sweep_now(const struct sandbox *sb)
+{
+    size_t n = 0;
+    for (struct pwatcher *w = watchers.list, *next; w; w = next) {
+        next = w->next;
+        if (pwatcher_stale(w))
+            pwatcher_free(w);
+        else if (w->fw.sb == sb)
+            n++;
+    }
+    return n;
+}
+
+static void watchers_on_sweep(struct loop_timer *t)
+{
+    watchers_sweep_now(NULL);
+    if (watchers.list)
+        loop_timer_start(watchers.d->loop, &watchers.sweep, WATCHER_SWEEP_USEC, watchers_on_sweep);
+}
+
+/* The watcher msg names, of sandbox sb; NULL with a not_found error. */
+static struct pwatcher *pwatcher_find(struct sandbox *sb, json_t *msg, sbx_error *err)
+{
+    const char *id = json_string_value(msg_field(msg, "watcherId", "watcher_id"));
+    if (!id || !*id) {
+        sbx_error_set(err, -EINVAL, "`watcherId` is required");
+        return NULL;
+    }
+    watchers_sweep_now(NULL);
+    for (struct pwatcher *w = watchers.list; w; w = w->next)
+        if (w->fw.sb == sb && strcmp(w->id, id) == 0)
+            return w;
+    sbx_error_set(err, -ENOENT, "watcher with id %s not found", id);
+    return NULL;
+}
+
+static void fs_create_watcher(struct api_ctx *c, json_t *msg)
+{
+    sbx_error err = {0};
+    char path[PATH_MAX];
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = fs_sandbox(c, msg, "path", path, &err);
+    if (!sb)
+        return connect_reply_sbx_error(c->req, &err);
+    watchers.d = c->d;
+    if (watchers_sweep_now(sb) >= WATCHERS_PER_SANDBOX_MAX) {
+        sbx_error_setk(&err, -EMFILE, "resource_exhausted", 429,
+                       "sandbox `%s` has %d watchers already: remove one first", sb->id,
+                       WATCHERS_PER_SANDBOX_MAX);
+        return connect_reply_sbx_error(c->req, &err);
+    }
+    struct pwatcher *w = xcalloc(1, sizeof(*w));
+    if (fswatch_open(&w->fw, sb, path, msg, &err) < 0) {
+        fswatch_done(&w->fw);
+        free(w);
+        return connect_reply_sbx_error(c->req, &err);
+    }
+    int r = loop_io_start(c->d->loop, &w->io, w->fw.ifd, EPOLLIN, pwatcher_on_io);
+    if (r < 0) {
+        fswatch_done(&w->fw);
+        free(w);
+        sbx_error_set(&err, r, "watch: %s", strerror(-r));
+        return connect_reply_sbx_error(c->req, &err);
+    }
+    w->watching = true;
+    id_generate(w->id, sizeof(w->id), "w_");
+    w->shim_pid = sb->shim_pid;
+    w->init_pid = sb->init_pid;
+    w->events = json_array();
+    w->next = watchers.list;
+    if (w->next)
+        w->next->prev = w;
+    watchers.list = w;
+    if (!watchers.sweep.active)
+        loop_timer_start(c->d->loop, &watchers.sweep, WATCHER_SWEEP_USEC, watchers_on_sweep);
+    connect_reply(c->req, json_pack("{s:s}", "watcherId", w->id));
+}
+
+static void fs_get_watcher_events(struct api_ctx *c, json_t *msg)
+{
+    sbx_error err = {0};
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = envd_sandbox(c, &err);
+    struct pwatcher *w = sb ? pwatcher_find(sb, msg, &err) : NULL;
+    if (!w)
+        return connect_reply_sbx_error(c->req, &err);
+    pwatcher_drain(w); /* what happened up to this request, even if the loop has not looked yet */
+    if (w->broken.code < 0)
+        return connect_reply_sbx_error(c->req, &w->broken);
+    json_t *events = w->events;
+    w->events = json_array();
+    connect_reply(c->req, json_pack("{s:o}", "events", events));
+}
+
+static void fs_remove_watcher(struct api_ctx *c, json_t *msg)
+{
+    sbx_error err = {0};
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = envd_sandbox(c, &err);
+    struct pwatcher *w = sb ? pwatcher_find(sb, msg, &err) : NULL;
+    if (!w)
+        return connect_reply_sbx_error(c->req, &err);
+    pwatcher_free(w);
+    connect_reply(c->req, NULL);
 }
 
 /* --- RPC dispatch ------------------------------------------------------------------------------- */
@@ -943,16 +1422,15 @@ static const struct rpc rpcs[] = {
     {"/process.Process/SendSignal", process_send_signal},
     {"/process.Process/CloseStdin", process_close_stdin},
     {"/process.Process/Update", process_update},
-    {"/process.Process/StreamInput", unimplemented},
     {"/filesystem.Filesystem/Stat", fs_stat},
     {"/filesystem.Filesystem/MakeDir", fs_make_dir},
     {"/filesystem.Filesystem/Move", fs_move},
     {"/filesystem.Filesystem/ListDir", fs_list_dir},
     {"/filesystem.Filesystem/Remove", fs_remove},
     {"/filesystem.Filesystem/WatchDir", fs_watch_dir},
-    {"/filesystem.Filesystem/CreateWatcher", unimplemented},
-    {"/filesystem.Filesystem/GetWatcherEvents", unimplemented},
-    {"/filesystem.Filesystem/RemoveWatcher", unimplemented},
+    {"/filesystem.Filesystem/CreateWatcher", fs_create_watcher},
+    {"/filesystem.Filesystem/GetWatcherEvents", fs_get_watcher_events},
+    {"/filesystem.Filesystem/RemoveWatcher", fs_remove_watcher},
 };
 
 static void rpc_body_done(struct http_request *req, const char *body, size_t len, void *userdata)
@@ -1218,6 +1696,11 @@ void e2b_envd_handle(struct daemon *d, struct http_request *req, const char *san
         if (m == HTTP_METHOD_POST)
             return http_request_read_body(req, UPLOAD_MAX, upload_done, c);
         return e2b_reply_error(req, 405, "use GET or POST on /files");
+    }
+    if (strcmp(path, "/process.Process/StreamInput") == 0) {
+        if (m != HTTP_METHOD_POST)
+            return connect_reply_error(req, "unimplemented", "Connect RPCs are POST");
+        return process_stream_input(e2b_ctx_new(d, req, "e2b:process", sandbox_id, NULL));
     }
     for (size_t i = 0; i < ELEMENTSOF(rpcs); i++) {
         if (strcmp(rpcs[i].path, path) != 0)

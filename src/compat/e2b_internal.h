@@ -27,6 +27,9 @@ void e2b_reply_sbx_error(struct http_request *req, const sbx_error *err);
  * metrics observer (route label) work on E2B requests too. owner NULL = the admin. */
 struct api_ctx *e2b_ctx_new(struct daemon *d, struct http_request *req, const char *route,
                             const char *sandbox_id, const char *owner);
+/* Attaches state to a request's context (one per request), freed with free_fn(data) when the request is
+ * destroyed: for handlers whose body callbacks may still run after they answered. */
+void e2b_ctx_set_extra(struct api_ctx *c, void *data, void (*free_fn)(void *data));
 
 /* The control plane: req's path is one of E2B's REST routes. Authenticates X-API-Key itself. */
 void e2b_api_handle(struct daemon *d, struct http_request *req);

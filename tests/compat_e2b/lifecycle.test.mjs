@@ -111,6 +111,25 @@ test("getMetrics answers one current sample", async () => {
   }
 });
 
+test("getMetrics reports the CPU the sandbox uses (cpuUsedPct)", async () => {
+  const sbx = await Sandbox.create();
+  try {
+    const [idle] = await sbx.getMetrics();
+    assert.ok(idle.cpuUsedPct >= 0 && idle.cpuUsedPct < 20, `idle: ${idle.cpuUsedPct}`);
+    const busy = await sbx.commands.run("while :; do :; done", { background: true, timeoutMs: 0 });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const [m] = await sbx.getMetrics();
+      assert.equal(m.cpuCount, 1);
+      assert.ok(m.cpuUsedPct >= 30 && m.cpuUsedPct <= 100, `busy: ${m.cpuUsedPct}`);
+    } finally {
+      await busy.kill();
+    }
+  } finally {
+    await sbx.kill();
+  }
+});
+
 test("a wrong API key raises AuthenticationError", async () => {
   await assert.rejects(Sandbox.create({ apiKey: "e2b_" + "f".repeat(32) }), (e) => e instanceof AuthenticationError);
   await assert.rejects(Sandbox.list({ apiKey: "wrong" }).nextItems(), (e) => e instanceof AuthenticationError);
