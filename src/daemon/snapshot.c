@@ -700,18 +700,47 @@ static void import_on_timeout(struct loop_timer *t)
     import_fail(op, "the import took longer than an hour");
 }
 
-/* Every layer hex the store has: the helper only verifies those. */
+struct hex_list {
+    char **v;
+    size_t n;
+};
+
+static int collect_hex(const struct store_layer *l, void *userdata)
+{
+    struct hex_list *h = userdata;
+    const char *hex = digest_hex(l->digest);
+    if (hex) {
+        h->v = xrealloc(h->v, (h->n + 1) * sizeof(char *));
+        h->v[h->n++] = xstrdup(hex);
+    }
+    return 0;
+}
+
+void snapshot_known_hexes(struct daemon *d, char ***ret, size_t *ret_n)
+{
+    /* Every layer with a row, referenced or not: the one a deleted snapshot leaves stays until the garbage
+     * collection, which waits for every import, pull and capture in progress (snapshot_gc) — so a build
+     * that counted on a layer when it started still finds it when it ends. */
+    struct hex_list h = {0};
+    sbx_error err = {0};
+    if (store_layer_foreach(d->store, collect_hex, &h, &err) < 0)
+        log_warning("list stored layers: %s (every layer is downloaded and unpacked again)", err.msg);
+    *ret = h.v;
+    *ret_n = h.n;
+}
+
+/* Every layer the store has: the helper only verifies those. */
 static void add_skips(struct daemon *d, char ***argv, size_t *argc)
 {
-    for (struct snapshot *sn = d->snap->list; sn; sn = sn->next)
-        for (size_t i = 0; i < sn->n_layers; i++) {
-            const char *hex = digest_hex(sn->layers[i]);
-            if (!hex)
-                continue;
-            *argv = xrealloc(*argv, (*argc + 3) * sizeof(char *));
-            (*argv)[(*argc)++] = xstrdup("--skip");
-            (*argv)[(*argc)++] = xstrdup(hex);
-        }
+    char **hexes;
+    size_t n;
+    snapshot_known_hexes(d, &hexes, &n);
+    for (size_t i = 0; i < n; i++) {
+        *argv = xrealloc(*argv, (*argc + 3) * sizeof(char *));
+        (*argv)[(*argc)++] = xstrdup("--skip");
+        (*argv)[(*argc)++] = hexes[i];
+    }
+    free(hexes);
 }
 
 static int spawn_helper(struct daemon *d, struct import_op *op, sbx_error *err)
@@ -924,22 +953,6 @@ static int64_t stored_layer_size(struct daemon *d, const char *digest)
     sbx_error err = {0};
     (void)store_layer_foreach(d->store, size_of_layer, &w, &err);
     return w.size;
-}
-
-void snapshot_known_hexes(struct daemon *d, char ***ret, size_t *ret_n)
-{
-    char **v = NULL;
-    size_t n = 0;
-    for (struct snapshot *sn = d->snap->list; sn; sn = sn->next)
-        for (size_t i = 0; sn->status == SNAPSHOT_READY && i < sn->n_layers; i++) {
-            const char *hex = digest_hex(sn->layers[i]);
-            if (!hex)
-                continue;
-            v = xrealloc(v, (n + 1) * sizeof(char *));
-            v[n++] = xstrdup(hex);
-        }
-    *ret = v;
-    *ret_n = n;
 }
 
 void snapshot_capture_finish(struct daemon *d, struct snapshot *sn, const char *parent,

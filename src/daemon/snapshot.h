@@ -117,7 +117,8 @@ char *snapshot_staging_path(struct daemon *d, const struct snapshot *sn);
  * top layer over parent's layers (NULL = host), and sn becomes ready, or failed with the reason. */
 void snapshot_capture_finish(struct daemon *d, struct snapshot *sn, const char *parent,
                              const char *staging_layer, const char *diff_id, int64_t size_bytes);
-/* The hex of every layer of a ready snapshot (a new vector of new strings, with its length). */
+/* The hex of every stored layer, referenced or waiting for the garbage collection (a new vector of new
+ * strings, with its length): what a pull need not download and an import need not unpack again. */
 void snapshot_known_hexes(struct daemon *d, char ***ret, size_t *ret_n);
 
 /* A new upload file under the data dir (O_EXCL, 0600): fd and path (malloc'd). */

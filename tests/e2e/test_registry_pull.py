@@ -308,6 +308,34 @@ def test_pull_skips_stored_layers(daemon, registry, base_layer):
         daemon.delete(sid)
 
 
+def test_deleting_the_snapshot_whose_layers_a_pull_reuses(daemon, registry, base_layer):
+    """A pull that found a layer stored when it started still has it when it ends, even if the only
+    snapshot using it is deleted meanwhile (the layer waits for the garbage collection, which waits for
+    every build)."""
+    own = ib.Layer().file("own", "mine").bytes()
+    registry.push_image("sbx/reuse", "v1", [base_layer, own])
+    for i in range(3):
+        a = pull(daemon, {"name": f"reuse-a{i}", "image": f"{registry.host}/sbx/reuse:v1", "insecure": True})
+        r = daemon.request("POST", "/v1/snapshots",
+                           {"name": f"reuse-b{i}", "image": f"{registry.host}/sbx/reuse:v1", "insecure": True})
+        assert r.status == 202, r
+        b = r.json()
+        assert daemon.request("DELETE", f"/v1/snapshots/{a['id']}").status == 204
+
+        def done():
+            j = daemon.request("GET", f"/v1/snapshots/{b['id']}").json()
+            return j if j["status"] != "building" else None
+
+        b = wait_for(done, timeout=120, what="the second pull")
+        assert b["status"] == "ready", b
+        sid = daemon.create(snapshot=b["id"])
+        try:
+            assert daemon.run(sid, ["cat", "/own"])["stdout"] == "mine"
+        finally:
+            daemon.delete(sid)
+        assert daemon.request("DELETE", f"/v1/snapshots/{b['id']}").status == 204
+
+
 def test_pull_basic_auth(daemon, base_layer):
     reg = Registry(htpasswd=True)
     try:
