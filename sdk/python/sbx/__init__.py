@@ -13,10 +13,11 @@ from ._tunnel import AsyncTunnel, Tunnel
 from .client import CommandHandle, Sandbox, SandboxClient, ServiceURL
 from .errors import (AuthenticationError, BusyError, CommandTimeoutError, ConflictError, ConnectionError,
                      CreationError, ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
-                     QuotaExceededError, SandboxError, SnapshotImportError, TimeoutError)
+                     QuotaExceededError, SandboxError, SnapshotCaptureError, SnapshotImportError, SnapshotPullError,
+                     TimeoutError)
 from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicy, ExecutionResult, FileInfo, Health, ListeningPort,
                      LogChunk, LogPage, Network, OutputChunk, Resources, SandboxMetrics, ServiceResponse, Snapshot,
-                     Volume, VolumeMount)
+                     SnapshotProgress, Volume, VolumeMount)
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "ApiKey", "Health", "Resources", "errors", "SandboxError", "NotFoundError", "ExpiredError", "ConflictError",
     "NotReadyError", "NotRunningError", "BusyError", "PermissionDeniedError", "AuthenticationError",
     "QuotaExceededError", "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError",
-    "SnapshotImportError", "ServiceURL", "AsyncServiceURL", "Tunnel", "AsyncTunnel", "ServiceResponse", "Snapshot",
-    "Checkpoint", "Volume", "VolumeMount", "ListeningPort", "EgressPolicy", "Network", "__version__",
+    "SnapshotImportError", "SnapshotPullError", "SnapshotCaptureError", "ServiceURL", "AsyncServiceURL", "Tunnel",
+    "AsyncTunnel", "ServiceResponse", "Snapshot", "SnapshotProgress", "Checkpoint", "Volume", "VolumeMount",
+    "ListeningPort", "EgressPolicy", "Network", "__version__",
 ]

@@ -14,15 +14,17 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from urllib.parse import quote, urlencode, urlsplit
 
 from . import errors
-from .errors import CommandTimeoutError, SnapshotImportError, StreamError
+from .errors import CommandTimeoutError, SnapshotCaptureError, SnapshotImportError, SnapshotPullError, StreamError
 from .models import (Checkpoint, CommandInfo, EgressPolicy, EgressPolicyLike, ExecutionResult, Network, OutputChunk,
-                     Resources, Snapshot, Volume, VolumeMount)
+                     Resources, Snapshot, SnapshotProgress, Volume, VolumeMount)
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 USER_AGENT = "sbx-python/0.1.0"
 
 Command = Union[str, Sequence[str]]
 OutputCallback = Callable[[str], Any]
+# Called with a pull's download progress (sync client: a plain function; asyncio: may be a coroutine function).
+ProgressCallback = Callable[[SnapshotProgress], Any]
 CheckpointRef = Union[str, Checkpoint]  # a checkpoint's name, or the Checkpoint itself
 VolumeRef = Union[str, Volume]  # a volume's name or id, or the Volume itself
 # A volume to mount in a new sandbox: a VolumeMount, {"volume": ..., "path": ..., "read_only"?: ...}, or
@@ -533,13 +535,52 @@ def iter_sandboxes(doc: Dict[str, Any]) -> Iterable[Dict[str, Any]]:
 
 SNAPSHOT_POLL_INTERVAL = 0.2
 
+# What made a snapshot (its ``source``) -> the error a failed one raises and the verb its message uses.
+_SNAPSHOT_FAILURES = {"registry": (SnapshotPullError, "pull"), "capture": (SnapshotCaptureError, "capture")}
+
 
 def snapshot_done(snap: "Snapshot") -> bool:
-    """Whether an import has ended; raises :class:`SnapshotImportError` when it failed."""
+    """Whether an import, pull or capture has ended; raises :class:`SnapshotImportError` (a
+    :class:`SnapshotPullError` for a pull, a :class:`SnapshotCaptureError` for a capture) when it failed."""
     if snap.failed:
-        raise SnapshotImportError(f"snapshot {snap.name or snap.id} failed to import: {snap.reason}",
-                                  reason=snap.reason, snapshot=snap)
+        cls, verb = _SNAPSHOT_FAILURES.get(snap.source, (SnapshotImportError, "import"))
+        raise cls(f"snapshot {snap.name or snap.id} failed to {verb}: {snap.reason}", reason=snap.reason,
+                  snapshot=snap)
     return not snap.building
+
+
+class ProgressWatch:
+    """Remembers the last progress reported so a wait calls ``on_progress`` only when it changed."""
+
+    def __init__(self, on_progress: Optional[ProgressCallback]) -> None:
+        self.cb = on_progress
+        self.last: Optional[SnapshotProgress] = None
+
+    def changed(self, snap: "Snapshot") -> Optional[SnapshotProgress]:
+        """The snapshot's progress if there is a callback and it differs from the last one seen."""
+        if self.cb is None or snap.progress is None or snap.progress == self.last:
+            return None
+        self.last = snap.progress
+        return snap.progress
+
+
+def pull_body(image: str, name: str, insecure: bool, username: Optional[str], password: Optional[str],
+              token: Optional[str]) -> Dict[str, Any]:
+    """The JSON body of ``POST /v1/snapshots`` for a registry pull (checks the credentials' shape)."""
+    if not isinstance(image, str) or not image:
+        raise ValueError("image is a reference like 'registry.example:5000/library/alpine:3.19'")
+    if not isinstance(name, str) or not name:
+        raise ValueError("a pulled snapshot needs a name")
+    body: Dict[str, Any] = {"name": name, "image": image, "insecure": bool(insecure)}
+    if token is not None:
+        if username is not None or password is not None:
+            raise ValueError("give either username and password, or token, not both")
+        body["auth"] = {"token": token}
+    elif username is not None or password is not None:
+        if username is None or password is None:
+            raise ValueError("basic auth needs both username and password")
+        body["auth"] = {"username": username, "password": password}
+    return body
 
 
 def snapshot_wait_timeout(snap: "Snapshot", timeout: Optional[float]) -> errors.TimeoutError:

@@ -18,10 +18,10 @@ from typing import (Any, AsyncIterator, Awaitable, BinaryIO, Dict, Generator, Li
 from . import errors
 from ._async_http import NETWORK_ERRORS, AsyncTransport, Conn, read_head
 from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, NetworkSpec,
-                      OutputCallback, SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec,
-                      check_timeout, command_spec, create_body, iter_sandboxes, list_query, make_config,
-                      result_from_wait, seg, service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout,
-                      update_body, volume_ref, with_query)
+                      OutputCallback, ProgressCallback, ProgressWatch, SandboxData, ServiceURLData, SSEParser,
+                      StreamState, VolumeRef, VolumeSpec, check_timeout, command_spec, create_body, iter_sandboxes,
+                      list_query, make_config, pull_body, result_from_wait, seg, service_request_parts, signal_name,
+                      snapshot_done, snapshot_wait_timeout, update_body, volume_ref, with_query)
 from ._tunnel import AsyncTunnel
 from .client import SnapshotSource, _mode
 from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
@@ -161,17 +161,41 @@ class AsyncSandboxClient:
         snap = Snapshot.from_json(r.json())
         return await self.wait_snapshot(snap.id, timeout=timeout) if wait else snap
 
-    async def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0) -> Snapshot:
+    async def pull_snapshot(self, image: str, *, name: str, insecure: bool = False,
+                            username: Optional[str] = None, password: Optional[str] = None,
+                            token: Optional[str] = None, wait: bool = True, timeout: Optional[float] = 600.0,
+                            on_progress: Optional[ProgressCallback] = None) -> Snapshot:
+        """See :meth:`sbx.SandboxClient.pull_snapshot` (``on_progress`` may also be a coroutine function)."""
+        body = pull_body(image, name, insecure, username, password, token)
+        if on_progress is not None and not wait:
+            raise ValueError("on_progress needs wait=True (or pass it to wait_snapshot)")
+        r = await self._http.request("POST", "/v1/snapshots", json_body=body, idempotent=False)
+        snap = Snapshot.from_json(r.json())
+        return await self._wait_snapshot(snap, timeout, on_progress) if wait else snap
+
+    async def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0,
+                            on_progress: Optional[ProgressCallback] = None) -> Snapshot:
         """See :meth:`sbx.SandboxClient.wait_snapshot`."""
+        return await self._wait_snapshot(snapshot, timeout, on_progress)
+
+    async def _wait_snapshot(self, snapshot: Union[str, Snapshot], timeout: Optional[float],
+                             on_progress: Optional[ProgressCallback]) -> Snapshot:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        watch = ProgressWatch(on_progress)
+        snap = snapshot if isinstance(snapshot, Snapshot) else await self.get_snapshot(snapshot)
         while True:
-            snap = await self.get_snapshot(snapshot)
+            p = watch.changed(snap)
+            if p is not None and on_progress is not None:
+                r = on_progress(p)
+                if asyncio.iscoroutine(r):
+                    await r
             if snapshot_done(snap):
                 return snap
             if deadline is not None and loop.time() >= deadline:
                 raise snapshot_wait_timeout(snap, timeout)
             await asyncio.sleep(SNAPSHOT_POLL_INTERVAL)
+            snap = await self.get_snapshot(snap.id or str(snapshot))
 
     async def list_snapshots(self) -> List[Snapshot]:
         """Every snapshot, ``host`` first."""
@@ -379,6 +403,14 @@ class AsyncSandbox(SandboxData):
                 raise errors.CreationError(e.message, code=e.code, status=e.status) from e
             raise
         return [AsyncSandbox(self._client, x) for x in iter_sandboxes(r.json())]
+
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    async def capture_snapshot(self, name: str, *, wait: bool = True, timeout: Optional[float] = 600.0) -> Snapshot:
+        """See :meth:`sbx.Sandbox.capture_snapshot`."""
+        r = await self._http.request("POST", self._path + "/capture", json_body={"name": name}, idempotent=False)
+        snap = Snapshot.from_json(r.json())
+        return await self._client._wait_snapshot(snap, timeout, None) if wait else snap
 
     # --- commands -----------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ from typing import (TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Literal,
 
 from . import errors
 from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, CommandSpec, NetworkSpec,
-                      OutputCallback, SandboxData, ServiceURLData, SSEParser, StreamState, VolumeRef, VolumeSpec,
-                      check_timeout, command_spec, create_body, emit, iter_sandboxes, list_query, make_config,
-                      result_from_wait, seg, service_request_parts, signal_name, snapshot_done, snapshot_wait_timeout,
-                      update_body, volume_ref, with_query)
+                      OutputCallback, ProgressCallback, ProgressWatch, SandboxData, ServiceURLData, SSEParser,
+                      StreamState, VolumeRef, VolumeSpec, check_timeout, command_spec, create_body, emit,
+                      iter_sandboxes, list_query, make_config, pull_body, result_from_wait, seg, service_request_parts,
+                      signal_name, snapshot_done, snapshot_wait_timeout, update_body, volume_ref, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
 from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
                      ListeningPort, LogPage, OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
@@ -93,8 +93,8 @@ class SandboxClient:
         """Creates a sandbox and returns it running (``POST /v1/sandboxes``).
 
         Args:
-            snapshot: root file system to start from: ``"host"`` (the default) or an imported snapshot's
-                name or id (:meth:`import_snapshot`).
+            snapshot: root file system to start from: ``"host"`` (the default) or a snapshot's name or
+                id (:meth:`import_snapshot`, :meth:`pull_snapshot`, :meth:`Sandbox.capture_snapshot`).
             checkpoint: start with the files of a checkpoint (:meth:`Sandbox.checkpoint`): a
                 :class:`~sbx.models.Checkpoint`, its id (``"ckp_..."``) or ``"SANDBOX:NAME"`` (the sandbox's
                 id or name). The snapshot is the checkpoint's (so not with ``snapshot``) and so is the disk
@@ -206,20 +206,69 @@ class SandboxClient:
         snap = Snapshot.from_json(d)
         return self.wait_snapshot(snap.id, timeout=timeout) if wait else snap
 
-    def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0) -> Snapshot:
-        """Polls a snapshot (id or name) until its import ends; returns it ``ready``.
+    def pull_snapshot(self, image: str, *, name: str, insecure: bool = False, username: Optional[str] = None,
+                      password: Optional[str] = None, token: Optional[str] = None, wait: bool = True,
+                      timeout: Optional[float] = 600.0,
+                      on_progress: Optional[ProgressCallback] = None) -> Snapshot:
+        """Pulls an image from a registry as a snapshot (admin only; ``POST /v1/snapshots`` with JSON).
+        sbxd downloads it (Distribution API v2, every digest verified; layers it already stores are not
+        downloaded again), then unpacks it as for :meth:`import_snapshot`.
+
+        Args:
+            image: ``host[:port]/repository[:tag]`` (tag ``latest`` when none) or
+                ``host[:port]/repository@sha256:<hex>``; the registry must be named.
+            name: the snapshot's unique name (``[A-Za-z0-9_.-]{1,64}``; ``host`` is reserved).
+            insecure: talk plain HTTP to the registry (default: HTTPS verified against the system CAs).
+            username, password: basic auth (also sent to a bearer token service), both or neither.
+            token: a registry token, sent as ``Authorization: Bearer`` (not with username/password).
+            wait: poll until the pull ends (default); False returns the ``building`` snapshot at once
+                (then :meth:`wait_snapshot`).
+            timeout: seconds to wait for the pull to end (None: forever).
+            on_progress: called with a :class:`~sbx.models.SnapshotProgress` (``bytes_done``,
+                ``bytes_total``) each time the download's progress changes while waiting (needs ``wait``).
 
         Raises:
-            SnapshotImportError: it ``failed``. TimeoutError: still building after ``timeout`` seconds.
+            SnapshotPullError: the pull failed (``.reason`` is sbxd's: refused credentials, an unknown
+                manifest, a digest mismatch, a transport error...; the failed snapshot stays until
+                deleted). ConflictError: the name is taken. InvalidArgumentError: a bad reference or name.
+            PermissionDeniedError: not the admin key. TimeoutError: still building after ``timeout``.
+            ValueError: inconsistent credentials, or ``on_progress`` without ``wait``.
         """
+        body = pull_body(image, name, insecure, username, password, token)
+        if on_progress is not None and not wait:
+            raise ValueError("on_progress needs wait=True (or pass it to wait_snapshot)")
+        snap = Snapshot.from_json(self._http.request("POST", "/v1/snapshots", json_body=body,
+                                                     idempotent=False).json())
+        return self._wait_snapshot(snap, timeout, on_progress) if wait else snap
+
+    def wait_snapshot(self, snapshot: str, *, timeout: Optional[float] = 600.0,
+                      on_progress: Optional[ProgressCallback] = None) -> Snapshot:
+        """Polls a snapshot (id or name) until its import, pull or capture ends; returns it ``ready``.
+        ``on_progress`` is called as for :meth:`pull_snapshot`.
+
+        Raises:
+            SnapshotImportError: it ``failed`` (:class:`~sbx.errors.SnapshotPullError` for a pull,
+            :class:`~sbx.errors.SnapshotCaptureError` for a capture). TimeoutError: still building after
+            ``timeout`` seconds.
+        """
+        return self._wait_snapshot(snapshot, timeout, on_progress)
+
+    def _wait_snapshot(self, snapshot: Union[str, Snapshot], timeout: Optional[float],
+                       on_progress: Optional[ProgressCallback]) -> Snapshot:
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = ProgressWatch(on_progress)
+        # A Snapshot just answered by a POST counts as the first poll.
+        snap = snapshot if isinstance(snapshot, Snapshot) else self.get_snapshot(snapshot)
         while True:
-            snap = self.get_snapshot(snapshot)
+            p = watch.changed(snap)
+            if p is not None and on_progress is not None:
+                on_progress(p)
             if snapshot_done(snap):
                 return snap
             if deadline is not None and time.monotonic() >= deadline:
                 raise snapshot_wait_timeout(snap, timeout)
             time.sleep(SNAPSHOT_POLL_INTERVAL)
+            snap = self.get_snapshot(snap.id or str(snapshot))
 
     def list_snapshots(self) -> List[Snapshot]:
         """Every snapshot, ``host`` first (building and failed ones included)."""
@@ -458,6 +507,36 @@ class Sandbox(SandboxData):
                 raise errors.CreationError(e.message, code=e.code, status=e.status) from e
             raise
         return [Sandbox(self._client, x) for x in iter_sandboxes(d)]
+
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    def capture_snapshot(self, name: str, *, wait: bool = True, timeout: Optional[float] = 600.0) -> Snapshot:
+        """Makes a snapshot of the sandbox's files (``POST /v1/sandboxes/{id}/capture``): everything it
+        wrote, deleted or replaced over its snapshot becomes one new layer over that snapshot's layers
+        (shared, not copied), with its config. New sandboxes start from it with
+        ``create_sandbox(snapshot=name)``; it outlives this sandbox. Processes and memory are not part of
+        it. A running or paused sandbox's disk is frozen during the copy (writers wait; commands keep
+        running); meanwhile stop, start, delete, checkpoints, fork and file calls raise
+        :class:`~sbx.errors.BusyError`.
+
+        Args:
+            name: the snapshot's unique name (``[A-Za-z0-9_.-]{1,64}``, across all snapshots; ``host`` is
+                reserved). The caller's key owns it (a tenant's capture is seen by that tenant only).
+            wait: poll until the capture ends (default); False returns the ``building`` snapshot at once
+                (then :meth:`SandboxClient.wait_snapshot`).
+            timeout: seconds to wait for the capture to end (None: forever).
+
+        Raises:
+            SnapshotCaptureError: the capture failed (``.reason``: a file owned outside the sandbox's id
+                range, a name starting with ``.wh.``, too much content; the failed snapshot stays until
+                deleted). ConflictError: the name is taken, or the sandbox is still being created.
+            BusyError: another capture, checkpoint, restore or fork of the sandbox is in progress.
+            NotFoundError: no such sandbox. InvalidArgumentError: a bad name.
+            TimeoutError: still building after ``timeout``.
+        """
+        d = self._http.request("POST", self._path + "/capture", json_body={"name": name}, idempotent=False).json()
+        snap = Snapshot.from_json(d)
+        return self._client._wait_snapshot(snap, timeout, None) if wait else snap
 
     # --- commands -----------------------------------------------------------------------------------
 

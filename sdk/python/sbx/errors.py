@@ -24,7 +24,8 @@ __all__ = [
     "NotFoundError", "ExpiredError", "MethodNotAllowedError", "ConflictError", "NotReadyError",
     "NotRunningError", "BusyError", "TooLargeError", "ResourceExhaustedError", "QuotaExceededError",
     "InternalError", "UnimplementedError", "TimeoutError", "NoSpaceError", "CreationError", "CommandTimeoutError",
-    "ConnectionError", "StreamError", "SnapshotImportError", "error_from_response",
+    "ConnectionError", "StreamError", "SnapshotImportError", "SnapshotPullError", "SnapshotCaptureError",
+    "error_from_response",
 ]
 
 
@@ -196,9 +197,11 @@ class CreationError(APIError):
 
 
 class SnapshotImportError(CreationError):
-    """A snapshot import that ended ``failed`` (``import_snapshot(..., wait=True)``): ``reason`` is the
-    daemon's (``digest mismatch for layer ...``), ``snapshot`` the failed :class:`~sbx.models.Snapshot`
-    (delete it to reuse the name)."""
+    """A snapshot that ended ``failed`` while waiting for it (``import_snapshot(..., wait=True)``,
+    :meth:`~sbx.SandboxClient.wait_snapshot`): ``reason`` is the daemon's (``digest mismatch for layer
+    ...``), ``snapshot`` the failed :class:`~sbx.models.Snapshot` (delete it to reuse the name). The base
+    of :class:`SnapshotPullError` and :class:`SnapshotCaptureError`, so ``except SnapshotImportError``
+    catches a failed snapshot whatever made it."""
 
     default_code = "snapshot_failed"
 
@@ -207,6 +210,18 @@ class SnapshotImportError(CreationError):
         super().__init__(message, code=code, status=status)
         self.reason = reason
         self.snapshot = snapshot
+
+
+class SnapshotPullError(SnapshotImportError):
+    """A registry pull that ended ``failed`` (``pull_snapshot(..., wait=True)``): ``reason`` is the
+    daemon's (``the registry refused the credentials (401 Unauthorized)``, ``manifest `v9` not found
+    ...``, ``GET https://...: <transport error>``)."""
+
+
+class SnapshotCaptureError(SnapshotImportError):
+    """A capture of a sandbox that ended ``failed`` (``Sandbox.capture_snapshot(..., wait=True)``):
+    ``reason`` is the daemon's (a file owned outside the sandbox's id range, a name starting with
+    ``.wh.``, over ``--max-layer-mb``)."""
 
 
 class CommandTimeoutError(TimeoutError):

@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Resources", "ExecutionResult", "OutputChunk", "CommandError", "CommandInfo", "LogChunk", "LogPage",
-    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "Checkpoint", "Volume", "VolumeMount",
-    "ListeningPort", "ServiceResponse", "EgressPolicy", "Network",
+    "FileInfo", "SandboxMetrics", "ApiKey", "Health", "Snapshot", "SnapshotProgress", "Checkpoint", "Volume",
+    "VolumeMount", "ListeningPort", "ServiceResponse", "EgressPolicy", "Network",
 ]
 
 
@@ -269,12 +269,36 @@ class Health:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A snapshot: what a sandbox's root file system is made from (``host``, or an imported image).
+class SnapshotProgress:
+    """How far a registry pull's download is: ``bytes_done`` of ``bytes_total`` (the manifest, the config
+    and the layers not already stored; 0 until the manifest is read)."""
 
-    ``status`` is ``building`` while an import runs, then ``ready`` or ``failed`` (with ``reason``).
-    ``layers`` are the layers' diff_ids, bottom first; ``config`` keeps the image config's ``Env``,
-    ``WorkingDir``, ``User``, ``Entrypoint`` and ``Cmd``."""
+    bytes_done: int
+    bytes_total: int
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """``bytes_done / bytes_total`` (0.0-1.0), None while the total is not known."""
+        return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total > 0 else None
+
+    @classmethod
+    def from_json(cls, d: Any) -> Optional["SnapshotProgress"]:
+        if not isinstance(d, dict):
+            return None
+        return cls(int(d.get("bytes_done") or 0), int(d.get("bytes_total") or 0))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot: what a sandbox's root file system is made from: ``host``, an imported image tarball,
+    a registry pull or a capture of a sandbox.
+
+    ``source`` is ``host``, ``image`` (an uploaded tarball), ``registry`` (a pull) or ``capture``.
+    ``status`` is ``building`` while an import, pull or capture runs, then ``ready`` or ``failed`` (with
+    ``reason``). ``layers`` are the layers' diff_ids, bottom first; ``config`` keeps the image config's
+    ``Env``, ``WorkingDir``, ``User``, ``Entrypoint`` and ``Cmd``. ``base`` is ``host`` for a capture of a
+    host-based sandbox (its layers go over the host's system directories), else ``image``; ``owner`` is
+    the tenant key that captured it (None: global). ``progress`` is set while a pull is building."""
 
     id: str
     name: str
@@ -286,6 +310,9 @@ class Snapshot:
     created_at: Optional[str]
     config: Dict[str, Any] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    base: Optional[str] = None
+    owner: Optional[str] = None
+    progress: Optional[SnapshotProgress] = None
 
     @property
     def ready(self) -> bool:
@@ -303,7 +330,8 @@ class Snapshot:
     def from_json(cls, d: Dict[str, Any]) -> "Snapshot":
         return cls(str(d.get("id", "")), str(d.get("name") or ""), str(d.get("source") or ""),
                    str(d.get("status") or ""), d.get("reason"), [str(x) for x in d.get("layers") or []],
-                   int(d.get("size_bytes") or 0), d.get("created_at"), dict(d.get("config") or {}), d)
+                   int(d.get("size_bytes") or 0), d.get("created_at"), dict(d.get("config") or {}), d,
+                   base=d.get("base"), owner=d.get("owner"), progress=SnapshotProgress.from_json(d.get("progress")))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,12 @@ import type { SandboxContext } from "./sandbox.js";
 import type { StreamTransport } from "./stream.js";
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
-import { InvalidArgumentError, SnapshotFailedError, TimeoutError } from "./errors.js";
+import { InvalidArgumentError } from "./errors.js";
+import { getSnapshot, waitForSnapshot } from "./snapshot.js";
 import {
   lifecycleBody,
   networkBody,
+  pullBody,
   toKeyInfo,
   toSandboxInfo,
   toSnapshotInfo,
@@ -21,10 +23,12 @@ import type {
   CreateSandboxOptions,
   KeyQuotas,
   ListSandboxesOptions,
+  PullSnapshotOptions,
   SandboxInfo,
   SnapshotInfo,
   UpdateSandboxOptions,
   VolumeInfo,
+  WaitForSnapshotOptions,
 } from "./types.js";
 
 /** An image tarball: a file path, bytes, a Node Readable or an async iterable of bytes (streamed). */
@@ -171,24 +175,37 @@ export class SandboxClient {
       if (body instanceof Readable && !body.destroyed && typeof source === "string") body.destroy();
     }
     if (options.wait === false) return snap;
-    return this.waitForSnapshot(snap.id, options);
+    return waitForSnapshot(this.#t, snap, { pollInterval: options.pollInterval, timeout: options.timeout });
   }
 
   /**
-   * Polls a snapshot until it is `ready` (resolves) or `failed` (rejects with {@link SnapshotFailedError}).
+   * Admin: pulls an image from a registry as a snapshot. `image` is `host[:port]/repository[:tag]` (tag
+   * `latest` when none) or `host[:port]/repository@sha256:<hex>`: the registry is always named. sbxd
+   * downloads it (Distribution API v2; a multi-arch index is followed to its own architecture; layers it
+   * already stores are not downloaded again; every digest verified), then unpacks it as for an import.
+   *
+   * With `wait` (default) resolves once the snapshot is `ready`, calling `onProgress` with the download's
+   * progress each time it changes, and rejects with {@link SnapshotFailedError} when the pull fails
+   * (`reason`: refused credentials, an unknown manifest, a digest mismatch, a transport error...).
+   * Rejects at once with {@link ConflictError} for a taken name, {@link InvalidArgumentError} for a bad
+   * reference or name (status 0 for a malformed `auth`, caught before any request),
+   * {@link PermissionDeniedError} for a tenant key.
    */
-  async waitForSnapshot(idOrName: string, options: { pollInterval?: number; timeout?: number } = {}): Promise<SnapshotInfo> {
-    const interval = options.pollInterval ?? 200;
-    const timeout = options.timeout ?? 600_000;
-    const deadline = Date.now() + timeout;
-    for (;;) {
-      const snap = await this.getSnapshot(idOrName);
-      if (snap.status === "ready") return snap;
-      if (snap.status === "failed") throw new SnapshotFailedError(snap);
-      if (timeout > 0 && Date.now() > deadline)
-        throw new TimeoutError(`snapshot ${idOrName} still ${snap.status} after ${timeout} ms`, "timeout", 0, undefined);
-      await new Promise<void>((r) => setTimeout(r, interval));
-    }
+  async pullSnapshot(image: string, options: PullSnapshotOptions): Promise<SnapshotInfo> {
+    const json = pullBody(image, options);
+    if (options.wait === false && options.onProgress)
+      throw new InvalidArgumentError("onProgress needs wait (or pass it to waitForSnapshot)", "invalid_argument", 0);
+    const snap = toSnapshotInfo(await this.#t.json("POST", "/v1/snapshots", { json }));
+    if (options.wait === false) return snap;
+    return waitForSnapshot(this.#t, snap, options);
+  }
+
+  /**
+   * Polls a snapshot until it is `ready` (resolves) or `failed` (rejects with {@link SnapshotFailedError}),
+   * whatever made it (an import, a pull, a capture). `onProgress` gets a pull's progress as it changes.
+   */
+  async waitForSnapshot(idOrName: string, options: WaitForSnapshotOptions = {}): Promise<SnapshotInfo> {
+    return waitForSnapshot(this.#t, idOrName, options);
   }
 
   /** Every snapshot (`host` first). */
@@ -199,7 +216,7 @@ export class SandboxClient {
 
   /** A snapshot by id or name. Throws `NotFoundError` when unknown. */
   async getSnapshot(idOrName: string): Promise<SnapshotInfo> {
-    return toSnapshotInfo(await this.#t.json("GET", `/v1/snapshots/${encodeURIComponent(idOrName)}`));
+    return getSnapshot(this.#t, idOrName);
   }
 
   /**

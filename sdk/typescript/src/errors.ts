@@ -87,13 +87,19 @@ export class CommandTimeoutError extends SandboxError {
   }
 }
 
-/** An imported snapshot ended `failed` (`importSnapshot(..., {wait: true})`). `reason` is sbxd's why. */
+/**
+ * A snapshot ended `failed` while it was waited for: an import (`importSnapshot`), a registry pull
+ * (`pullSnapshot`), a capture (`sb.captureSnapshot`) or `waitForSnapshot`. `reason` is sbxd's why;
+ * `snapshot.source` (`"image"`, `"registry"`, `"capture"`) says what made it. The failed snapshot keeps
+ * its name until deleted.
+ */
 export class SnapshotFailedError extends SandboxError {
   readonly snapshot: SnapshotInfo;
   readonly reason: string;
   constructor(snapshot: SnapshotInfo) {
     const reason = snapshot.reason ?? "unknown reason";
-    super(`snapshot ${snapshot.name ?? snapshot.id} failed to import: ${reason}`, "snapshot_failed", 0, undefined);
+    const verb = snapshot.source === "registry" ? "pull" : snapshot.source === "capture" ? "capture" : "import";
+    super(`snapshot ${snapshot.name ?? snapshot.id} failed to ${verb}: ${reason}`, "snapshot_failed", 0, undefined);
     this.snapshot = snapshot;
     this.reason = reason;
   }

@@ -20,6 +20,7 @@ export type { StreamTransport } from "./stream.js";
 export * from "./errors.js";
 export type {
   ApiKeyInfo,
+  CaptureSnapshotOptions,
   CheckpointInfo,
   CommandError,
   CommandInfo,
@@ -35,14 +36,18 @@ export type {
   NetworkInfo,
   NetworkOptions,
   OutputChunk,
+  PullSnapshotOptions,
+  RegistryAuth,
   Resources,
   SandboxInfo,
   SandboxMetrics,
   SandboxState,
   SnapshotInfo,
+  SnapshotProgress,
   StreamName,
   UpdateSandboxOptions,
   VolumeInfo,
   VolumeMount,
   VolumeMountInfo,
+  WaitForSnapshotOptions,
 } from "./types.js";

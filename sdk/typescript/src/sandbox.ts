@@ -8,8 +8,18 @@ import { Tunnel } from "./tunnel.js";
 import type { TunnelOptions } from "./tunnel.js";
 import type { Transport } from "./http.js";
 import type { StreamTransport } from "./stream.js";
-import { toCheckpointInfo, toCommandInfo, toFileEntry, toMetrics, toSandboxInfo, updateBody } from "./types.js";
+import { waitForSnapshot } from "./snapshot.js";
+import {
+  toCheckpointInfo,
+  toCommandInfo,
+  toFileEntry,
+  toMetrics,
+  toSandboxInfo,
+  toSnapshotInfo,
+  updateBody,
+} from "./types.js";
 import type {
+  CaptureSnapshotOptions,
   CheckpointInfo,
   CommandInfo,
   ExecutionResult,
@@ -20,6 +30,7 @@ import type {
   SandboxInfo,
   SandboxMetrics,
   SandboxState,
+  SnapshotInfo,
   UpdateSandboxOptions,
   VolumeMountInfo,
 } from "./types.js";
@@ -274,6 +285,30 @@ export class Sandbox implements AsyncDisposable {
     const json = options.count === undefined ? {} : { count: options.count };
     const j = await this.#ctx.transport.json("POST", this.#p("/fork"), { json, timeoutMs: 0 });
     return (j.sandboxes ?? []).map((s: Record<string, unknown>) => new Sandbox(this.#ctx, toSandboxInfo(s)));
+  }
+
+  /* ------------------------------------------------------------ snapshots */
+
+  /**
+   * Makes a snapshot of the sandbox's files: everything it wrote, deleted or replaced over its snapshot
+   * becomes one new layer over that snapshot's layers (shared, not copied), with its config. New
+   * sandboxes start from it with `client.createSandbox({snapshot: name})`; it outlives this sandbox
+   * (unlike a checkpoint). Processes and memory are not part of it. A running or paused sandbox's disk is
+   * frozen during the copy (writers wait; commands keep running); until it ends, stop, start, delete,
+   * checkpoints, fork and file calls reject with {@link BusyError}.
+   *
+   * `name`: unique across all snapshots, `[A-Za-z0-9_.-]{1,64}` (`host` is reserved); the caller's key
+   * owns the snapshot. With `wait` (default) resolves once it is `ready` and rejects with
+   * {@link SnapshotFailedError} (`reason`: a file owned outside the sandbox's id range, a name starting
+   * with `.wh.`, too much content) when the capture fails. Rejects at once with {@link NotFoundError}
+   * for an unknown sandbox, {@link ConflictError} for a taken name, {@link InvalidArgumentError} for a
+   * bad one, {@link BusyError} while another capture, checkpoint, restore or fork of it runs.
+   */
+  async captureSnapshot(name: string, options: CaptureSnapshotOptions = {}): Promise<SnapshotInfo> {
+    const t = this.#ctx.transport;
+    const snap = toSnapshotInfo(await t.json("POST", this.#p("/capture"), { json: { name } }));
+    if (options.wait === false) return snap;
+    return waitForSnapshot(t, snap, { pollInterval: options.pollInterval, timeout: options.timeout });
   }
 
   /* ------------------------------------------------------------ commands */

@@ -26,7 +26,10 @@ export interface LifecycleSettings {
 }
 
 export interface CreateSandboxOptions extends LifecycleSettings {
-  /** Root filesystem to start from; `"host"` (the default) is the only one sbxd has today. */
+  /**
+   * Root filesystem to start from: `"host"` (the default) or a snapshot's name or id
+   * (`client.importSnapshot`, `client.pullSnapshot`, `sb.captureSnapshot`).
+   */
   snapshot?: string;
   /**
    * Start with the files of a checkpoint (`sb.checkpoint()`): the {@link CheckpointInfo}, its id
@@ -417,15 +420,25 @@ export function updateBody(o: UpdateSandboxOptions): Json {
   return b;
 }
 
-/** What a sandbox's root filesystem is made from: `host` or an imported image. */
+/** How far a registry pull's download is (`SnapshotInfo.progress`, `pullSnapshot({onProgress})`). */
+export interface SnapshotProgress {
+  bytesDone: number;
+  /** The manifest, the config and the layers not already stored; 0 until the manifest is read. */
+  bytesTotal: number;
+}
+
+/**
+ * What a sandbox's root filesystem is made from: `host`, an imported image tarball, a registry pull or
+ * a capture of a sandbox.
+ */
 export interface SnapshotInfo {
   id: string;
   name: string | null;
-  /** `"host"` or `"image"`. */
+  /** `"host"`, `"image"` (an uploaded tarball), `"registry"` (a pull) or `"capture"`. */
   source: string;
-  /** `building` while an import runs, then `ready` or `failed`. */
+  /** `building` while an import, pull or capture runs, then `ready` or `failed`. */
   status: "building" | "ready" | "failed";
-  /** Why the import failed (`status: "failed"`), else null. */
+  /** Why it failed (`status: "failed"`), else null. */
   reason: string | null;
   /** The layers' diff_ids, bottom first. */
   layers: string[];
@@ -433,6 +446,21 @@ export interface SnapshotInfo {
   createdAt: string | null;
   /** The image config's `Env`, `WorkingDir`, `User`, `Entrypoint`, `Cmd` (as sbxd returns them). */
   config: Record<string, unknown> | null;
+  /**
+   * `"host"` for a capture of a host-based sandbox (its layers go over the host's system directories),
+   * else `"image"`; null for `host` itself.
+   */
+  base: string | null;
+  /** The id of the tenant key that captured it; null: made with the admin key (visible to every key). */
+  owner: string | null;
+  /** While a pull is `building`: its download's progress; else null. */
+  progress: SnapshotProgress | null;
+}
+
+/** @internal */
+export function toSnapshotProgress(j: Json): SnapshotProgress | null {
+  if (!j || typeof j !== "object") return null;
+  return { bytesDone: num(j.bytes_done), bytesTotal: num(j.bytes_total) };
 }
 
 /** @internal */
@@ -447,7 +475,68 @@ export function toSnapshotInfo(j: Json): SnapshotInfo {
     sizeBytes: num(j.size_bytes),
     createdAt: strOrNull(j.created_at),
     config: j.config && typeof j.config === "object" ? j.config : null,
+    base: strOrNull(j.base),
+    owner: strOrNull(j.owner),
+    progress: toSnapshotProgress(j.progress),
   };
+}
+
+/** How long and how often a snapshot is waited for (`waitForSnapshot`, and the snapshot calls with `wait`). */
+export interface WaitForSnapshotOptions {
+  /** Milliseconds between polls (default 200). */
+  pollInterval?: number;
+  /** Milliseconds to wait for `ready` (default 600 000; 0 = no limit); then `TimeoutError`. */
+  timeout?: number;
+  /**
+   * Called with a pull's download progress each time it changes while waiting (a promise it returns
+   * is awaited). Only pulls have progress.
+   */
+  onProgress?: (progress: SnapshotProgress, snapshot: SnapshotInfo) => void | Promise<void>;
+}
+
+/** `sb.captureSnapshot(name, options)`. */
+export interface CaptureSnapshotOptions extends Omit<WaitForSnapshotOptions, "onProgress"> {
+  /**
+   * `true` (default): poll until the capture is `ready` (resolve) or `failed` (reject with
+   * {@link SnapshotFailedError}). `false`: resolve at once with the `building` snapshot.
+   */
+  wait?: boolean;
+}
+
+/** Registry credentials for `pullSnapshot`: basic auth (also sent to a bearer token service) or a token. */
+export type RegistryAuth = { username: string; password: string } | { token: string };
+
+/** `client.pullSnapshot(image, options)`. */
+export interface PullSnapshotOptions extends WaitForSnapshotOptions {
+  /** The snapshot's name, `[A-Za-z0-9_.-]{1,64}`, unique (`host` is reserved). */
+  name: string;
+  /** Talk plain HTTP to the registry (default false: HTTPS, verified against the system CAs). */
+  insecure?: boolean;
+  /** `{username, password}` or `{token}` (sent as `Authorization: Bearer`). */
+  auth?: RegistryAuth;
+  /**
+   * `true` (default): poll until the pull is `ready` (resolve) or `failed` (reject with
+   * {@link SnapshotFailedError}). `false`: resolve at once with the `building` snapshot (its
+   * `progress` set); `onProgress` then needs `waitForSnapshot`.
+   */
+  wait?: boolean;
+}
+
+/** @internal The JSON body of a registry pull (`POST /v1/snapshots`); checks what the types cannot. */
+export function pullBody(image: string, o: PullSnapshotOptions): Record<string, unknown> {
+  if (typeof image !== "string" || !image)
+    throw badArg("image is a reference like \"registry.example:5000/library/alpine:3.19\"");
+  if (!o || typeof o.name !== "string" || !o.name) throw badArg("a pulled snapshot needs a name");
+  const body: Record<string, unknown> = { name: o.name, image, insecure: o.insecure ?? false };
+  if (o.auth !== undefined) {
+    const a = o.auth as Record<string, unknown>;
+    const keys = a && typeof a === "object" ? Object.keys(a).filter((k) => a[k] !== undefined).sort().join(",") : "";
+    if (keys === "token" && typeof a.token === "string") body.auth = { token: a.token };
+    else if (keys === "password,username" && typeof a.username === "string" && typeof a.password === "string")
+      body.auth = { username: a.username, password: a.password };
+    else throw badArg("auth is {username, password} or {token}");
+  }
+  return body;
 }
 
 /** A TCP socket listening inside a sandbox (`sb.ports()`). */

@@ -246,3 +246,65 @@ export class NetTarget {
     this.#proc = null;
   }
 }
+
+/**
+ * Registries on loopback for the pull tests, run by tests/sdk_typescript/registry_helper.py (Debian's
+ * docker-registry as tests/e2e/test_registry_pull.py runs it): `host` holds `sdk/app:v1` (busybox, then
+ * `/app/hello` and `noise` random bytes in `/app/noise`; `WorkingDir` `/app`, env `WHO=pulled`; its
+ * diff_ids in `appLayers`), `sdk/small:v1` (`/etc/motd`, also by `smallDigest`) and `sbx/tok:v1`;
+ * `slowHost` is the same registry through a 2 MiB/s proxy; `privateHost` wants basic auth
+ * (`user`/`password`, image `sdk/private:v1` with `/private`); `tokenHost` fronts `host` and accepts
+ * only `Bearer token`. `close()` stops them all.
+ */
+export class Registries {
+  host = "";
+  slowHost = "";
+  privateHost = "";
+  user = "";
+  password = "";
+  tokenHost = "";
+  token = "";
+  appLayers: string[] = [];
+  noise = 0;
+  smallDigest = "";
+  #proc: ChildProcess | null = null;
+  #exit: Promise<unknown> | null = null;
+
+  async start(): Promise<this> {
+    const script = join(SOURCE_DIR, "tests", "sdk_typescript", "registry_helper.py");
+    const proc = spawn("/usr/bin/python3", [script], { stdio: ["pipe", "pipe", "inherit"] });
+    this.#proc = proc;
+    this.#exit = new Promise((res) => proc.once("exit", res));
+    const line = await new Promise<string>((res, rej) => {
+      const rl = createInterface({ input: proc.stdout! });
+      rl.once("line", (l) => {
+        rl.close();
+        res(l);
+      });
+      proc.once("exit", (code) => rej(new Error(`${script} exited with ${code} before it was ready`)));
+    });
+    const j = JSON.parse(line);
+    Object.assign(this, {
+      host: j.host,
+      slowHost: j.slow_host,
+      privateHost: j.private_host,
+      user: j.user,
+      password: j.password,
+      tokenHost: j.token_host,
+      token: j.token,
+      appLayers: j.app_layers,
+      noise: j.noise,
+      smallDigest: j.small_digest,
+    });
+    return this;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#proc) return;
+    this.#proc.stdin?.end(); // the helper stops the registries and exits
+    const t = setTimeout(() => this.#proc?.kill("SIGTERM"), 10_000);
+    await this.#exit;
+    clearTimeout(t);
+    this.#proc = null;
+  }
+}
