@@ -25,6 +25,7 @@
 #include "daemon/pull.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
+#include "loop/loop.h"
 
 #define LS_NAME_MAX 128
 #define LS_REF_MAX 512
@@ -281,18 +282,50 @@ static int resolve_snapshot(struct api_ctx *c, const char *ref, const char **ret
 
 /* --- boxes: create ------------------------------------------------------------------------------ */
 
+/* A create being built while the client waits, at most `timeout` seconds (wait_for_ready). Lives in the
+ * request (http_request_alloc); the timer is stopped before the request can go. */
+struct create_wait {
+    struct api_ctx *c;
+    struct create_op *op;
+    struct loop_timer timer;
+    int64_t timeout_s;
+    bool timing; /* the timer is armed */
+};
+
+static void create_wait_stop(struct create_wait *w)
+{
+    if (w->timing)
+        loop_timer_stop(w->c->d->loop, &w->timer);
+    w->timing = false;
+}
+
 static void created(struct sandbox *sb, const sbx_error *err, void *userdata)
 {
-    struct api_ctx *c = userdata;
+    struct create_wait *w = userdata;
+    create_wait_stop(w);
     if (sb)
-        http_respond_json(c->req, 200, box_json(c->req, sb));
+        http_respond_json(w->c->req, 200, box_json(w->c->req, sb));
     else
-        ls_reply_sbx_error(c->req, err, LS_CREATE);
+        ls_reply_sbx_error(w->c->req, err, LS_CREATE);
 }
 
 static void create_aborted(struct http_request *req, void *userdata)
 {
-    sandbox_create_cancel(userdata);
+    struct create_wait *w = userdata;
+    create_wait_stop(w);
+    sandbox_create_cancel(w->op);
+}
+
+/* wait_for_ready's timeout passed: 408, which the SDK raises as ResourceTimeoutError("sandbox"). The
+ * create failed for the client, so the sandbox is not kept (it is discarded once built) and counts
+ * against no quota. */
+static void create_timed_out(struct loop_timer *t)
+{
+    struct create_wait *w = container_of(t, struct create_wait, timer);
+    w->timing = false;
+    sandbox_create_cancel(w->op);
+    ls_reply_error(w->c->req, 408, "Timeout", "sandbox not ready within %llds (last status: provisioning)",
+                   (long long)w->timeout_s);
 }
 
 /* A bool field that sbx cannot honour when true. */
@@ -392,11 +425,15 @@ static void create_with_body(struct api_ctx *c, json_t *body)
     opts.owner = c->owner;
     if (keys_check_quota(c->d, c->owner, 1, opts.res.memory_mb, &err) < 0)
         return ls_reply_sbx_error(c->req, &err, LS_CREATE);
-    /* sbx builds a sandbox in milliseconds (or hands out a warm one at once): the answer always waits
-     * for it, which both wait_for_ready values allow (without waiting the client polls /status). */
+    /* sbx builds a sandbox in milliseconds (or hands out a warm one at once): the answer waits for it,
+     * which both wait_for_ready values allow (without waiting the client polls /status); with
+     * wait_for_ready, at most `timeout` seconds. */
     struct sandbox *sb = NULL;
-    struct create_op *op = NULL;
-    int r = sandbox_create(c->d, &opts, created, c, &sb, &op, &err);
+    struct create_wait *w = http_request_alloc(c->req, sizeof(*w));
+    memset(w, 0, sizeof(*w));
+    w->c = c;
+    w->timeout_s = timeout;
+    int r = sandbox_create(c->d, &opts, created, w, &sb, &w->op, &err);
     if (r < 0)
         return ls_reply_sbx_error(c->req, &err, LS_CREATE);
     if (r > 0) {
@@ -404,7 +441,11 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         sandbox_unref(sb);
         return;
     }
-    http_request_on_abort(c->req, create_aborted, op);
+    http_request_on_abort(c->req, create_aborted, w);
+    if (wait) {
+        w->timing = true;
+        loop_timer_start(c->d->loop, &w->timer, (usec_t)timeout * USEC_PER_SEC, create_timed_out);
+    }
 }
 
 /* --- boxes: the rest ------------------------------------------------------------------------------ */

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/codec.h"
 #include "api/internal.h"
 #include "api/jsonreq.h"
 #include "api/keys.h"
@@ -118,7 +119,10 @@ static int resolve_path(struct sandbox *sb, const char *path, char ret[PATH_MAX]
 enum exec_mode {
     EXEC_WS,   /* /execute/ws */
     EXEC_HTTP, /* POST /execute: collect, answer at exit */
+    EXEC_SSE,  /* POST /execute/stream/start and /resume: text/event-stream, raw bytes in base64 */
 };
+
+#define SSE_HEARTBEAT_S 15 /* comment lines while a command is quiet (the client's read timeout is 60 s) */
 
 struct exec {
     struct loop_io io;
@@ -138,9 +142,12 @@ struct exec {
     uint64_t pend_off[2];
     char cid[SBX_ID_MAX + 1];
     int64_t timeout_s;
-    bool begun;    /* the first message (execute or reconnect) was handled */
-    bool paused;   /* the client is slow */
-    bool finished; /* exit or error sent */
+    uint64_t sse_off[2]; /* SSE: the offset after the last byte sent of each stream (stream_end) */
+    bool sse_begun;      /* SSE: the event stream was begun (errors are events from then on) */
+    bool resuming;       /* SSE: a resume, which sends no `started` */
+    bool begun;          /* the first message (execute or reconnect) was handled */
+    bool paused;         /* the client is slow */
+    bool finished;       /* exit or error sent */
 };
 
 static void exec_free(struct exec *e)
@@ -190,7 +197,24 @@ static int send_frame(struct exec *e, json_t *m)
     return http_ws_send_text(e->ws, text, strlen(text));
 }
 
-/* The error frame (WS) or error answer (HTTP) that ends the session. */
+/* SSE: begins the event stream, with heartbeat comments. */
+static void sse_begin(struct exec *e)
+{
+    e->sse_begun = true;
+    http_response_header(e->req, "X-Accel-Buffering", "no");
+    http_sse_begin(e->req);
+    http_sse_keepalive(e->req, (usec_t)SSE_HEARTBEAT_S * USEC_PER_SEC);
+}
+
+/* SSE: one event whose data is the JSON m (taken). Returns 1 when the client is slow. */
+static int sse_event(struct exec *e, const char *event, json_t *m)
+{
+    _cleanup_free_ char *text = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    return http_sse_send(e->req, event, text, strlen(text));
+}
+
+/* The error frame (WS), error answer (HTTP) or error event (SSE) that ends the session. */
 static void exec_error(struct exec *e, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void exec_error(struct exec *e, const char *type, const char *fmt, ...)
@@ -204,6 +228,18 @@ static void exec_error(struct exec *e, const char *type, const char *fmt, ...)
     if (e->mode == EXEC_WS) {
         send_frame(e, json_pack("{s:s, s:s, s:s}", "type", "error", "error", msg, "error_type", type));
         http_ws_close(e->ws, 1000, "");
+    } else if (e->mode == EXEC_SSE) {
+        /* Before the stream: a resume of an unknown command is the 404 the client maps to CommandNotFound,
+         * other refusals the data plane's typed errors. After: an `error` event, as over the WebSocket. */
+        if (!e->sse_begun && strcmp(type, "CommandNotFound") == 0)
+            return ls_reply_error(e->req, 404, "CommandNotFound", "%s", msg);
+        if (!e->sse_begun && strcmp(type, "SessionExpired") != 0)
+            return ls_reply_error(e->req, 400, "CommandError", "%s", msg);
+        if (!e->sse_begun)
+            sse_begin(e);
+        sse_event(e, "error", json_pack("{s:s, s:s}", "error", msg, "error_type", type));
+        http_response_end(e->req);
+        e->req = NULL;
     } else {
         ls_reply_error(e->req, strcmp(type, "CommandTimeout") == 0 ? 408 : 400, "CommandError", "%s", msg);
     }
@@ -243,6 +279,15 @@ static int utf8_seq(const uint8_t *p, size_t avail)
  * Returns true when the client is slow. */
 static bool forward_output(struct exec *e, int s, uint64_t off, const uint8_t *data, size_t len, bool final)
 {
+    if (e->mode == EXEC_SSE) {
+        /* Raw bytes in base64: the client decodes UTF-8 itself, so offsets are the shim's as they are. */
+        if (len == 0)
+            return false;
+        _cleanup_free_ char *b64 = base64_encode(data, len);
+        e->sse_off[s] = off + len;
+        return sse_event(e, s ? "stderr" : "stdout",
+                         json_pack("{s:I, s:s}", "offset", (json_int_t)off, "data", b64)) > 0;
+    }
     _cleanup_(sbx_buf_done) struct sbx_buf b = SBX_BUF_INIT;
     uint64_t start = off;
     if (e->pend_len[s] > 0 && e->pend_off[s] + e->pend_len[s] == off) {
@@ -303,6 +348,16 @@ static void send_exit(struct exec *e, json_t *st)
     if (e->mode == EXEC_WS) {
         send_frame(e, json_pack("{s:s, s:i}", "type", "exit", "exit_code", exit_code));
         http_ws_close(e->ws, 1000, "");
+        return;
+    }
+    if (e->mode == EXEC_SSE) {
+        for (int s = 0; s < 2; s++)
+            sse_event(e, "stream_end",
+                      json_pack("{s:s, s:I}", "stream", s ? "stderr" : "stdout", "offset",
+                                (json_int_t)e->sse_off[s]));
+        sse_event(e, "exit", json_pack("{s:i}", "exit_code", exit_code));
+        http_response_end(e->req);
+        e->req = NULL;
         return;
     }
     json_t *o = json_pack("{s:s%, s:s%, s:i}", "stdout", e->capture[0].base ? e->capture[0].base : "",
@@ -374,15 +429,19 @@ static void exec_pump(struct exec *e, bool readable)
         if (!e->finished) {
             /* The sandbox went away under the command: a dropped stream the client may reconnect to. */
             e->finished = true;
-            if (e->mode == EXEC_WS)
+            if (e->mode == EXEC_WS) {
                 http_ws_close(e->ws, 1011, "the sandbox's shim closed the stream");
-            else
+            } else if (e->mode == EXEC_SSE) {
+                http_response_end(e->req); /* no terminal event: the client resumes from its offsets */
+                e->req = NULL;
+            } else {
                 ls_reply_error(e->req, 503, "CommandError", "the sandbox stopped while the command ran");
+            }
         }
         break;
     }
     process_frames(e);
-    if (e->finished && e->mode == EXEC_HTTP)
+    if (e->finished && e->mode != EXEC_WS)
         return exec_free(e);
     exec_update_watch(e);
 }
@@ -415,6 +474,16 @@ static int exec_attach(struct exec *e, json_t *st, uint64_t out_off, uint64_t er
         return err->code;
     e->fd = fd;
     e->io.cb = exec_on_io;
+    e->sse_off[0] = out_off;
+    e->sse_off[1] = err_off;
+    if (e->mode == EXEC_SSE) {
+        sse_begin(e);
+        json_t *pid = json_object_get(st, "pid");
+        if (!e->resuming)
+            sse_event(e, "started",
+                      json_pack("{s:s, s:I}", "command_id", e->cid, "pid",
+                                (json_int_t)(json_is_integer(pid) ? json_integer_value(pid) : 0)));
+    }
     if (e->mode == EXEC_WS) {
         json_t *pid = json_object_get(st, "pid");
         send_frame(e, json_pack("{s:s, s:s, s:I}", "type", "started", "command_id", e->cid, "pid",
@@ -459,6 +528,12 @@ static int exec_body(struct exec *e, json_t *m, const char *timeout_key, json_t 
         return sbx_error_set(err, -EINVAL, "`shell` must not be empty");
     if (rc && (env || cwd))
         return sbx_error_set(err, -EINVAL, "give `run_config` or `env`/`cwd`, not both");
+    if (e->mode == EXEC_SSE) {
+        /* One-way: no input, no terminal, and a response that ends and resumes is no disconnect. */
+        if (pty || kod)
+            return sbx_error_set(err, -EINVAL, "`%s` needs /execute/ws", pty ? "pty" : "kill_on_disconnect");
+        close_stdin = true;
+    }
     const char *user = NULL;
     json_t *rc_env = NULL;
     if (rc) {
@@ -678,10 +753,78 @@ static void exec_http_with_body(struct api_ctx *c, json_t *body)
     exec_pump(e, true);
 }
 
+/* SSE exec (POST /execute/stream/start, /execute/stream/resume): the same command sessions as
+ * /execute/ws, answered as text/event-stream. The shim keeps every byte while the command is kept, so
+ * sbxd never needs the client's ack and never sends `ack_required`: a slow client only pauses the
+ * shim's stream. A dropped response leaves the command running (no kill_on_disconnect over SSE). */
+static void exec_sse_aborted(struct http_request *req, void *userdata)
+{
+    struct exec *e = userdata;
+    e->req = NULL;
+    exec_free(e);
+}
+
+static void exec_sse_drain(struct http_request *req, void *userdata)
+{
+    struct exec *e = userdata;
+    e->paused = false;
+    exec_pump(e, true);
+}
+
+static void exec_sse_with_body(struct api_ctx *c, json_t *body, bool resume)
+{
+    struct sandbox *sb = dp_sandbox(c);
+    if (!sb)
+        return;
+    struct exec *e = exec_new(c, sb, EXEC_SSE);
+    e->req = c->req;
+    e->resuming = resume;
+    if (resume)
+        exec_reconnect(e, body);
+    else
+        exec_start(e, body, "timeout_seconds");
+    if (e->finished)
+        return exec_free(e); /* answered already */
+    http_request_on_abort(c->req, exec_sse_aborted, e);
+    http_request_on_drain(c->req, exec_sse_drain, e);
+    exec_pump(e, true);
+}
+
+static void sse_start_with_body(struct api_ctx *c, json_t *body)
+{
+    exec_sse_with_body(c, body, false);
+}
+
+static void sse_resume_with_body(struct api_ctx *c, json_t *body)
+{
+    exec_sse_with_body(c, body, true);
+}
+
+static void exec_sse_start(struct api_ctx *c)
+{
+    ls_read_json(c, sse_start_with_body);
+}
+
+static void exec_sse_resume(struct api_ctx *c)
+{
+    ls_read_json(c, sse_resume_with_body);
+}
+
 /* --- files: upload ------------------------------------------------------------------------------ */
 
-/* The multipart body is parsed as it streams: the first part's content (the SDK sends one part, `file`)
- * goes to the file; a delimiter split across chunks is found by holding back its length. */
+/* The multipart body is parsed as it streams. Both SDKs send exactly one part (`file`, the file's bytes),
+ * whose content goes to the file; a delimiter split across chunks is found by holding back its length. A
+ * body with a second part is refused (400 WriteError) and nothing is written: there is no second file
+ * name to write it under, and silently dropping it would lose data. */
+enum upload_state {
+    UPLOAD_HEAD,    /* preamble and part headers */
+    UPLOAD_CONTENT, /* the part's content */
+    UPLOAD_AFTER,   /* after a delimiter: "--" closes the body, CRLF starts another part */
+    UPLOAD_DONE,    /* the epilogue, discarded */
+};
+
+#define MULTIPART_PADDING_MAX 64 /* transport padding (spaces, tabs) after a delimiter */
+
 struct upload {
     struct sandbox *sb;
     struct files_writer w;
@@ -689,7 +832,7 @@ struct upload {
     char delim[80];
     size_t delim_len;
     struct sbx_buf held;
-    int state; /* 0: preamble and part headers, 1: content, 2: done */
+    enum upload_state state;
     bool failed;
     sbx_error err;
 };
@@ -727,10 +870,10 @@ static void upload_write(struct upload *u, const void *p, size_t n)
 static int upload_chunk(struct http_request *req, const char *data, size_t len, void *userdata)
 {
     struct upload *u = userdata;
-    if (u->failed || u->state == 2)
+    if (u->failed || u->state == UPLOAD_DONE)
         return 0;
     sbx_buf_append(&u->held, data, len);
-    if (u->state == 0) {
+    if (u->state == UPLOAD_HEAD) {
         /* "--boundary\r\n" headers "\r\n\r\n" */
         const char *h = memmem(u->held.base, u->held.len, u->delim + 2, u->delim_len - 2);
         const char *end = h ? memmem(h, u->held.len - (size_t)(h - u->held.base), "\r\n\r\n", 4) : NULL;
@@ -740,28 +883,46 @@ static int upload_chunk(struct http_request *req, const char *data, size_t len, 
             return 0;
         }
         sbx_buf_consume(&u->held, (size_t)(end + 4 - u->held.base));
-        u->state = 1;
+        u->state = UPLOAD_CONTENT;
     }
-    /* The content ends at "\r\n--boundary". */
-    const char *d = memmem(u->held.base, u->held.len, u->delim, u->delim_len);
-    if (d) {
+    if (u->state == UPLOAD_CONTENT) {
+        /* The content ends at "\r\n--boundary". */
+        const char *d = memmem(u->held.base, u->held.len, u->delim, u->delim_len);
+        if (!d) {
+            if (u->held.len > u->delim_len) {
+                size_t n = u->held.len - u->delim_len;
+                upload_write(u, u->held.base, n);
+                sbx_buf_consume(&u->held, n);
+            }
+            return 0;
+        }
         upload_write(u, u->held.base, (size_t)(d - u->held.base));
-        u->state = 2;
-        u->held.len = 0;
+        sbx_buf_consume(&u->held, (size_t)(d - u->held.base) + u->delim_len);
+        u->state = UPLOAD_AFTER;
+    }
+    /* UPLOAD_AFTER: optional padding, then "--" (the close delimiter) or CRLF (another part). */
+    size_t i = 0;
+    while (i < u->held.len && (u->held.base[i] == ' ' || u->held.base[i] == '\t'))
+        i++;
+    if (i > MULTIPART_PADDING_MAX)
+        upload_fail(u, -EINVAL, "malformed multipart body: bad delimiter line");
+    else if (u->held.len - i < 2)
         return 0;
-    }
-    if (u->held.len > u->delim_len) {
-        size_t n = u->held.len - u->delim_len;
-        upload_write(u, u->held.base, n);
-        sbx_buf_consume(&u->held, n);
-    }
+    else if (memcmp(u->held.base + i, "--", 2) == 0) {
+        u->state = UPLOAD_DONE;
+        u->held.len = 0;
+    } else if (memcmp(u->held.base + i, "\r\n", 2) == 0)
+        upload_fail(u, -EINVAL,
+                    "the multipart body has more than one part: an upload carries one part, `file`");
+    else
+        upload_fail(u, -EINVAL, "malformed multipart body: bad delimiter line");
     return 0;
 }
 
 static void upload_end(struct http_request *req, void *userdata)
 {
     struct upload *u = userdata;
-    if (!u->failed && u->state != 2)
+    if (!u->failed && u->state != UPLOAD_DONE)
         upload_fail(u, -EINVAL, "malformed multipart body: no closing boundary");
     if (!u->failed) {
         u->open = false;
@@ -839,6 +1000,79 @@ static void http_date(time_t t, char *buf, size_t size)
     strftime(buf, size, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
+/* RFC 9110 13.1.5: a Range applies only when If-Range names the current file: its strong ETag (a weak
+ * one never matches), or its Last-Modified date when that is a strong validator (the file was last
+ * modified at least a second before now). */
+static bool if_range_matches(const char *ir, const char *etag, const char *lm, time_t mtime)
+{
+    while (*ir == ' ' || *ir == '\t')
+        ir++;
+    size_t n = strlen(ir);
+    while (n > 0 && (ir[n - 1] == ' ' || ir[n - 1] == '\t'))
+        n--;
+    if (ir[0] == '"' || strncmp(ir, "W/", 2) == 0)
+        return etag[0] && strlen(etag) == n && memcmp(ir, etag, n) == 0;
+    return lm[0] && strlen(lm) == n && memcmp(ir, lm, n) == 0 && mtime + 1 < time(NULL);
+}
+
+/* The whole file with 200 despite a Range (a stale If-Range): sent in chunks as the client drains them. */
+#define WHOLE_CHUNK (256 * 1024)
+
+struct whole {
+    struct sandbox *sb; /* attached while the file is sent */
+    int fd;
+    uint64_t pos, end;
+};
+
+static void whole_free(struct whole *w)
+{
+    close(w->fd);
+    sandbox_detach(w->sb);
+    sandbox_unref(w->sb);
+    free(w);
+}
+
+static void whole_abort(struct http_request *req, void *userdata)
+{
+    whole_free(userdata);
+}
+
+static void whole_pump(struct http_request *req, void *userdata)
+{
+    struct whole *w = userdata;
+    _cleanup_free_ char *buf = xmalloc(WHOLE_CHUNK);
+    while (w->pos < w->end) {
+        size_t want = w->end - w->pos < WHOLE_CHUNK ? (size_t)(w->end - w->pos) : WHOLE_CHUNK;
+        ssize_t n = pread(w->fd, buf, want, (off_t)w->pos);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            /* The file shrank or failed under us: the length was promised, so the connection must close. */
+            http_response_abort(req);
+            return whole_free(w);
+        }
+        w->pos += (uint64_t)n;
+        if (http_response_write(req, buf, (size_t)n) > 0 && w->pos < w->end)
+            return; /* over the soft limit: continue on drain */
+    }
+    http_response_end(req);
+    whole_free(w);
+}
+
+static void send_whole(struct http_request *req, struct sandbox *sb, int fd, uint64_t size)
+{
+    struct whole *w = xcalloc(1, sizeof(*w));
+    w->sb = sb; /* the caller's reference */
+    sandbox_attach(sb);
+    w->fd = fd;
+    w->end = size;
+    http_response_header(req, "Accept-Ranges", "bytes");
+    http_request_on_abort(req, whole_abort, w);
+    http_request_on_drain(req, whole_pump, w);
+    http_response_begin(req, 200, "application/octet-stream", (int64_t)size);
+    whole_pump(req, w);
+}
+
 static void download(struct api_ctx *c)
 {
     sbx_error err = {0};
@@ -853,7 +1087,7 @@ static void download(struct api_ctx *c)
         sandbox_unref(sb);
         return ls_reply_sbx_error(c->req, &err, LS_READ);
     }
-    struct stat st;
+    struct stat st = {0};
     char etag[64] = "", lm[64] = "";
     if (fstat(fd, &st) == 0) {
         snprintf(etag, sizeof(etag), "\"%llx-%llx-%lx\"", (unsigned long long)st.st_size,
@@ -885,7 +1119,10 @@ static void download(struct api_ctx *c)
         http_response_begin(c->req, 200, "application/octet-stream", (int64_t)size);
         return http_response_end(c->req);
     }
-    api_files_send(c->req, sb, fd, size); /* Range, 206/416; takes fd and the reference */
+    const char *ir = http_header_get(c->req, "If-Range");
+    if (ir && http_header_get(c->req, "Range") && !if_range_matches(ir, etag, lm, st.st_mtim.tv_sec))
+        return send_whole(c->req, sb, fd, size); /* stale: the whole file, 200; takes fd and the reference */
+    api_files_send(c->req, sb, fd, size);        /* Range, 206/416; takes fd and the reference */
 }
 
 /* --- glob and grep ------------------------------------------------------------------------------ */
@@ -1142,9 +1379,16 @@ static const struct {
     const char *method, *path;
     void (*handler)(struct api_ctx *c);
 } dp_routes[] = {
-    {"POST", "/execute", exec_http}, {"GET", "/execute/ws", exec_ws}, {"POST", "/upload", upload},
-    {"GET", "/download", download},  {"HEAD", "/download", download}, {"POST", "/glob", glob_files},
-    {"POST", "/grep", grep_files},   {"GET", "/tunnel", tunnel},
+    {"POST", "/execute", exec_http},
+    {"GET", "/execute/ws", exec_ws},
+    {"POST", "/upload", upload},
+    {"GET", "/download", download},
+    {"HEAD", "/download", download},
+    {"POST", "/glob", glob_files},
+    {"POST", "/grep", grep_files},
+    {"GET", "/tunnel", tunnel},
+    {"POST", "/execute/stream/start", exec_sse_start},
+    {"POST", "/execute/stream/resume", exec_sse_resume},
 };
 
 void ls_dp_handle(struct daemon *d, struct http_request *req, const char *id, const char *rest,

@@ -51,6 +51,23 @@ test("stat and readRange", async () => {
   assert.equal(new TextDecoder().decode(tail.content ?? tail.data), "89");
 });
 
+test("readRange with ifRange: a current ETag gives the range, a stale one the whole file", async () => {
+  await sb.write("/tmp/ifrange.txt", "0123456789");
+  const { etag } = await sb.stat("/tmp/ifrange.txt");
+  const part = await sb.readRange("/tmp/ifrange.txt", { start: 2, end: 4, ifRange: etag });
+  assert.equal(part.partial, true);
+  assert.equal(part.start, 2);
+  assert.equal(new TextDecoder().decode(part.content), "234");
+  await sb.write("/tmp/ifrange.txt", "abcdefghijklmnop"); // changed: the client's ETag is stale
+  const whole = await sb.readRange("/tmp/ifrange.txt", { start: 2, end: 4, ifRange: etag });
+  assert.equal(whole.partial, false);
+  assert.equal(whole.start, 0);
+  assert.equal(new TextDecoder().decode(whole.content), "abcdefghijklmnop");
+  assert.notEqual(whole.etag, etag);
+  const same = await sb.readRange("/tmp/ifrange.txt", { start: 0, end: 0, ifNoneMatch: whole.etag });
+  assert.equal(same.unchanged, true);
+});
+
 test("glob, ls and grep", async () => {
   await sb.write("/proj/src/a.py", "import os\nprint('needle')\n");
   await sb.write("/proj/src/b.txt", "no match\nneedle here\n");

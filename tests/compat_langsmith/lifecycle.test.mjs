@@ -9,6 +9,7 @@ import {
   LangSmithValidationError,
   LangSmithSandboxAuthenticationError,
   LangSmithSandboxError,
+  LangSmithResourceTimeoutError,
 } from "langsmith/sandbox";
 import { startSbxd } from "./helpers.mjs";
 
@@ -129,4 +130,28 @@ test("both API bases work (JS /api/v2/sandboxes and Python's /v2/sandboxes)", as
   const r = await sb.run("echo py");
   assert.equal(r.stdout, "py\n");
   await py.deleteSandbox(sb.name);
+});
+
+test("wait_for_ready's timeout: a box not ready in time raises ResourceTimeoutError", async () => {
+  // A named box is never handed out from the warm pool, so it is built cold: not ready within 0 s.
+  await assert.rejects(client.createSandbox({ name: "too-slow", timeout: 0 }), (e) => {
+    assert.ok(e instanceof LangSmithResourceTimeoutError, String(e));
+    assert.equal(e.resourceType, "sandbox");
+    return true;
+  });
+  // The create failed for the client, so sbx does not keep the box: the name comes free again.
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    try {
+      await client.getSandbox("too-slow");
+    } catch (e) {
+      if (e instanceof LangSmithResourceNotFoundError) break;
+      throw e;
+    }
+    assert.ok(Date.now() < deadline, "the timed-out box was not discarded");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const sb = await client.createSandbox({ name: "too-slow", timeout: 30 });
+  assert.equal(sb.status, "ready");
+  await sb.delete();
 });

@@ -1,7 +1,10 @@
 """LangSmith sandbox protocol on the wire (docs/compat/langsmith.md): the error envelope the SDKs map to
 typed errors, and /execute/ws as the Python client speaks it, which the npm SDK in tests/compat_langsmith
 does not cover: 32-hex command ids, `kill` followed at once by a close, a connection dropped mid-command
-and resumed with byte offsets, WebSocket pings, and the yamux /tunnel with X-Api-Key only."""
+and resumed with byte offsets, WebSocket pings, and the yamux /tunnel with X-Api-Key only. Also what no
+SDK test reaches: the SSE exec transport (/execute/stream/*), multipart uploads that are not the one part
+the SDKs send, If-Range, and wait_for_ready's timeout on a cold create."""
+import base64
 import json
 import os
 import socket
@@ -254,3 +257,247 @@ def test_tunnel_with_api_key_only(d, box):
             buf = buf[need:]
     assert got[:1] == b"\x00" and got[1:] == b"HELLO", got
     w.close()
+
+
+# --- uploads: the SDKs send exactly one part, `file` -------------------------------------------------
+
+def multipart(parts, boundary="sbxBoundary42", close=True):
+    body = b""
+    for name, data in parts:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    if close:
+        body += f"--{boundary}--\r\n".encode()
+    return body, {"X-Api-Key": KEY, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def upload(d, dp, path, parts, **kw):
+    body, headers = multipart(parts, **kw)
+    return d.request("POST", f"{dp}/upload?path={path}", body=body, headers=headers, auth=False)
+
+
+def test_upload_one_part_and_a_second_part_is_refused(d, box):
+    _, dp = box
+    r = upload(d, dp, "/tmp/up1.bin", [("file", b"one\r\n--not-the-boundary\x00\xff")])
+    assert r.status == 200, r
+    r = api(d, "GET", f"{dp}/download?path=/tmp/up1.bin")
+    assert r.status == 200 and r.body == b"one\r\n--not-the-boundary\x00\xff", r
+    # A second part: refused as the SDK's write error, and nothing is written (not even the first part).
+    r = upload(d, dp, "/tmp/up2.bin", [("file", b"first"), ("file", b"second")])
+    assert r.status == 400 and r.json()["detail"]["error"] == "WriteError", r
+    assert "more than one part" in r.json()["detail"]["message"]
+    assert api(d, "GET", f"{dp}/download?path=/tmp/up2.bin").status == 404
+    # ... nor over an existing file.
+    r = upload(d, dp, "/tmp/up1.bin", [("file", b"x"), ("other", b"y")])
+    assert r.status == 400 and r.json()["detail"]["error"] == "WriteError", r
+    assert api(d, "GET", f"{dp}/download?path=/tmp/up1.bin").body.startswith(b"one")
+    # No closing delimiter, or garbage after the delimiter: malformed.
+    r = upload(d, dp, "/tmp/up3.bin", [("file", b"abc")], close=False)
+    assert r.status == 400 and r.json()["detail"]["error"] == "WriteError", r
+    body, headers = multipart([("file", b"abc")], close=False)
+    r = d.request("POST", f"{dp}/upload?path=/tmp/up3.bin", body=body + b"--sbxBoundary42xx",
+                  headers=headers, auth=False)
+    assert r.status == 400 and "malformed" in r.json()["detail"]["message"], r
+    # Transport padding after the close delimiter and an epilogue are fine.
+    body, headers = multipart([("file", b"pad")], close=False)
+    r = d.request("POST", f"{dp}/upload?path=/tmp/up4.bin", body=body + b"--sbxBoundary42--  \r\nepilogue",
+                  headers=headers, auth=False)
+    assert r.status == 200, r
+    assert api(d, "GET", f"{dp}/download?path=/tmp/up4.bin").body == b"pad"
+
+
+# --- If-Range (RFC 9110 13.1.5) ----------------------------------------------------------------------
+
+def test_if_range(d, box):
+    _, dp = box
+    r = api(d, "POST", f"{dp}/execute", {"command": "printf 0123456789 > /tmp/ir; touch -d 2020-01-02 /tmp/ir"})
+    assert r.json()["exit_code"] == 0, r
+    h = api(d, "HEAD", f"{dp}/download?path=/tmp/ir")
+    etag, lm = h.headers["etag"], h.headers["last-modified"]
+
+    def get(**hdrs):
+        return d.request("GET", f"{dp}/download?path=/tmp/ir", headers=dict({"X-Api-Key": KEY}, **hdrs),
+                         auth=False)
+
+    r = get(Range="bytes=2-4", **{"If-Range": etag})
+    assert r.status == 206 and r.body == b"234" and r.headers["content-range"] == "bytes 2-4/10", r
+    r = get(Range="bytes=2-4", **{"If-Range": lm})
+    assert r.status == 206 and r.body == b"234", r
+    for stale in ('"0-0-0"', "W/" + etag, "Mon, 01 Jan 2001 00:00:00 GMT", "garbage"):
+        r = get(Range="bytes=2-4", **{"If-Range": stale})
+        assert r.status == 200 and r.body == b"0123456789" and "content-range" not in r.headers, (stale, r)
+        assert r.headers["etag"] == etag
+    # Without Range, If-Range is ignored; a matching If-Range keeps a bad range a 416.
+    r = get(**{"If-Range": '"0-0-0"'})
+    assert r.status == 200 and r.body == b"0123456789", r
+    r = get(Range="bytes=50-", **{"If-Range": etag})
+    assert r.status == 416, r
+    # A file changed within the last second has no strong date: only its ETag can match.
+    r = api(d, "POST", f"{dp}/execute", {"command": "printf abcdef > /tmp/ir2"})
+    h = api(d, "HEAD", f"{dp}/download?path=/tmp/ir2")
+    r = d.request("GET", f"{dp}/download?path=/tmp/ir2", auth=False,
+                  headers={"X-Api-Key": KEY, "Range": "bytes=0-1", "If-Range": h.headers["last-modified"]})
+    assert r.status == 200 and r.body == b"abcdef", r
+
+
+# --- wait_for_ready's timeout ------------------------------------------------------------------------
+
+def test_create_wait_for_ready_timeout_is_408():
+    with Daemon(api_key=KEY, extra_args=["--warm", "0"]) as cold:
+        r = api(cold, "POST", f"{BASE}/boxes", {"wait_for_ready": True, "timeout": 0, "name": "slowbox"})
+        # 408 is what the SDKs raise as ResourceTimeoutError("sandbox").
+        assert r.status == 408 and r.json()["detail"]["error"] == "Timeout", r
+        # The create failed for the client: the sandbox is not kept, so the name comes free again.
+        def free():
+            return api(cold, "GET", f"{BASE}/boxes/slowbox").status == 404
+        wait_for(free, what="the timed-out box to be discarded")
+        r = api(cold, "POST", f"{BASE}/boxes", {"wait_for_ready": True, "timeout": 30, "name": "slowbox"})
+        assert r.status == 200 and r.json()["status"] == "ready", r
+        # wait_for_ready false has no timeout: the answer still comes when the box is built.
+        r2 = api(cold, "POST", f"{BASE}/boxes", {"wait_for_ready": False, "timeout": 0, "name": "nowait"})
+        assert r2.status == 200, r2
+        for n in ("slowbox", "nowait"):
+            assert api(cold, "DELETE", f"{BASE}/boxes/{n}").status == 204
+        assert cold.stop() == 0, cold.read_log()
+
+
+# --- SSE exec (/execute/stream/start, /execute/stream/resume) -----------------------------------------
+
+class SSE:
+    """One POST answered with text/event-stream, read event by event."""
+
+    def __init__(self, d, path, body, timeout=30):
+        self.c = d.conn(timeout)
+        self.c.request("POST", path, body=json.dumps(body).encode(),
+                       headers={"X-Api-Key": KEY, "Content-Type": "application/json"})
+        self.r = self.c.getresponse()
+        self.status = self.r.status
+        self.comments = 0
+
+    def json(self):
+        return json.loads(self.r.read())
+
+    def events(self):
+        event, data = "", []
+        while True:
+            line = self.r.readline()
+            if not line:
+                return
+            line = line.decode().rstrip("\r\n")
+            if not line:
+                if event:
+                    yield event, json.loads("\n".join(data))
+                event, data = "", []
+            elif line.startswith(":"):
+                self.comments += 1
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+
+    def all(self):
+        out = list(self.events())
+        self.c.close()
+        return out
+
+    def drop(self):
+        self.c.sock.shutdown(socket.SHUT_RDWR)
+        self.c.close()
+
+
+def raw(evs, stream="stdout"):
+    return b"".join(base64.b64decode(e["data"]) for n, e in evs if n == stream)
+
+
+def test_sse_start_streams_and_exits(d, box):
+    _, dp = box
+    cid = uuid.uuid4().hex
+    s = SSE(d, f"{dp}/execute/stream/start", {
+        "command": "printf 'a\\xffb\\xe2\\x82'; printf '\\xac' ; echo err >&2; exit 3", "command_id": cid,
+        "shell": "/bin/bash", "timeout_seconds": 30, "idle_timeout_seconds": 300, "ttl_seconds": 600})
+    assert s.status == 200 and s.r.getheader("Content-Type").startswith("text/event-stream")
+    evs = s.all()
+    assert evs[0] == ("started", {"command_id": cid, "pid": evs[0][1]["pid"]}) and evs[0][1]["pid"] > 0
+    assert raw(evs) == b"a\xffb\xe2\x82\xac" and raw(evs, "stderr") == b"err\n"  # raw bytes, not UTF-8 fixed
+    offs = [e for n, e in evs if n == "stdout"]
+    assert offs[0]["offset"] == 0
+    for i in range(1, len(offs)):
+        assert offs[i]["offset"] == offs[i - 1]["offset"] + len(base64.b64decode(offs[i - 1]["data"]))
+    ends = {e["stream"]: e["offset"] for n, e in evs if n == "stream_end"}
+    assert ends == {"stdout": 6, "stderr": 4}
+    assert evs[-1] == ("exit", {"exit_code": 3})
+
+
+def test_sse_dropped_then_resumed_from_offsets(d, box):
+    _, dp = box
+    cid = uuid.uuid4().hex
+    s = SSE(d, f"{dp}/execute/stream/start", {
+        "command": "echo one; sleep 1; echo two; echo e >&2", "command_id": cid, "timeout_seconds": 30})
+    it = s.events()
+    assert next(it)[0] == "started"
+    name, ev = next(it)
+    assert (name, ev["offset"], base64.b64decode(ev["data"])) == ("stdout", 0, b"one\n")
+    s.drop()  # the command keeps running: SSE has no kill_on_disconnect
+    r = SSE(d, f"{dp}/execute/stream/resume", {"command_id": cid, "stdout_offset": 4, "stderr_offset": 0})
+    assert r.status == 200
+    evs = r.all()
+    assert evs[0][0] != "started"  # a resume is acknowledged by its offsets, not a new `started`
+    assert raw(evs) == b"two\n" and raw(evs, "stderr") == b"e\n"
+    assert [e for n, e in evs if n == "stdout"][0]["offset"] == 4
+    assert evs[-1] == ("exit", {"exit_code": 0})
+    # Resuming a finished command from its end gives just the end; from 0 gives everything again.
+    evs = SSE(d, f"{dp}/execute/stream/resume", {"command_id": cid, "stdout_offset": 8, "stderr_offset": 2}).all()
+    assert raw(evs) == b"" and evs[-1] == ("exit", {"exit_code": 0})
+    evs = SSE(d, f"{dp}/execute/stream/resume", {"command_id": cid, "stdout_offset": 0, "stderr_offset": 0}).all()
+    assert raw(evs) == b"one\ntwo\n"
+    # A start that reuses the id reattaches (from 0) instead of running the command again.
+    evs = SSE(d, f"{dp}/execute/stream/start", {"command": "echo never", "command_id": cid}).all()
+    assert evs[0][0] == "started" and raw(evs) == b"one\ntwo\n"
+
+
+def test_sse_errors(d, box):
+    _, dp = box
+    # Unknown command on resume: 404, which the client raises as CommandNotFound.
+    r = SSE(d, f"{dp}/execute/stream/resume", {"command_id": "f" * 32, "stdout_offset": 0, "stderr_offset": 0})
+    assert r.status == 404 and r.json()["detail"]["error"] == "CommandNotFound"
+    # Bad input: the data plane's typed command error, before any event.
+    for body in ({"command": ""}, {"command": "true", "timeout_seconds": -1}, {"command": "true", "pty": True},
+                 {"command": "true", "kill_on_disconnect": True}, {"command": "true", "command_id": "bad id!"},
+                 {"command": "true", "env": {"A": 1}}):
+        r = SSE(d, f"{dp}/execute/stream/start", body)
+        assert r.status == 400 and r.json()["detail"]["error"] == "CommandError", (body, r.status)
+    for body in ({"command_id": "x", "stdout_offset": -1}, {"stdout_offset": 0}):
+        r = SSE(d, f"{dp}/execute/stream/resume", body)
+        assert r.status == 400 and r.json()["detail"]["error"] == "CommandError", body
+    r = d.request("POST", f"{dp}/execute/stream/start", body=b"{nope", auth=False,
+                  headers={"X-Api-Key": KEY, "Content-Type": "application/json"})
+    assert r.status == 422, r
+    r = d.request("GET", f"{dp}/execute/stream/start", headers={"X-Api-Key": KEY}, auth=False)
+    assert r.status == 405, r
+    r = SSE(d, "/langsmith/dp/nope/execute/stream/start", {"command": "true"})
+    assert r.status == 404 and r.json()["detail"]["error"] == "NotFound"
+    # A timeout is an `error` event, as over the WebSocket.
+    evs = SSE(d, f"{dp}/execute/stream/start", {"command": "echo x; sleep 5", "timeout_seconds": 1,
+                                                 "command_id": uuid.uuid4().hex}).all()
+    assert evs[0][0] == "started" and raw(evs) == b"x\n"
+    assert evs[-1][0] == "error" and evs[-1][1]["error_type"] == "CommandTimeout", evs
+    # stdin is closed at spawn: a command reading it sees EOF at once.
+    evs = SSE(d, f"{dp}/execute/stream/start", {"command": "cat; echo done", "timeout_seconds": 10}).all()
+    assert raw(evs) == b"done\n" and evs[-1] == ("exit", {"exit_code": 0})
+
+
+def test_sse_large_output_with_a_slow_reader(d, box):
+    _, dp = box
+    s = SSE(d, f"{dp}/execute/stream/start", {"command": "head -c 20000000 /dev/zero | tr '\\0' 'z'",
+                                               "timeout_seconds": 60}, timeout=60)
+    total, it = 0, s.events()
+    name, _ = next(it)
+    assert name == "started"
+    time.sleep(1)  # let sbxd hit the connection's soft limit and pause the shim's stream
+    last = None
+    for name, ev in it:
+        if name == "stdout":
+            assert ev["offset"] == total
+            total += len(base64.b64decode(ev["data"]))
+        last = (name, ev)
+    assert total == 20000000 and last == ("exit", {"exit_code": 0})
