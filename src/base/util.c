@@ -82,6 +82,11 @@ usec_t now_usec(clockid_t clock)
     return (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000;
 }
 
+int64_t now_ms(void)
+{
+    return (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
+}
+
 void format_time_ms(char *buf, size_t size, int64_t ms)
 {
     time_t secs = (time_t)(ms / 1000);

@@ -19,6 +19,8 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 usec_t now_usec(clockid_t clock); /* CLOCK_MONOTONIC or CLOCK_REALTIME */
+/* Wall-clock milliseconds since the epoch: the unit of every timestamp sbx stores. */
+int64_t now_ms(void);
 /* Writes an RFC 3339 UTC timestamp with milliseconds ("2026-11-22T15:00:00.123Z") into buf (>= 32 bytes). */
 void format_time_ms(char *buf, size_t size, int64_t ms);
 

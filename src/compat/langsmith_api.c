@@ -632,16 +632,20 @@ static void snapshot_create_with_body(struct api_ctx *c, json_t *body)
 {
     sbx_error err = {0};
     struct pull_request pr = {0};
+    const char *registry_id = NULL;
     int64_t fs = 0;
     if (jsonreq_string(body, "name", 64, &pr.name, &err) < 0 ||
         jsonreq_string(body, "docker_image", LS_REF_MAX, &pr.image, &err) < 0 ||
         jsonreq_integer(body, "fs_capacity_bytes", 0, LS_FS_MAX, &fs, &err) < 0 ||
-        refuse_present(body, "registry_id", "registries are not supported; use a public reference", &err) < 0)
+        jsonreq_string(body, "registry_id", 128, &registry_id, &err) < 0)
         return ls_reply_sbx_error(c->req, &err, LS_CONTROL);
     if (!pr.name)
         return ls_reply_validation(c->req, "name", "`name` is required");
     if (!pr.image)
         return ls_reply_validation(c->req, "docker_image", "`docker_image` is required");
+    _cleanup_free_ char *user = NULL, *pass = NULL;
+    if (registry_id && ls_registry_credentials(c, registry_id, pr.image, &pr, &user, &pass, &err) < 0)
+        return ls_reply_sbx_error(c->req, &err, LS_CONTROL);
     struct snapshot *sn = NULL;
     if (pull_start(c->d, &pr, &sn, &err) < 0)
         return ls_reply_sbx_error(c->req, &err, LS_CONTROL);
@@ -905,6 +909,11 @@ static const struct ls_route routes[] = {
     {"POST", "/boxes/*/snapshot", box_capture},
     {"POST", "/boxes/*/download-url", box_download_url},
     {"POST", "/boxes/*/service-url", box_service_url},
+    {"POST", "/registries", ls_registry_create},
+    {"GET", "/registries", ls_registry_list},
+    {"GET", "/registries/*", ls_registry_get},
+    {"PATCH", "/registries/*", ls_registry_update},
+    {"DELETE", "/registries/*", ls_registry_delete},
     {"POST", "/snapshots", snapshot_create},
     {"GET", "/snapshots", snapshot_list},
     {"GET", "/snapshots/*", snapshot_get},

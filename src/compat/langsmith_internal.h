@@ -45,5 +45,19 @@ struct api_ctx *ls_ctx_new(struct daemon *d, struct http_request *req, const cha
 /* The data plane of sandbox id_or_name: rest is the path after it ("/execute", ...). Authenticated. */
 void ls_dp_handle(struct daemon *d, struct http_request *req, const char *id, const char *rest,
                   const char *owner);
+/* Registries (langsmith_registries.c): POST /registries, GET /registries, GET|PATCH|DELETE
+ * /registries/{id or name} (the parameter is c->sandbox_id). */
+void ls_registry_create(struct api_ctx *c);
+void ls_registry_list(struct api_ctx *c);
+void ls_registry_get(struct api_ctx *c);
+void ls_registry_update(struct api_ctx *c);
+void ls_registry_delete(struct api_ctx *c);
+/* A snapshot create's `registry_id`: the caller's registry's credentials into pr (strings returned in
+ * *ret_user and *ret_pass, for the caller to free after pull_start), and plain HTTP for an http:// one;
+ * the image must be on that registry (400), the registry the caller's (404). */
+struct pull_request;
+int ls_registry_credentials(struct api_ctx *c, const char *registry_id, const char *image,
+                            struct pull_request *pr, char **ret_user, char **ret_pass, sbx_error *err);
+
 /* Whether a download link's token (?token=) is valid for this sandbox and path now. */
 bool ls_download_token_ok(struct daemon *d, struct http_request *req, const char *sandbox_id);

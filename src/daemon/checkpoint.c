@@ -71,11 +71,6 @@ struct checkpoint_state {
     struct checkpoint_op *ops;
 };
 
-static int64_t now_ms(void)
-{
-    return (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
-}
-
 static void checkpoint_free(struct checkpoint *ck)
 {
     if (!ck)

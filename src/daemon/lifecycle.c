@@ -22,11 +22,6 @@ struct lifecycle {
     int64_t next_prune_ms;
 };
 
-static int64_t now_ms(void)
-{
-    return (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
-}
-
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;

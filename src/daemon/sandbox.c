@@ -50,11 +50,6 @@ static enum sandbox_state sandbox_state_from_string(const char *s)
     return SANDBOX_FAILED;
 }
 
-static int64_t now_ms(void)
-{
-    return (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
-}
-
 static void set_reason(struct sandbox *sb, const char *reason)
 {
     free(sb->reason);

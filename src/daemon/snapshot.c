@@ -52,11 +52,6 @@ struct snapshot_state {
     bool gc_pending;
 };
 
-static int64_t now_ms(void)
-{
-    return (int64_t)(now_usec(CLOCK_REALTIME) / 1000);
-}
-
 static void snapshot_free(struct snapshot *sn)
 {
     if (!sn)

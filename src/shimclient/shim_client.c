@@ -31,7 +31,7 @@ struct shim_conn {
     struct sbx_buf in;
 };
 
-static int64_t now_ms(void)
+static int64_t monotonic_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -40,7 +40,7 @@ static int64_t now_ms(void)
 
 int64_t shim_deadline(int timeout_ms)
 {
-    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    return timeout_ms < 0 ? -1 : monotonic_ms() + timeout_ms;
 }
 
 /* Milliseconds left until deadline for poll(); -1 = no deadline; 0 = expired. */
@@ -48,7 +48,7 @@ static int remaining(int64_t deadline)
 {
     if (deadline < 0)
         return -1;
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - monotonic_ms();
     return left <= 0 ? 0 : left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 

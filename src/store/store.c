@@ -127,10 +127,24 @@ static const char *const migrations[] = {
     "ALTER TABLE snapshots ADD COLUMN owner TEXT;"
     "ALTER TABLE snapshots ADD COLUMN base TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE snapshots ADD COLUMN source TEXT NOT NULL DEFAULT 'image';",
-    /* 7 (issue 5, egress): a sandbox's network (JSON: {"mode", "egress"?, "slot"?, "host_if"?};
-     * daemon/egress.h),
-     * '' = mode none. */
+    /* 7 (issue 5, egress): a sandbox's network (JSON: {"mode", "egress"?, "slot"?, "host_if"?}, see
+     * daemon/egress.h; '' = mode none). */
     "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '';",
+    /* 8 (issue 8): registry credentials that snapshot pulls name by id (LangSmith's `registry_id`), unique
+     * by name per owner ('' = the admin). The password must be readable again to be sent to the
+     * registry: it is as safe as the data dir (0700, root), like docker's config.json. */
+    "CREATE TABLE registries ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  name TEXT NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  auth_type TEXT NOT NULL DEFAULT '',"
+    "  username TEXT NOT NULL DEFAULT '',"
+    "  password TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  UNIQUE (owner, name)"
+    ");",
 };
 
 #define SANDBOX_COLUMNS                                                                                      \
@@ -836,4 +850,96 @@ int store_volume_foreach(struct store *s, int (*cb)(const struct store_volume *v
         return r;
     struct volume_walk w = {cb, userdata};
     return each_row(s, st, "list volumes", volume_row, &w, err);
+}
+
+/* --- registries -------------------------------------------------------------------------------------- */
+
+int store_registry_insert(struct store *s, const struct store_registry *g, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(
+        s,
+        "INSERT INTO registries (id, owner, name, url, auth_type, username, password, created_ms,"
+        " updated_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+        &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, g->id);
+    bind_text(st, 2, g->owner ? g->owner : "");
+    bind_text(st, 3, g->name);
+    bind_text(st, 4, g->url);
+    bind_text(st, 5, g->auth_type ? g->auth_type : "");
+    bind_text(st, 6, g->username ? g->username : "");
+    bind_text(st, 7, g->password ? g->password : "");
+    sqlite3_bind_int64(st, 8, g->created_ms);
+    sqlite3_bind_int64(st, 9, g->updated_ms);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        return 0;
+    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE)
+        return sbx_error_setk(err, -EEXIST, "conflict", 409, "a registry named `%s` exists", g->name);
+    return db_error(s, err, "insert registry");
+}
+
+int store_registry_update(struct store *s, const struct store_registry *g, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "UPDATE registries SET url = ?2, auth_type = ?3, username = ?4, password = ?5,"
+                         " updated_ms = ?6 WHERE id = ?1",
+                         &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, g->id);
+    bind_text(st, 2, g->url);
+    bind_text(st, 3, g->auth_type ? g->auth_type : "");
+    bind_text(st, 4, g->username ? g->username : "");
+    bind_text(st, 5, g->password ? g->password : "");
+    sqlite3_bind_int64(st, 6, g->updated_ms);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "update registry");
+}
+
+int store_registry_delete(struct store *s, const char *id, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s, "DELETE FROM registries WHERE id = ?", &st, err);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, id);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "delete registry");
+}
+
+struct registry_walk {
+    int (*cb)(const struct store_registry *g, void *userdata);
+    void *userdata;
+};
+
+static int registry_row(sqlite3_stmt *st, void *ctx)
+{
+    struct registry_walk *w = ctx;
+    struct store_registry g = {
+        .id = col_text(st, 0),
+        .owner = *col_text(st, 1) ? col_text(st, 1) : NULL,
+        .name = col_text(st, 2),
+        .url = col_text(st, 3),
+        .auth_type = col_text(st, 4),
+        .username = col_text(st, 5),
+        .password = col_text(st, 6),
+        .created_ms = sqlite3_column_int64(st, 7),
+        .updated_ms = sqlite3_column_int64(st, 8),
+    };
+    return w->cb(&g, w->userdata);
+}
+
+int store_registry_foreach(struct store *s, int (*cb)(const struct store_registry *g, void *userdata),
+                           void *userdata, sbx_error *err)
+{
+    _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+    int r = prepare_once(s,
+                         "SELECT id, owner, name, url, auth_type, username, password, created_ms, updated_ms"
+                         " FROM registries ORDER BY created_ms, id",
+                         &st, err);
+    if (r < 0)
+        return r;
+    struct registry_walk w = {cb, userdata};
+    return each_row(s, st, "list registries", registry_row, &w, err);
 }

@@ -142,6 +142,28 @@ int store_checkpoint_delete(struct store *s, const char *id, sbx_error *err);
 int store_checkpoint_foreach(struct store *s, int (*cb)(const struct store_checkpoint *ck, void *userdata),
                              void *userdata, sbx_error *err);
 
+/* Credentials of a container registry, for pulls that name it; owner NULL = the admin. Text fields are
+ * never NULL when read ("" when unset). */
+struct store_registry {
+    char *id;
+    char *owner;
+    char *name;
+    char *url; /* "https://host[:port]" (or http:// for a plain-HTTP registry) */
+    char *auth_type;
+    char *username;
+    char *password;
+    int64_t created_ms;
+    int64_t updated_ms;
+};
+
+/* Registries: insert (409 conflict when the owner has one of that name), update (url, auth_type,
+ * username, password, updated_ms of the row with g->id), delete, list (oldest first). */
+int store_registry_insert(struct store *s, const struct store_registry *g, sbx_error *err);
+int store_registry_update(struct store *s, const struct store_registry *g, sbx_error *err);
+int store_registry_delete(struct store *s, const char *id, sbx_error *err);
+int store_registry_foreach(struct store *s, int (*cb)(const struct store_registry *g, void *userdata),
+                           void *userdata, sbx_error *err);
+
 /* A named volume (its disk is <data-dir>/volumes/<id>/); owner NULL = the admin. */
 struct store_volume {
     char *id;

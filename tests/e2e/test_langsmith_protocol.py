@@ -501,3 +501,70 @@ def test_sse_large_output_with_a_slow_reader(d, box):
             total += len(base64.b64decode(ev["data"]))
         last = (name, ev)
     assert total == 20000000 and last == ("exit", {"exit_code": 0})
+
+
+def test_registries_crud_tenants_and_private_pull(d):
+    """Registries (the generated client's `client.registries`): credentials kept per tenant, the password
+    never answered back, and used by a snapshot create's registry_id for a pull from a registry that
+    needs them (Debian's docker-registry with htpasswd, as in test_registry_pull.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import imagebuild as ib
+    from test_registry_pull import Registry
+
+    reg = Registry(htpasswd=True)
+    try:
+        reg.push_image("sbx/private", "v1", [ib.busybox_layer().bytes()])
+        url = f"http://{reg.host}"
+        for base in (BASE, "/langsmith/api/v2/sandboxes"):
+            r = api(d, "POST", f"{base}/registries", {"name": "r0", "url": url})
+            assert r.status == 201, r
+            assert api(d, "DELETE", f"{base}/registries/r0").status == 204
+        r = api(d, "POST", f"{BASE}/registries",
+                {"name": "priv", "url": url, "username": "alice", "password": "wrong"})
+        assert r.status == 201, r
+        g = r.json()
+        assert g["id"].startswith("reg_") and g["url"] == url and g["auth_type"] == "basic"
+        assert "password" not in json.dumps(g).replace("has_password", "")
+        assert api(d, "POST", f"{BASE}/registries", {"name": "priv", "url": url}).status == 409
+        for bad in ({"name": "x", "url": "ftp://h"}, {"name": "x", "url": "http://u:p@h"}, {"url": url},
+                    {"name": "x", "url": url, "auth_type": "aws"}, {"name": "x" * 65, "url": url}):
+            r = api(d, "POST", f"{BASE}/registries", bad)
+            assert r.status in (400, 413, 422), (bad, r)
+        lst = api(d, "GET", f"{BASE}/registries").json()
+        assert [x["name"] for x in lst["items"]] == ["priv"] and lst["registries"] == lst["items"]
+        # Another tenant sees none of it.
+        k = d.request("POST", "/v1/keys", {"name": "reg-tenant"}).json()
+        assert api(d, "GET", f"{BASE}/registries/priv", key=k["key"]).status == 404
+        assert api(d, "GET", f"{BASE}/registries", key=k["key"]).json()["items"] == []
+
+        def pull(name, registry_id, image=f"{reg.host}/sbx/private:v1", key=KEY):
+            r = api(d, "POST", f"{BASE}/snapshots", {"name": name, "docker_image": image,
+                                                     "registry_id": registry_id}, key=key)
+            if r.status != 200:
+                return r
+            sid = r.json()["id"]
+
+            def done():
+                j = api(d, "GET", f"{BASE}/snapshots/{sid}").json()
+                return j if j["status"] not in ("building", "provisioning") else None
+            return wait_for(done, timeout=120, what="pull")
+
+        # Wrong password: the registry refuses; fixed with PATCH, the same registry_id pulls.
+        sn = pull("priv-a", g["id"])
+        assert sn["status"] == "failed", sn
+        r = api(d, "PATCH", f"{BASE}/registries/priv", {"password": "s3cret"})
+        assert r.status == 200 and r.json()["id"] == g["id"], r
+        sn = pull("priv-b", g["id"])
+        assert sn["status"] == "ready", sn
+        assert "s3cret" not in d.read_log()
+        # The credentials go only to their own registry; another tenant cannot use them.
+        r = pull("priv-c", g["id"], image="example.invalid/sbx/private:v1")
+        assert r.status in (400, 422), r
+        r = pull("priv-d", g["id"], key=k["key"])
+        assert r.status == 404, r
+        assert api(d, "DELETE", f"{BASE}/registries/{g['id']}").status == 204
+        assert api(d, "GET", f"{BASE}/registries/priv").status == 404
+        for s in ("priv-a", "priv-b"):
+            api(d, "DELETE", f"{BASE}/snapshots/{s}")
+    finally:
+        reg.stop()
