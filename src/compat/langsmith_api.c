@@ -316,6 +316,15 @@ static void create_aborted(struct http_request *req, void *userdata)
     sandbox_create_cancel(w->op);
 }
 
+/* A create without wait_for_ready ended (the client polls /status meanwhile): a box that could not be
+ * built is gone from the registry, and the next poll says so. */
+static void created_detached(struct sandbox *sb, const sbx_error *err, void *userdata)
+{
+    (void)userdata;
+    if (!sb)
+        log_info("langsmith: a box created without wait_for_ready failed: %s", err->msg);
+}
+
 /* wait_for_ready's timeout passed: 408, which the SDK raises as ResourceTimeoutError("sandbox"). The
  * create failed for the client, so the sandbox is not kept (it is discarded once built) and counts
  * against no quota. */
@@ -425,10 +434,21 @@ static void create_with_body(struct api_ctx *c, json_t *body)
     opts.owner = c->owner;
     if (keys_check_quota(c->d, c->owner, 1, opts.res.memory_mb, &err) < 0)
         return ls_reply_sbx_error(c->req, &err, LS_CREATE);
-    /* sbx builds a sandbox in milliseconds (or hands out a warm one at once): the answer waits for it,
-     * which both wait_for_ready values allow (without waiting the client polls /status); with
-     * wait_for_ready, at most `timeout` seconds. */
     struct sandbox *sb = NULL;
+    if (!wait) {
+        /* Answered at once, `provisioning` unless the warm pool had one: the client polls /status, and
+         * the build goes on without it. */
+        struct create_op *op = NULL;
+        int r = sandbox_create(c->d, &opts, created_detached, NULL, &sb, &op, &err);
+        if (r < 0)
+            return ls_reply_sbx_error(c->req, &err, LS_CREATE);
+        http_respond_json(c->req, 200, box_json(c->req, r > 0 ? sb : sandbox_create_op_sandbox(op)));
+        if (r > 0)
+            sandbox_unref(sb);
+        return;
+    }
+    /* With wait_for_ready the answer waits for the build (milliseconds, or a warm sandbox at once), at
+     * most `timeout` seconds. */
     struct create_wait *w = http_request_alloc(c->req, sizeof(*w));
     memset(w, 0, sizeof(*w));
     w->c = c;
@@ -442,10 +462,8 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         return;
     }
     http_request_on_abort(c->req, create_aborted, w);
-    if (wait) {
-        w->timing = true;
-        loop_timer_start(c->d->loop, &w->timer, (usec_t)timeout * USEC_PER_SEC, create_timed_out);
-    }
+    w->timing = true;
+    loop_timer_start(c->d->loop, &w->timer, (usec_t)timeout * USEC_PER_SEC, create_timed_out);
 }
 
 /* --- boxes: the rest ------------------------------------------------------------------------------ */

@@ -597,6 +597,11 @@ void sandbox_create_cancel(struct create_op *op)
     op->cb = NULL;
 }
 
+struct sandbox *sandbox_create_op_sandbox(struct create_op *op)
+{
+    return op->sb;
+}
+
 void sandbox_create_abort_all(struct daemon *d)
 {
     while (d->creating) {

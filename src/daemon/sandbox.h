@@ -110,6 +110,9 @@ int sandbox_create(struct daemon *d, const struct sandbox_create_opts *opts, san
                    void *userdata, struct sandbox **ret, struct create_op **ret_op, sbx_error *err);
 /* The requester is gone: cb will not run, and the sandbox is discarded once built. */
 void sandbox_create_cancel(struct create_op *op);
+/* The sandbox a create in progress is building (borrowed; in the registry as `creating` meanwhile): for
+ * an answer that does not wait for it (cb then only learns how it ended). */
+struct sandbox *sandbox_create_op_sandbox(struct create_op *op);
 /* Stops every create in progress and undoes it (at exit). */
 void sandbox_create_abort_all(struct daemon *d);
 /* The steps of a create, for the warm pool (warm.c). prepare allocates the id, uid range, state dir,

@@ -568,3 +568,22 @@ def test_registries_crud_tenants_and_private_pull(d):
             api(d, "DELETE", f"{BASE}/snapshots/{s}")
     finally:
         reg.stop()
+
+
+def test_create_without_wait_for_ready_answers_provisioning_at_once(d):
+    name = "nowait-" + uuid.uuid4().hex[:8]  # named: built, not taken from the warm pool
+    r = api(d, "POST", f"{BASE}/boxes", {"name": name, "wait_for_ready": False})
+    assert r.status == 200, r
+    assert r.json()["status"] == "provisioning", r.json()
+
+    def ready():
+        j = api(d, "GET", f"{BASE}/boxes/{name}/status").json()
+        return j if j["status"] != "provisioning" else None
+
+    st = wait_for(ready, timeout=30, what="the box")
+    assert st["status"] == "ready", st
+    box = api(d, "GET", f"{BASE}/boxes/{name}").json()
+    dp = urlparse(box["dataplane_url"]).path
+    r = api(d, "POST", f"{dp}/execute", {"command": "echo built"})
+    assert r.status == 200 and r.json()["stdout"] == "built\n", r
+    assert api(d, "DELETE", f"{BASE}/boxes/{name}").status in (200, 204)
