@@ -296,3 +296,23 @@ int rm_rf(const char *path)
         return errno == ENOENT ? 0 : -errno;
     return rm_rf_at(AT_FDCWD, path, st.st_dev);
 }
+
+void b64url_encode(const unsigned char *in, size_t len, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = a[(v >> 18) & 63];
+        out[o++] = a[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = a[(v >> 6) & 63];
+        if (i + 2 < len)
+            out[o++] = a[v & 63];
+    }
+    out[o] = 0;
+}

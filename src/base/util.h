@@ -21,6 +21,9 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 usec_t now_usec(clockid_t clock); /* CLOCK_MONOTONIC or CLOCK_REALTIME */
 /* Wall-clock milliseconds since the epoch: the unit of every timestamp sbx stores. */
 int64_t now_ms(void);
+/* base64url without padding (RFC 4648 §5) of len bytes into out, which holds (len * 4 + 2) / 3 + 1 bytes:
+ * the alphabet of sbx's signed tokens, safe in URLs, headers and cookies. */
+void b64url_encode(const unsigned char *in, size_t len, char *out);
 /* Writes an RFC 3339 UTC timestamp with milliseconds ("2026-11-22T15:00:00.123Z") into buf (>= 32 bytes). */
 void format_time_ms(char *buf, size_t size, int64_t ms);
 

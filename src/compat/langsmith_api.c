@@ -748,26 +748,6 @@ static void snapshot_list(struct api_ctx *c)
 
 /* --- download links ----------------------------------------------------------------------------- */
 
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = a[(v >> 18) & 63];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = a[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = a[v & 63];
-    }
-    out[o] = 0;
-}
-
 /* "<expiry>.<base64url(HMAC(service secret, "langsmith-download-v1\n<id>\n<path>\n<expiry>"))>" */
 static int download_token(struct daemon *d, const char *id, const char *path, long long expiry, char ret[80],
                           sbx_error *err)
@@ -777,7 +757,7 @@ static int download_token(struct daemon *d, const char *id, const char *path, lo
     if (api_service_mac(d, msg, mac, err) < 0)
         return err->code;
     char enc[48];
-    b64url(mac, sizeof(mac), enc);
+    b64url_encode(mac, sizeof(mac), enc);
     snprintf(ret, 80, "%lld.%s", expiry, enc);
     return 0;
 }
