@@ -27,6 +27,7 @@
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "compat/e2b.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "shimclient/shim_net.h"
@@ -53,6 +54,11 @@ void api_service_set_domain(const char *domain)
     service_domain = domain && *domain ? xstrdup(domain) : NULL;
     for (char *s = service_domain; s && *s; s++)
         *s = (char)(*s >= 'A' && *s <= 'Z' ? *s - 'A' + 'a' : *s);
+}
+
+const char *api_service_domain(void)
+{
+    return service_domain;
 }
 
 /* Reads <data_dir>/service.key, creating it (0600, atomically) the first time. */
@@ -98,26 +104,6 @@ int api_service_mac(struct daemon *d, const char *msg, unsigned char ret[32], sb
     return 0;
 }
 
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = a[(v >> 18) & 63];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = a[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = a[v & 63];
-    }
-    out[o] = 0;
-}
-
 /* The token for id, port and expiry into ret (TOKEN_MAX_LEN + 1 bytes). */
 static void make_token(const char *id, int port, int64_t expiry, char *ret)
 {
@@ -127,7 +113,7 @@ static void make_token(const char *id, int port, int64_t expiry, char *ret)
     unsigned maclen = 0;
     HMAC(EVP_sha256(), secret, sizeof(secret), (const unsigned char *)msg, (size_t)n, mac, &maclen);
     char enc[64];
-    b64url(mac, maclen, enc);
+    b64url_encode(mac, maclen, enc);
     snprintf(ret, TOKEN_MAX_LEN + 1, "%lld.%s", (long long)expiry, enc);
 }
 
@@ -467,6 +453,12 @@ static void serve(struct daemon *d, struct http_request *req, struct target *t)
         return http_respond_error(req, 500, "internal", "the service key is not available");
     }
     enum verdict v = request_token(req, t, &from_query);
+    /* E2B's host form (compat/e2b_api.c decides): a sandbox made through E2B's API also takes its
+     * e2b-traffic-access-token, or no credential at all when its E2B create made its ports public. */
+    if (v != TOKEN_OK && !t->path_form && e2b_service_authorized(d, req, t->id)) {
+        v = TOKEN_OK;
+        from_query = false;
+    }
     if (v != TOKEN_OK)
         return http_respond_error(req, 401, "unauthenticated", "%s service token for port %d of `%s`",
                                   v == TOKEN_EXPIRED ? "expired" : "missing or wrong", t->port, t->id);

@@ -38,6 +38,8 @@ int api_service_mac(struct daemon *d, const char *msg, unsigned char ret[32], sb
 
 /* The domain of the host-header form (sbxd --service-domain); NULL turns that form off. Copied. */
 void api_service_set_domain(const char *domain);
+/* That domain (lower case), NULL when the host form is off. Borrowed. */
+const char *api_service_domain(void);
 
 /* The splice between a client connection taken over from the HTTP server and a socket inside the sandbox
  * (proxy.c). head (taken) is written to the sandbox first, then t->in; t->out goes to the client first.

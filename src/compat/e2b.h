@@ -11,3 +11,9 @@ struct http_request;
  * plane path such as /v2/sandboxes) and returns true; false leaves req to the native router. Runs before
  * the native API-key check: E2B requests carry their own credentials (X-API-Key, X-Access-Token). */
 bool e2b_dispatch(struct daemon *d, struct http_request *req);
+
+/* Service URLs' host form (api/service.c) for a sandbox created through E2B's API: whether req, addressed
+ * to a port of sandbox_id, is authorized E2B's way, by the sandbox's trafficAccessToken in the
+ * `e2b-traffic-access-token` header, or with no credential when that E2B create left its ports public
+ * (network.allowPublicTraffic not false). Never true for a sandbox sbx's own API made without a token. */
+bool e2b_service_authorized(struct daemon *d, struct http_request *req, const char *sandbox_id);

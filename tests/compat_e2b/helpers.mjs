@@ -23,12 +23,12 @@ function freePort() {
 
 export const API_KEY = "e2b_" + "0123456789abcdef".repeat(2);
 
-export async function startSbxd() {
+export async function startSbxd(extraArgs = []) {
   const port = await freePort();
   const dataDir = mkdtempSync("/var/tmp/sbx-e2b-");
   const log = join(dataDir, "sbxd.log");
   const fd = openSync(log, "a");
-  const proc = spawn(join(build, "bin", "sbxd"), ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--ephemeral"], {
+  const proc = spawn(join(build, "bin", "sbxd"), ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--ephemeral", ...extraArgs], {
     env: { ...process.env, SBX_API_KEY: API_KEY },
     stdio: ["ignore", fd, fd],
   });
@@ -60,6 +60,39 @@ export async function startSbxd() {
       const text = readFileSync(log, "utf8");
       rmSync(dataDir, { recursive: true, force: true });
       if (proc.exitCode !== 0) throw new Error(`sbxd exited with ${proc.exitCode}: ${text.slice(-4000)}`);
+    },
+  };
+}
+
+// Egress targets (tests/nettarget.py through nettarget_helper.py): a network namespace whose `addrs`
+// answer TCP on `port` with "hello from ADDR", a fake upstream resolver answering `names` (name → index
+// into addrs), `sbxdArgs` for a sbxd using them, and `probe`, a Python script printing
+// {"host:port": "hello from ADDR" | "resolve: ..." | "connect: ..."}. Needs root.
+export async function startNetTarget(names = {}) {
+  const script = join(here, "..", "nettarget_helper.py");
+  const proc = spawn("python3", [script, ...Object.entries(names).map(([n, i]) => `${n}=${i}`)], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const exited = new Promise((r) => proc.once("exit", r));
+  const line = await new Promise((ok, fail) => {
+    let buf = "";
+    proc.stdout.on("data", (b) => {
+      buf += b;
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) ok(buf.slice(0, nl));
+    });
+    proc.once("exit", (code) => fail(new Error(`${script} exited with ${code} before it was ready`)));
+  });
+  const j = JSON.parse(line);
+  return {
+    net: j.net,
+    addrs: j.addrs,
+    port: j.port,
+    sbxdArgs: j.sbxd_args,
+    probe: j.probe,
+    async close() {
+      proc.stdin.end();
+      await exited;
     },
   };
 }

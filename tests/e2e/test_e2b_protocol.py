@@ -486,3 +486,59 @@ def test_metrics_cpu_used_pct(d, sb):
     finally:
         assert unary(d, sb, "/process.Process/SendSignal", {"process": {"pid": busy.pid}, "signal": "SIGNAL_SIGKILL"}).status == 200
         busy.end()
+
+
+def test_create_answers_traffic_token_and_no_domain_without_service_domain(d, sb):
+    assert sb["trafficAccessToken"] and sb["trafficAccessToken"] != sb["envdAccessToken"]
+    assert sb["domain"] is None
+    r = api(d, "GET", f"/sandboxes/{sb['sandboxID']}")
+    j = r.json()
+    assert j["domain"] is None and j["allowInternetAccess"] is False, j
+    assert j["network"] == {"allowOut": [], "denyOut": ["0.0.0.0/0"], "allowPublicTraffic": True}, j
+    assert j["metadata"] == {"k": "v"}, j  # the public-traffic marker stays hidden
+
+
+def test_snapshot_routes_on_the_wire(d, sb):
+    sid = sb["sandboxID"]
+    r = api(d, "POST", f"/sandboxes/{sid}/snapshots", {})  # the SDK's body when no name is given
+    assert r.status == 201, r
+    snap = r.json()
+    assert snap["snapshotID"].startswith("snap") and len(snap["names"]) == 1, snap
+    r = api(d, "GET", f"/snapshots?sandboxID={sid}")
+    assert r.status == 200 and r.json() == [snap], r
+    assert "X-Next-Token" not in r.headers
+    for q in ("limit=0", "limit=101", "nextToken=-1"):
+        r = api(d, "GET", f"/snapshots?{q}")
+        assert r.status == 400 and r.json()["code"] == 400, (q, r)
+    assert api(d, "POST", f"/sandboxes/{sid}/snapshots", {"name": 7}).status == 400
+    assert api(d, "POST", "/sandboxes/sbx_nothere/snapshots", {}).status == 404
+    assert api(d, "GET", f"/templates/{snap['snapshotID']}").status == 405
+    assert api(d, "DELETE", f"/templates/{snap['snapshotID']}").status == 204
+    r = api(d, "DELETE", f"/templates/{snap['snapshotID']}")
+    assert r.status == 404 and r.json()["code"] == 404, r
+    assert api(d, "GET", f"/snapshots?sandboxID={sid}").json() == []
+
+
+def test_network_update_errors(d, sb):
+    sid = sb["sandboxID"]
+    for body in ({"rules": {"a.example": [{"transform": {"headers": {"x": "y"}}}]}},
+                 {"egressProxy": {"address": "proxy:1080"}}, {"allow_internet_access": "no"},
+                 {"allowOut": "1.2.3.4"}, {"denyOut": [7]}):
+        r = api(d, "PUT", f"/sandboxes/{sid}/network", body)
+        assert r.status == 400 and r.json()["code"] == 400, (body, r)
+    # A sandbox created without network options has none: denying everything is a no-op, opening is 409.
+    assert api(d, "PUT", f"/sandboxes/{sid}/network", {"allow_internet_access": False}).status == 204
+    assert api(d, "PUT", f"/sandboxes/{sid}/network", {"denyOut": ["0.0.0.0/0"]}).status == 204
+    r = api(d, "PUT", f"/sandboxes/{sid}/network", {})
+    assert r.status == 409 and "without network" in r.json()["message"], r
+    assert api(d, "PUT", "/sandboxes/sbx_nothere/network", {}).status == 404
+    for net in ({"maskRequestHost": "x"}, {"httpsPorts": [8443]}, {"allowPublicTraffic": "yes"}):
+        r = api(d, "POST", "/v2/sandboxes", {"templateID": "base", "network": net})
+        assert r.status == 400, (net, r)
+
+
+def test_fork_count_bounds(d, sb):
+    for body in ({"count": 0}, {"count": 17}, {"timeout": 0}):
+        r = api(d, "POST", f"/sandboxes/{sb['sandboxID']}/fork", body)
+        assert r.status == 400 and r.json()["code"] == 400, (body, r)
+    assert api(d, "POST", "/sandboxes/sbx_nothere/fork", {}).status == 404

@@ -197,7 +197,7 @@ export class Proxy {
 }
 
 /**
- * Egress test targets from tests/nettarget.py, run by tests/sdk_typescript/nettarget_helper.py: a network
+ * Egress test targets from tests/nettarget.py, run by tests/nettarget_helper.py: a network
  * namespace whose `addrs` (two addresses in a documentation range, `net`.2 and `net`.3) answer TCP on
  * `port` with "hello from ADDR", and a fake upstream DNS resolver answering `names` (name → index into
  * `addrs`). `sbxdArgs` are the arguments that give a sbxd that resolver and an egress subnet of its own;
@@ -214,7 +214,7 @@ export class NetTarget {
   #exit: Promise<unknown> | null = null;
 
   async start(names: Record<string, number> = {}): Promise<this> {
-    const script = join(SOURCE_DIR, "tests", "sdk_typescript", "nettarget_helper.py");
+    const script = join(SOURCE_DIR, "tests", "nettarget_helper.py");
     const args = [script, ...Object.entries(names).map(([n, i]) => `${n}=${i}`)];
     const proc = spawn("python3", args, { stdio: ["pipe", "pipe", "inherit"] });
     this.#proc = proc;

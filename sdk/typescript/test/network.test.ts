@@ -2,7 +2,7 @@
  * Network mode egress: create with a policy, read it back (`sb.network`), change it on a live sandbox
  * (`sb.update({network: {egress}})`, `client.updateSandbox`), and check what the sandbox really reaches:
  * TCP servers in a network namespace on this machine, through a sbxd of this file's own started with a
- * fake upstream resolver and an egress subnet of its own (tests/sdk_typescript/nettarget_helper.py).
+ * fake upstream resolver and an egress subnet of its own (tests/nettarget_helper.py).
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";

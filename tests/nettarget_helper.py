@@ -1,6 +1,6 @@
-"""Network targets for the TypeScript SDK's egress tests (sdk/typescript/test/network.test.ts), which have
-no Python of their own: sets up tests/nettarget.py's Target (a network namespace with TCP hello servers)
-and a Resolver (fake upstream DNS) answering `names` (argv: NAME=INDEX, INDEX into the target's addresses),
+"""Network targets for the JavaScript egress tests (sdk/typescript/test/network.test.ts,
+tests/compat_e2b/network.test.mjs), which have no Python of their own: sets up tests/nettarget.py's
+Target (a network namespace with TCP hello servers) and a Resolver (fake upstream DNS) answering `names` (argv: NAME=INDEX, INDEX into the target's addresses),
 prints one JSON line {net, addrs, port, sbxd_args, probe}, then keeps them up until stdin closes (or
 SIGTERM/SIGINT), and removes them. Needs root (ip netns)."""
 import json
@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from nettarget import PROBE, Resolver, Target, egress_args  # noqa: E402
 
