@@ -42,26 +42,6 @@
 
 /* --- shared helpers ----------------------------------------------------------------------------- */
 
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = a[(v >> 18) & 63];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < len)
-            out[o++] = a[(v >> 6) & 63];
-        if (i + 2 < len)
-            out[o++] = a[v & 63];
-    }
-    out[o] = 0;
-}
-
 /* base64url(HMAC-SHA256(service secret, "<purpose>\n<id>")) into ret (E2B_ENVD_TOKEN_MAX + 1 bytes). */
 static int e2b_token(struct daemon *d, const char *purpose, const char *sandbox_id, char *ret, sbx_error *err)
 {
@@ -70,7 +50,7 @@ static int e2b_token(struct daemon *d, const char *purpose, const char *sandbox_
     if (api_service_mac(d, msg, mac, err) < 0)
         return err->code;
     char enc[48];
-    b64url(mac, sizeof(mac), enc);
+    b64url_encode(mac, sizeof(mac), enc);
     snprintf(ret, E2B_ENVD_TOKEN_MAX + 1, "%s", enc);
     return 0;
 }
