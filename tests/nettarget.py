@@ -216,10 +216,10 @@ def wait_gone(pred, timeout=5):
 
 
 def egress_args(resolver):
-    """sbxd arguments for a daemon whose egress sandboxes resolve through `resolver` and live in a subnet
-    of their own (so its nftables table and interfaces are its own too)."""
+    """sbxd arguments for a daemon whose egress sandboxes resolve through `resolver` (None: nothing
+    resolves) and live in a subnet of their own (so its nftables table and interfaces are its own too)."""
     subnet = f"10.{random.randint(232, 254)}.{random.randint(0, 255)}.0/24"
-    return ["--dns-upstream", resolver.address, "--egress-subnet", subnet]
+    return ["--dns-upstream", resolver.address if resolver else "none", "--egress-subnet", subnet]
 
 
 def table_name(daemon):

@@ -795,7 +795,7 @@ static void on_dns_query(struct loop_io *io, uint32_t revents)
         if (!sb || qend < 0 || (buf[2] & 0x80))
             continue;
         enum dns_verdict v = dns_decide(&sb->net->policy, name);
-        if (v == DNS_REFUSE) {
+        if (v == DNS_REFUSE || e->up_fd < 0) {
             log_debug("dns: sandbox %s: `%s` refused", sb->id, name);
             dns_refuse(e, buf, qend, &from, &pi);
             continue;
@@ -910,8 +910,12 @@ static int dns_start(struct daemon *d, struct egress_state *e, sbx_error *err)
         close(fd);
         return r;
     }
-    int up = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (up < 0 || connect(up, (struct sockaddr *)&e->upstream, sizeof(e->upstream)) < 0) {
+    /* No upstream (no IPv4 nameserver in resolv.conf, no --dns-upstream): sandboxes still get their
+     * network, and every query an answer of NXDOMAIN rather than a timeout. */
+    int up = -1;
+    if (e->upstream.sin_family == AF_INET &&
+        ((up = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
+         connect(up, (struct sockaddr *)&e->upstream, sizeof(e->upstream)) < 0)) {
         int r = sbx_error_set(err, -errno, "connect to the upstream resolver: %m");
         close(fd);
         if (up >= 0)
@@ -922,7 +926,8 @@ static int dns_start(struct daemon *d, struct egress_state *e, sbx_error *err)
     e->up_fd = up;
     e->dns_port = ntohs(any.sin_port);
     loop_io_start(d->loop, &e->dns_io, fd, EPOLLIN, on_dns_query);
-    loop_io_start(d->loop, &e->up_io, up, EPOLLIN, on_dns_answer);
+    if (up >= 0)
+        loop_io_start(d->loop, &e->up_io, up, EPOLLIN, on_dns_answer);
     return 0;
 }
 
@@ -944,7 +949,9 @@ int egress_init(struct daemon *d, const char *dns_upstream, const char *subnet, 
     e->slots = 1u << (SLOT_PREFIX - net.prefix);
     snprintf(e->table_name, sizeof(e->table_name), "sbx%06x", net.net >> 8);
     snprintf(e->if_prefix, sizeof(e->if_prefix), "sbx%06x", net.net >> 8);
-    if (dns_upstream) {
+    if (dns_upstream && strcmp(dns_upstream, "none") == 0) {
+        log_info("--dns-upstream none: egress sandboxes resolve nothing (addresses still work)");
+    } else if (dns_upstream) {
         char host[64];
         unsigned port = 53;
         const char *colon = strrchr(dns_upstream, ':');
@@ -963,7 +970,8 @@ int egress_init(struct daemon *d, const char *dns_upstream, const char *subnet, 
             return sbx_error_set(err, -EINVAL, "--dns-upstream must be IPV4[:PORT]");
         }
     } else if (upstream_from_resolv_conf(&e->upstream) < 0) {
-        log_info("no IPv4 nameserver in /etc/resolv.conf: egress sandboxes resolve nothing");
+        log_info("no IPv4 nameserver in /etc/resolv.conf and no --dns-upstream: egress sandboxes resolve "
+                 "nothing (addresses still work)");
     }
     d->egress = e;
     return 0;
@@ -1178,9 +1186,11 @@ void egress_done(struct daemon *d)
         return;
     if (e->dns_fd >= 0) {
         loop_io_stop(d->loop, &e->dns_io);
-        loop_io_stop(d->loop, &e->up_io);
+        if (e->up_fd >= 0)
+            loop_io_stop(d->loop, &e->up_io);
         close(e->dns_fd);
-        close(e->up_fd);
+        if (e->up_fd >= 0)
+            close(e->up_fd);
     }
     bool any = false;
     for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)

@@ -49,7 +49,7 @@ static void usage(FILE *f)
                "                         1..3600)\n"
                "  --service-domain D     also serve service URLs as http://PORT-ID.D (host-header form)\n"
                "  --dns-upstream IP[:P]  resolver that egress sandboxes' queries go to (default: the first\n"
-               "                         IPv4 nameserver of /etc/resolv.conf)\n"
+               "                         IPv4 nameserver of /etc/resolv.conf; none: nothing resolves)\n"
                "  --egress-subnet CIDR   addresses of egress sandboxes, /16 to /28 (default 10.231.0.0/16);\n"
                "                         names the nftables table inet sbx<hex of its top 24 bits>\n"
                "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"

@@ -361,3 +361,18 @@ def test_resolving_again_refreshes_the_pin(daemon, target):
         assert expires() >= first - 1  # a fresh 5 minutes, not what was left
     finally:
         daemon.delete(sb["id"])
+
+
+def test_without_upstream_names_fail_fast_and_addresses_work(target):
+    import time
+    with Daemon(extra_args=egress_args(None)) as d:
+        sb = create(d, {"default": "allow"})
+        try:
+            t0 = time.monotonic()
+            res = probe(d, sb["id"], f"one.test:{PORT}", f"{target.addrs[0]}:{PORT}")
+            assert res[f"one.test:{PORT}"].startswith("resolve:"), res
+            assert res[f"{target.addrs[0]}:{PORT}"] == hello(target.addrs[0])
+            assert time.monotonic() - t0 < 5  # NXDOMAIN at once, not a resolver timeout
+        finally:
+            d.delete(sb["id"])
+        assert d.stop() == 0, d.read_log()
