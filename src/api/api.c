@@ -14,6 +14,7 @@
 #include "base/util.h"
 #include "compat/e2b.h"
 #include "compat/langsmith.h"
+#include "compat/opensandbox.h"
 #include "daemon/daemon.h"
 #include "daemon/metrics.h"
 #include "daemon/sandbox.h"
@@ -256,6 +257,9 @@ static void handle(struct http_request *req, void *userdata)
         return;
     /* The LangSmith sandbox protocol under /langsmith (src/compat), in its own error envelope. */
     if (langsmith_dispatch(d, req))
+        return;
+    /* The OpenSandbox lifecycle and execd APIs under /opensandbox (src/compat), in their error envelope. */
+    if (opensandbox_dispatch(d, req))
         return;
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
