@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "compat/e2b_internal.h"
+#include "compat/route.h"
 #include "daemon/capture.h"
 #include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
@@ -1127,26 +1128,6 @@ static const struct e2b_route routes[] = {
     {"DELETE", "/templates/*", delete_snapshot},
 };
 
-/* Matches path against pattern; the "*" segment goes to id (SBX_ID_MAX + 1 bytes). */
-static bool route_match(const char *pattern, const char *path, char *id)
-{
-    while (*pattern && *path) {
-        if (*pattern == '*') {
-            size_t n = strcspn(path, "/");
-            if (n == 0 || n > SBX_ID_MAX)
-                return false;
-            memcpy(id, path, n);
-            id[n] = 0;
-            path += n;
-            pattern++;
-            continue;
-        }
-        if (*pattern++ != *path++)
-            return false;
-    }
-    return !*pattern && !*path;
-}
-
 bool e2b_api_path(const char *path)
 {
     return strcmp(path, "/sandboxes") == 0 || strncmp(path, "/sandboxes/", 11) == 0 ||
@@ -1165,7 +1146,7 @@ void e2b_api_handle(struct daemon *d, struct http_request *req)
     bool path_known = false;
     for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
         char id[SBX_ID_MAX + 1] = "";
-        if (!route_match(routes[i].pattern, path, id))
+        if (!compat_route_match(routes[i].pattern, path, SBX_ID_MAX, false, (char *const[]){id}, 1))
             continue;
         path_known = true;
         if (strcmp(routes[i].method, method) != 0)

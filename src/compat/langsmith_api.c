@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "compat/langsmith_internal.h"
+#include "compat/route.h"
 #include "daemon/capture.h"
 #include "daemon/checkpoint.h"
 #include "daemon/daemon.h"
@@ -918,28 +919,6 @@ static const struct ls_route routes[] = {
     {"DELETE", "/snapshots/*", snapshot_del},
 };
 
-/* Matches path against pattern; the "*" segment goes to param (LS_REF_MAX + 1 bytes). */
-static bool route_match(const char *pattern, const char *path, char *param)
-{
-    while (*pattern && *path) {
-        if (*pattern == '*') {
-            size_t n = strcspn(path, "/");
-            if (n == 0 || n > LS_REF_MAX)
-                return false;
-            memcpy(param, path, n);
-            param[n] = 0;
-            path += n;
-            pattern++;
-            continue;
-        }
-        if (*pattern++ != *path++)
-            return false;
-    }
-    if (!*pattern && strcmp(path, "/") == 0)
-        return true;
-    return !*pattern && !*path;
-}
-
 /* Who is asking, or a 401 answered (then returns -1). */
 static int authenticate(struct daemon *d, struct http_request *req, const char **ret_owner)
 {
@@ -962,7 +941,7 @@ static void control_handle(struct daemon *d, struct http_request *req, const cha
     bool path_known = false;
     for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
         char param[LS_REF_MAX + 1] = "";
-        if (!route_match(routes[i].pattern, rest, param))
+        if (!compat_route_match(routes[i].pattern, rest, LS_REF_MAX, true, (char *const[]){param}, 1))
             continue;
         path_known = true;
         if (strcmp(routes[i].method, method) != 0)

@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "compat/opensandbox_internal.h"
+#include "compat/route.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
@@ -1024,28 +1025,6 @@ static const struct os_route routes[] = {
     {"GET", "/sandboxes/*/diagnostics/*", not_supported},
 };
 
-/* Matches path against pattern; "*" segments go to p1 then p2 (OS_REF_MAX + 1 bytes each). */
-static bool route_match(const char *pattern, const char *path, char *p1, char *p2)
-{
-    int ncap = 0;
-    while (*pattern && *path) {
-        if (*pattern == '*') {
-            size_t n = strcspn(path, "/");
-            if (n == 0 || n > OS_REF_MAX)
-                return false;
-            char *dst = ncap++ == 0 ? p1 : p2;
-            memcpy(dst, path, n);
-            dst[n] = 0;
-            path += n;
-            pattern++;
-            continue;
-        }
-        if (*pattern++ != *path++)
-            return false;
-    }
-    return !*pattern && (!*path || strcmp(path, "/") == 0);
-}
-
 static bool present(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
@@ -1159,7 +1138,7 @@ bool opensandbox_dispatch(struct daemon *d, struct http_request *req)
     bool path_known = false;
     for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
         char p1[OS_REF_MAX + 1] = "", p2[OS_REF_MAX + 1] = "";
-        if (!route_match(routes[i].pattern, rest, p1, p2))
+        if (!compat_route_match(routes[i].pattern, rest, OS_REF_MAX, true, (char *const[]){p1, p2}, 2))
             continue;
         path_known = true;
         if (strcmp(routes[i].method, method) != 0)
