@@ -52,6 +52,7 @@
 #include "base/util.h"
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
+#include "dns/dns.h"
 #include "files/files.h"
 #include "loop/loop.h"
 
@@ -575,35 +576,6 @@ static int slot_alloc(struct egress_state *e)
 
 /* --- DNS ---------------------------------------------------------------------------------------- */
 
-/* The question of a query: its name in lower case without the final dot. Returns the offset after the
- * question, or -1 for anything but one well-formed question. */
-static int dns_question(const uint8_t *p, size_t len, char *name, size_t size)
-{
-    if (len < 12 || ((p[4] << 8) | p[5]) != 1)
-        return -1;
-    size_t off = 12, out = 0;
-    for (;;) {
-        if (off >= len)
-            return -1;
-        unsigned l = p[off++];
-        if (l == 0)
-            break;
-        if (l > 63 || off + l > len || out + l + 1 >= size)
-            return -1; /* compression in a question is not used by resolvers */
-        if (out)
-            name[out++] = '.';
-        for (unsigned i = 0; i < l; i++) {
-            char c = (char)p[off + i];
-            name[out++] = (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
-        }
-        off += l;
-    }
-    name[out] = 0;
-    if (off + 4 > len)
-        return -1;
-    return (int)(off + 4);
-}
-
 static bool domain_matches(const struct egress_rule *r, const char *name)
 {
     if (!r->domain)
@@ -627,80 +599,18 @@ static enum dns_verdict dns_decide(const struct egress_policy *p, const char *na
     return p->default_allow ? DNS_FORWARD : DNS_REFUSE;
 }
 
-/* Skips a possibly compressed name; returns the offset after it or -1. */
-static int dns_skip_name(const uint8_t *p, size_t len, size_t off)
-{
-    for (;;) {
-        if (off >= len)
-            return -1;
-        unsigned l = p[off];
-        if ((l & 0xc0) == 0xc0)
-            return off + 2 <= len ? (int)(off + 2) : -1;
-        if (l > 63)
-            return -1;
-        off += 1 + l;
-        if (l == 0)
-            return (int)off;
-    }
-}
-
 #define PIN_ADDRS_MAX 64 /* A records of one answer that are pinned */
-
-struct pin {
-    uint8_t addr[4];
-    uint32_t timeout_s;
-};
-
-/* The distinct A records of an answer (at most PIN_ADDRS_MAX); returns how many. */
-static size_t dns_answer_addrs(const uint8_t *p, size_t len, struct pin *pins)
-{
-    if (len < 12)
-        return 0;
-    unsigned qd = (unsigned)(p[4] << 8 | p[5]), an = (unsigned)(p[6] << 8 | p[7]);
-    int off = 12;
-    size_t n = 0;
-    for (unsigned i = 0; i < qd && off >= 0; i++) {
-        off = dns_skip_name(p, len, (size_t)off);
-        off = off >= 0 && (size_t)off + 4 <= len ? off + 4 : -1;
-    }
-    for (unsigned i = 0; i < an && off >= 0 && n < PIN_ADDRS_MAX; i++) {
-        off = dns_skip_name(p, len, (size_t)off);
-        if (off < 0 || (size_t)off + 10 > len)
-            break;
-        const uint8_t *rr = p + off;
-        unsigned type = (unsigned)(rr[0] << 8 | rr[1]), klass = (unsigned)(rr[2] << 8 | rr[3]);
-        uint32_t ttl = (uint32_t)rr[4] << 24 | (uint32_t)rr[5] << 16 | (uint32_t)rr[6] << 8 | rr[7];
-        unsigned rdlen = (unsigned)(rr[8] << 8 | rr[9]);
-        off += 10;
-        if ((size_t)off + rdlen > len)
-            break;
-        if (type == 1 && klass == 1 && rdlen == 4) {
-            uint32_t t = ttl < PIN_MIN_S ? PIN_MIN_S : ttl > PIN_MAX_S ? PIN_MAX_S : ttl;
-            size_t k = 0;
-            while (k < n && memcmp(pins[k].addr, p + off, 4) != 0)
-                k++;
-            if (k == n) {
-                memcpy(pins[n].addr, p + off, 4);
-                pins[n++].timeout_s = t;
-            } else if (t > pins[k].timeout_s) {
-                pins[k].timeout_s = t;
-            }
-        }
-        off += (int)rdlen;
-    }
-    return n;
-}
 
 /* Pins addresses with fresh timeouts: "add" alone leaves an existing element's timeout as it was (an
  * address resolved again just before its pin ends would lose it), so the transaction adds (a no-op for
  * those present), deletes (now all present) and adds again. */
-static int pin_addrs(struct egress_state *e, int slot, const struct pin *pins, size_t n, sbx_error *err)
+static int pin_addrs(struct egress_state *e, int slot, const struct dns_a *pins, size_t n, sbx_error *err)
 {
     _cleanup_(sbx_buf_done) struct sbx_buf with = SBX_BUF_INIT, bare = SBX_BUF_INIT, cmd = SBX_BUF_INIT;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *a = pins[i].addr;
-        sbx_buf_appendf(&with, "%s%u.%u.%u.%u timeout %us", i ? ", " : "", a[0], a[1], a[2], a[3],
-                        pins[i].timeout_s);
+        uint32_t t = pins[i].ttl < PIN_MIN_S ? PIN_MIN_S : pins[i].ttl > PIN_MAX_S ? PIN_MAX_S : pins[i].ttl;
+        sbx_buf_appendf(&with, "%s%u.%u.%u.%u timeout %us", i ? ", " : "", a[0], a[1], a[2], a[3], t);
         sbx_buf_appendf(&bare, "%s%u.%u.%u.%u", i ? ", " : "", a[0], a[1], a[2], a[3]);
     }
     const char *t = e->table_name;
@@ -738,9 +648,7 @@ static void dns_send(struct egress_state *e, const uint8_t *buf, size_t len, con
 static void dns_refuse(struct egress_state *e, uint8_t *q, int qend, const struct sockaddr_in *to,
                        const struct in_pktinfo *from)
 {
-    q[2] = (uint8_t)(0x80 | (q[2] & 0x79)); /* QR, opcode and RD kept */
-    q[3] = 0x80 | 3;                        /* RA, NXDOMAIN */
-    memset(q + 6, 0, 6);                    /* no answer, authority or additional records */
+    dns_make_nxdomain(q, (size_t)qend);
     dns_send(e, q, (size_t)qend, to, from);
 }
 
@@ -863,8 +771,8 @@ static void on_dns_answer(struct loop_io *io, uint32_t revents)
         }
         /* Pinned before the answer is passed on: the connection that follows it is allowed. */
         if (p->pin) {
-            struct pin pins[PIN_ADDRS_MAX];
-            size_t np = dns_answer_addrs(buf, (size_t)n, pins);
+            struct dns_a pins[PIN_ADDRS_MAX];
+            size_t np = dns_answer_a(buf, (size_t)n, pins, PIN_ADDRS_MAX);
             sbx_error err = {0};
             if (np > 0 && pin_addrs(e, sb->net->slot, pins, np, &err) < 0)
                 log_warning("sandbox %s: pin resolved addresses: %s", sb->id, err.msg);

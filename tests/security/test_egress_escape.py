@@ -206,3 +206,38 @@ def test_resolver_port_closed_to_the_host(daemon, new_sandbox, resolver):
     with pytest.raises(OSError):
         s.recv(512)
     assert "ok.test" not in resolver.asked[asked:]
+
+
+RAW_QUERY = r"""
+import socket, sys, random, struct
+labels = [bytes.fromhex(h) for h in sys.argv[2:]]
+q = struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 0)
+for l in labels:
+    q += bytes([len(l)]) + l
+q += b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+try:
+    s.sendto(q, (sys.argv[1], 53))
+    a = s.recv(512)
+    print("rcode", a[3] & 15, "answers", a[7])
+except OSError as e:
+    print("error", type(e).__name__)
+"""
+
+
+def test_dns_names_that_read_differently_in_text_are_not_forwarded(daemon, new_sandbox, resolver):
+    """A label with a NUL or a dot in it reads as an allowed name in text ("ok.test") while the wire
+    name the upstream would resolve is another one, carrying data to the attacker's name servers."""
+    sid = egress(daemon, new_sandbox, default="deny", allow=["ok.test"])
+    gw = gateway_of(info(daemon, sid)["network"]["address"])
+    asked = len(resolver.asked)
+    for labels in ([b"ok", b"test\x00c2VjcmV0", b"exfil", b"test"], [b"ok.test", b"exfil"],
+                   [b"ok", b"te st"]):
+        out = sh(daemon, sid, ["python3", "-c", RAW_QUERY, gw, *[lb.hex() for lb in labels]])
+        assert "answers 0" in out["stdout"] or "error" in out["stdout"], (labels, out)
+    assert resolver.asked[asked:] == [], resolver.asked[asked:]
+    # The control: the real name is forwarded and answered.
+    out = sh(daemon, sid, ["python3", "-c", RAW_QUERY, gw, b"ok".hex(), b"test".hex()])
+    assert "rcode 0 answers 1" in out["stdout"], out
+    assert resolver.asked[asked:] == ["ok.test"]
