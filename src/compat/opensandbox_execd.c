@@ -1,13 +1,16 @@
 /* OpenSandbox's execd API for one sandbox, served by sbxd at the sandbox's execd endpoint
  * ({host}/opensandbox/sandboxes/{id}/proxy/44772): /ping, /metrics, /command (sbx commands run by the
  * sandbox's shim, streamed as execd's JSON-lines event stream), command status, logs by byte cursor and
- * interrupt, and bash sessions (state kept in the sandbox, each run an sbx command). Files are
- * opensandbox_files.c. Shapes only; docs/compat/opensandbox.md. */
+ * interrupt, bash sessions (state kept in the sandbox, each run an sbx command), PTY sessions over
+ * WebSocket (sbx PTY commands), /metrics/watch, and the egress endpoint's /policy (read and changed through
+ * sandbox_set_egress). Files are opensandbox_files.c. Shapes only; docs/compat/opensandbox.md. */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,10 +89,27 @@ struct run {
     bool after_cr[2]; /* the last byte of the stream was '\r': a '\n' next is the same line end */
     int64_t started_ms;
     bool paused, finished;
+    /* A code-interpreter run (code_run_start): output up to the driver's end markers (code[], one line
+     * "\x1e<token>" on each stream, the stdout one followed by the cell's result as JSON). */
+    struct run *next; /* in code_runs */
+    char ctx[SBX_ID_MAX + 1];
+    char code_end[48]; /* "\x1e<token>": empty for a command */
+    int markers;       /* bit s: stream s reached its marker */
+    bool blank[2];     /* a blank line held back: the one the driver writes before its marker */
+    bool bash;
+    json_t *final;
 };
+
+static struct run *code_runs; /* the code runs streaming now (one per context) */
 
 static void run_free(struct run *r)
 {
+    for (struct run **pp = &code_runs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    json_decref(r->final);
     if (r->watched)
         loop_io_stop(r->d->loop, &r->io);
     loop_timer_stop(r->d->loop, &r->ping);
@@ -132,13 +152,47 @@ static int send_text(struct run *r, int s, const char *p, size_t n)
     return send_event(r->req, ev);
 }
 
+static void code_finish(struct run *r);
+
+/* One line of output: for a command, an event; for a code run, also the driver's end markers (and the
+ * blank line it writes before them, so that a cell's last line needs no newline). */
+static int emit_line(struct run *r, int s, const char *p, size_t n)
+{
+    if (r->finished)
+        return 0;
+    if (!r->code_end[0])
+        return send_text(r, s, p, n);
+    if (r->markers & (1 << s))
+        return 0;
+    size_t el = strlen(r->code_end);
+    if (n >= el && memcmp(p, r->code_end, el) == 0 && (n == el || p[el] == ' ')) {
+        r->blank[s] = false;
+        r->markers |= 1 << s;
+        if (s == 0 && n > el + 1)
+            r->final = json_loadb(p + el + 1, n - el - 1, 0, NULL);
+        if (r->markers == 3)
+            code_finish(r);
+        return 0;
+    }
+    int slow = 0;
+    if (r->blank[s]) {
+        r->blank[s] = false;
+        slow |= send_text(r, s, "", 0);
+    }
+    if (n == 0) {
+        r->blank[s] = true;
+        return slow;
+    }
+    return slow | send_text(r, s, p, n);
+}
+
 /* Splits output of stream s into lines: '\n' and '\r' end one ("\r\n" once), a blank line is "\n", and a
  * line longer than LINE_MAX_BYTES goes in pieces (cut before a UTF-8 continuation byte). */
 static bool forward_output(struct run *r, int s, const char *data, size_t len)
 {
     bool slow = false;
     struct sbx_buf *b = &r->line[s];
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len && !r->finished; i++) {
         char ch = data[i];
         if (ch == '\n' && r->after_cr[s]) {
             r->after_cr[s] = false;
@@ -146,7 +200,7 @@ static bool forward_output(struct run *r, int s, const char *data, size_t len)
         }
         r->after_cr[s] = ch == '\r';
         if (ch == '\n' || ch == '\r') {
-            slow |= send_text(r, s, b->base, b->len) > 0;
+            slow |= emit_line(r, s, b->base, b->len) > 0;
             b->len = 0;
             continue;
         }
@@ -159,7 +213,7 @@ static bool forward_output(struct run *r, int s, const char *data, size_t len)
                 cut--;
             if (cut == 0)
                 cut = b->len;
-            slow |= send_text(r, s, b->base, cut) > 0;
+            slow |= emit_line(r, s, b->base, cut) > 0;
             sbx_buf_consume(b, cut);
         }
     }
@@ -181,6 +235,16 @@ static void send_error_event(struct http_request *req, const char *evalue, const
 
 static void send_exit(struct run *r, json_t *st)
 {
+    if (r->code_end[0]) {
+        /* The interpreter itself ended (the cell called exit, or it was killed): the context is gone. */
+        for (int s = 0; s < 2; s++)
+            if (r->line[s].len && !(r->markers & (1 << s)))
+                send_text(r, s, r->line[s].base, r->line[s].len);
+        send_event(r->req,
+                   json_pack("{s:s, s:{s:s, s:s, s:[]}}", "type", "error", "error", "ename", "ContextEnded",
+                             "evalue", "the context's interpreter exited", "traceback"));
+        return run_end(r);
+    }
     for (int s = 0; s < 2; s++)
         if (r->line[s].len)
             send_text(r, s, r->line[s].base, r->line[s].len);
@@ -685,6 +749,914 @@ static void session_delete(struct api_ctx *c)
     os_reply_empty(c->req, 200);
 }
 
+/* --- PTY over WebSocket ----------------------------------------------------------------------------- */
+
+/* execd's /pty sessions on sbx's own commands. POST /pty records the session (cwd, command) in the sandbox
+ * (PTY_DIR/<id>, a JSON file like the bash sessions' state); the shell starts on the first WebSocket as an
+ * sbx command with a pty (or, with ?pty=0, with pipes), stdin open, kept after the socket goes, so a later
+ * socket attaches to the same shell and ?since= replays its output (the shim keeps it). Frames: a JSON
+ * `connected`, then binary frames with a channel byte (0x01 stdout, 0x02 stderr in pipe mode, 0x03 replay
+ * + 8-byte big-endian offset); the client sends 0x00 + stdin bytes and JSON resize / signal / ping. One
+ * socket per session: another gets 409 unless ?takeover=1, which closes the holder with 4001 TAKEN_OVER. */
+#define PTY_DIR "/tmp/.opensandbox-pty"
+#define PTY_FILE_MAX (COMMAND_MAX * 7 + 2 * PATH_MAX) /* the session file: a JSON-escaped command and cwd */
+#define PTY_STDIN_BACKLOG (1u << 20)                  /* stdin bytes queued for the shim */
+#define PTY_COLS 80
+#define PTY_ROWS 24
+
+struct pty_ws {
+    struct loop_io io;
+    struct pty_ws *next; /* in pty_holders */
+    struct daemon *d;
+    struct sandbox *sb; /* attached while the socket is open */
+    struct http_ws *ws;
+    char session[SBX_ID_MAX + 1];
+    int fd;
+    int watched;
+    struct sbx_buf in, out;
+    uint64_t replay_end; /* stdout before this offset was written before the socket came: replay frames */
+    bool paused, finished, evicted, is_pty;
+};
+
+static struct pty_ws *pty_holders; /* the open sockets (each has its session) */
+
+static struct pty_ws *pty_holder(const char *sandbox_id, const char *session)
+{
+    for (struct pty_ws *p = pty_holders; p; p = p->next)
+        if (!p->evicted && strcmp(p->session, session) == 0 && strcmp(p->sb->id, sandbox_id) == 0)
+            return p;
+    return NULL;
+}
+
+static void pty_ws_free(struct pty_ws *p)
+{
+    for (struct pty_ws **pp = &pty_holders; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    if (p->watched)
+        loop_io_stop(p->d->loop, &p->io);
+    if (p->fd >= 0)
+        close(p->fd);
+    sbx_buf_done(&p->in);
+    sbx_buf_done(&p->out);
+    sandbox_detach(p->sb);
+    sandbox_unref(p->sb);
+    free(p);
+}
+
+/* A session's or context's state: a JSON file dir/<id> in the sandbox (root-owned, 0600). */
+static int state_path(const char *dir, const char *id, const char *what, char ret[PATH_MAX], sbx_error *err)
+{
+    if (!session_id_ok(id))
+        return sbx_error_setk(err, -ENOENT, "not_found", 404, "%s `%s` not found", what, id);
+    snprintf(ret, PATH_MAX, "%s/%s", dir, id);
+    return 0;
+}
+
+static int state_load(struct sandbox *sb, const char *dir, const char *id, const char *what, json_t **ret,
+                      sbx_error *err)
+{
+    char path[PATH_MAX];
+    int fd;
+    uint64_t size;
+    if (state_path(dir, id, what, path, err) < 0)
+        return err->code;
+    if (files_open_read(sb->rootfs_fd, path, &fd, &size, NULL) < 0)
+        return sbx_error_setk(err, -ENOENT, "not_found", 404, "%s `%s` not found", what, id);
+    if (size > PTY_FILE_MAX) {
+        close(fd);
+        return sbx_error_set(err, -EBADMSG, "%s `%s`: its state file is too large", what, id);
+    }
+    _cleanup_free_ char *buf = xmalloc(size + 1);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    json_t *j = json_loadb(buf, got, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return sbx_error_set(err, -EBADMSG, "%s `%s`: its state file is malformed", what, id);
+    }
+    *ret = j;
+    return 0;
+}
+
+static int state_save(struct sandbox *sb, const char *dir, const char *id, const char *what, json_t *j,
+                      sbx_error *err)
+{
+    char path[PATH_MAX];
+    struct files_writer w;
+    _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
+    if (state_path(dir, id, what, path, err) < 0)
+        return err->code;
+    if (!text)
+        return sbx_error_set(err, -ENOMEM, "out of memory");
+    if (files_mkdir_p(sb->rootfs_fd, dir, 0700, sb->uid_base, sb->uid_base, err) < 0 ||
+        files_writer_open(sb->rootfs_fd, path, 0600, sb->uid_base, sb->uid_base, &w, err) < 0)
+        return err->code;
+    if (files_writer_write(&w, text, strlen(text), err) < 0) {
+        files_writer_abort(&w);
+        return err->code;
+    }
+    return files_writer_commit(&w, err);
+}
+
+static int pty_path(const char *id, char ret[PATH_MAX], sbx_error *err)
+{
+    return state_path(PTY_DIR, id, "pty session", ret, err);
+}
+
+static int pty_load(struct sandbox *sb, const char *id, json_t **ret, sbx_error *err)
+{
+    return state_load(sb, PTY_DIR, id, "pty session", ret, err);
+}
+
+static int pty_save(struct sandbox *sb, const char *id, json_t *j, sbx_error *err)
+{
+    return state_save(sb, PTY_DIR, id, "pty session", j, err);
+}
+
+/* The shim's status of the session's command (a new reference), or NULL when it has none or it is gone. */
+static json_t *pty_command_status(struct sandbox *sb, json_t *session)
+{
+    const char *cid = json_string_value(json_object_get(session, "cid"));
+    json_t *resp = NULL;
+    if (!cid || !id_is_valid(cid) || shim_op(sb, "status", cid, &resp, NULL) < 0)
+        return NULL;
+    json_t *st = json_incref(json_object_get(resp, "command"));
+    json_decref(resp);
+    return st;
+}
+
+static bool status_running(json_t *st)
+{
+    return strcmp(json_string_value(json_object_get(st, "state")) ?: "", "running") == 0;
+}
+
+static void pty_create_with_body(struct api_ctx *c, json_t *m)
+{
+    sbx_error err = {0};
+    const char *cwd = NULL, *command = NULL;
+    if (!json_is_object(m))
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "the body must be a JSON object");
+    if (jsonreq_string(m, "cwd", PATH_MAX, &cwd, &err) < 0 ||
+        jsonreq_string(m, "command", COMMAND_MAX, &command, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    if (cwd && *cwd && check_cwd(sb, cwd, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    char id[SBX_ID_MAX + 1];
+    id_generate(id, sizeof(id), "pty_");
+    json_auto_t *session = json_pack("{s:s, s:s}", "cwd", cwd ? cwd : "", "command", command ? command : "");
+    if (pty_save(sb, id, session, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    http_respond_json(c->req, 200, json_pack("{s:s}", "session_id", id));
+}
+
+static void pty_get(struct api_ctx *c)
+{
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    json_auto_t *session = NULL;
+    if (pty_load(sb, c->command_id, &session, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    json_auto_t *st = pty_command_status(sb, session);
+    json_t *out = json_object_get(st, "stdout_bytes");
+    http_respond_json(c->req, 200,
+                      json_pack("{s:s, s:b, s:I}", "session_id", c->command_id, "running",
+                                st && status_running(st), "output_offset",
+                                (json_int_t)(json_is_integer(out) ? json_integer_value(out) : 0)));
+}
+
+static void pty_delete(struct api_ctx *c)
+{
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    json_auto_t *session = NULL;
+    char path[PATH_MAX];
+    if (pty_load(sb, c->command_id, &session, &err) < 0 || pty_path(c->command_id, path, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    json_auto_t *st = pty_command_status(sb, session), *resp = NULL;
+    if (st && status_running(st) &&
+        shim_op(sb, "kill", json_string_value(json_object_get(session, "cid")), &resp, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    if (files_remove(sb->rootfs_fd, path, false, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    struct pty_ws *h = pty_holder(sb->id, c->command_id);
+    if (h) {
+        h->evicted = true;
+        http_ws_close(h->ws, 1000, "session deleted");
+    }
+    os_reply_empty(c->req, 200);
+}
+
+static void pty_update_watch(struct pty_ws *p)
+{
+    int want = 0;
+    if (!p->paused && !p->finished)
+        want |= EPOLLIN;
+    if (p->out.len > 0 && !p->finished)
+        want |= EPOLLOUT;
+    if (want == p->watched)
+        return;
+    if (p->watched && want)
+        loop_io_update(p->d->loop, &p->io, (uint32_t)want);
+    else if (want)
+        loop_io_start(p->d->loop, &p->io, p->fd, (uint32_t)want, NULL);
+    else
+        loop_io_stop(p->d->loop, &p->io);
+    p->watched = want;
+}
+
+static void pty_finish(struct pty_ws *p, int code, const char *why)
+{
+    p->finished = true;
+    http_ws_close(p->ws, code, why);
+}
+
+static bool pty_forward(struct pty_ws *p, uint8_t stream, uint64_t off, const uint8_t *data, size_t len)
+{
+    _cleanup_free_ uint8_t *frame = xmalloc(len + 9);
+    size_t n;
+    if (stream == SHIM_STREAM_STDERR) {
+        frame[0] = 0x02;
+        memcpy(frame + 1, data, len);
+        n = len + 1;
+    } else if (off < p->replay_end) {
+        frame[0] = 0x03;
+        for (int i = 0; i < 8; i++)
+            frame[1 + i] = (uint8_t)(off >> (8 * (7 - i)));
+        memcpy(frame + 9, data, len);
+        n = len + 9;
+    } else {
+        frame[0] = 0x01;
+        memcpy(frame + 1, data, len);
+        n = len + 1;
+    }
+    return http_ws_send_binary(p->ws, frame, n) > 0;
+}
+
+static void pty_process(struct pty_ws *p)
+{
+    size_t pos = 0;
+    while (!p->finished && !p->paused) {
+        struct shim_frame f;
+        long n = shim_frame_parse((const uint8_t *)p->in.base + pos, p->in.len - pos, &f);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            pty_finish(p, 1011, "malformed frame from the sandbox's shim");
+            break;
+        }
+        pos += (size_t)n;
+        uint8_t stream;
+        uint64_t off;
+        const uint8_t *data;
+        size_t len;
+        if (f.type == SHIM_FRAME_DATA && shim_frame_data_parse(&f, &stream, &off, &data, &len) == 0) {
+            if (pty_forward(p, stream, off, data, len))
+                p->paused = true;
+        } else if (f.type == SHIM_FRAME_EXIT) {
+            json_auto_t *st = json_loadb((const char *)f.payload, f.len, 0, NULL);
+            json_t *ec = json_object_get(st, "exit_code");
+            json_auto_t *ev = json_pack("{s:s, s:I}", "type", "exit", "exit_code",
+                                        (json_int_t)(json_is_integer(ec) ? json_integer_value(ec) : -1));
+            _cleanup_free_ char *text = json_dumps(ev, JSON_COMPACT);
+            if (text)
+                http_ws_send_text(p->ws, text, strlen(text));
+            pty_finish(p, 1000, "the shell exited");
+        } else if (f.type == SHIM_FRAME_RESPONSE) {
+            pty_finish(p, 1011, "the shell's output could not be attached");
+        }
+    }
+    sbx_buf_consume(&p->in, pos);
+}
+
+static void pty_pump(struct pty_ws *p)
+{
+    if (p->out.len > 0) {
+        ssize_t n = write(p->fd, p->out.base, p->out.len);
+        if (n > 0)
+            sbx_buf_consume(&p->out, (size_t)n);
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            p->out.len = 0; /* the shim is gone; reading tells the client */
+    }
+    pty_process(p);
+    pty_update_watch(p);
+}
+
+static void pty_on_io(struct loop_io *io, uint32_t revents)
+{
+    struct pty_ws *p = container_of(io, struct pty_ws, io);
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        for (int i = 0; i < 16 && !p->paused && !p->finished; i++) {
+            char *buf = sbx_buf_reserve(&p->in, SHIM_READ_CHUNK);
+            ssize_t n = read(p->fd, buf, SHIM_READ_CHUNK);
+            if (n > 0) {
+                p->in.len += (size_t)n;
+                pty_process(p);
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                break;
+            pty_process(p);
+            if (!p->finished)
+                pty_finish(p, 1011, "the sandbox's shim closed the stream");
+            break;
+        }
+    }
+    pty_pump(p);
+}
+
+static void pty_queue(struct pty_ws *p, uint8_t type, const void *payload, size_t len)
+{
+    if (p->out.len + len > PTY_STDIN_BACKLOG)
+        return pty_finish(p, 1009, "stdin backlog too large");
+    uint8_t hdr[SHIM_FRAME_HEADER];
+    shim_frame_header(hdr, type, (uint32_t)len);
+    sbx_buf_append(&p->out, hdr, sizeof(hdr));
+    sbx_buf_append(&p->out, payload, len);
+    pty_pump(p);
+}
+
+static void pty_on_text(struct http_ws *ws, const char *data, size_t len, void *userdata)
+{
+    struct pty_ws *p = userdata;
+    json_auto_t *m = json_loadb(data, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (p->finished)
+        return;
+    if (!type)
+        return pty_finish(p, 1003, "expected a JSON object with a type");
+    if (strcmp(type, "ping") == 0) {
+        static const char pong[] = "{\"type\":\"pong\"}";
+        http_ws_send_text(ws, pong, sizeof(pong) - 1);
+    } else if (strcmp(type, "resize") == 0) {
+        json_t *cols = json_object_get(m, "cols"), *rows = json_object_get(m, "rows");
+        json_int_t w = json_integer_value(cols), h = json_integer_value(rows);
+        if (!json_is_integer(cols) || !json_is_integer(rows) || w < 1 || w > 1000 || h < 1 || h > 1000)
+            return pty_finish(p, 1003, "resize needs integer cols and rows in 1..1000");
+        _cleanup_free_ char *req = xasprintf("{\"op\":\"resize\",\"cols\":%d,\"rows\":%d}", (int)w, (int)h);
+        pty_queue(p, SHIM_FRAME_REQUEST, req, strlen(req));
+    } else if (strcmp(type, "signal") == 0) {
+        int sig = signal_from_json(json_object_get(m, "signal"));
+        if (sig < 0)
+            return pty_finish(p, 1003, "unknown signal");
+        /* On a terminal, SIGINT, SIGQUIT and SIGTSTP go to the foreground job (a command the shell runs,
+         * not the interactive shell, which ignores them): typed as the line discipline's characters. */
+        const char *ch = !p->is_pty       ? NULL
+                         : sig == SIGINT  ? "\x03"
+                         : sig == SIGQUIT ? "\x1c"
+                         : sig == SIGTSTP ? "\x1a"
+                                          : NULL;
+        if (ch)
+            return pty_queue(p, SHIM_FRAME_STDIN, ch, 1);
+        _cleanup_free_ char *req = xasprintf("{\"op\":\"signal\",\"signal\":%d}", sig);
+        pty_queue(p, SHIM_FRAME_REQUEST, req, strlen(req));
+    } else {
+        pty_finish(p, 1003, "unknown message type (resize, signal or ping)");
+    }
+}
+
+static void pty_on_binary(struct http_ws *ws, const char *data, size_t len, void *userdata)
+{
+    struct pty_ws *p = userdata;
+    if (p->finished)
+        return;
+    if (len == 0 || data[0] != 0x00)
+        return pty_finish(p, 1003, "binary frames from the client are 0x00 + stdin bytes");
+    if (len > 1)
+        pty_queue(p, SHIM_FRAME_STDIN, data + 1, len - 1);
+}
+
+static void pty_on_drain(struct http_ws *ws, void *userdata)
+{
+    struct pty_ws *p = userdata;
+    p->paused = false;
+    pty_pump(p);
+}
+
+static void pty_on_close(struct http_ws *ws, int code, void *userdata)
+{
+    pty_ws_free(userdata);
+}
+
+static const struct http_ws_callbacks pty_ws_callbacks = {
+    .on_text = pty_on_text,
+    .on_binary = pty_on_binary,
+    .on_drain = pty_on_drain,
+    .on_close = pty_on_close,
+};
+
+/* Starts the session's shell (an sbx command) and records its id in the session. */
+static int pty_start(struct sandbox *sb, const char *id, json_t *session, bool pty, sbx_error *err)
+{
+    const char *cwd = json_string_value(json_object_get(session, "cwd")) ?: "";
+    const char *command = json_string_value(json_object_get(session, "command")) ?: "";
+    json_t *body = *command ? json_pack("{s:[s,s,s]}", "command", shell_of(sb), "-c", command)
+                            : json_pack("{s:[s]}", "command", shell_of(sb));
+    json_object_set_new(body, "wait", json_false());
+    json_object_set_new(body, "stdin_open", json_true());
+    json_object_set_new(body, "idle_timeout", json_integer(-1));
+    json_object_set_new(body, "ttl_seconds", json_integer(COMMAND_TTL_S));
+    json_object_set_new(body, "pty", json_boolean(pty));
+    if (pty) {
+        json_object_set_new(body, "cols", json_integer(PTY_COLS));
+        json_object_set_new(body, "rows", json_integer(PTY_ROWS));
+    }
+    if (*cwd)
+        json_object_set_new(body, "cwd", json_string(cwd));
+    json_auto_t *req = NULL, *resp = NULL;
+    bool wait;
+    int r = api_command_exec_request(sb, body, &req, &wait, err);
+    json_decref(body);
+    if (r < 0 || sandbox_shim_call(sb, req, &resp, err) < 0)
+        return err->code;
+    metrics_count(METRICS_COMMANDS_STARTED);
+    const char *cid = json_string_value(json_object_get(json_object_get(resp, "command"), "id")) ?: "";
+    json_object_set_new(session, "cid", json_string(cid));
+    json_object_set_new(session, "pty", json_boolean(pty));
+    return pty_save(sb, id, session, err);
+}
+
+static void pty_connect(struct api_ctx *c)
+{
+    if (!http_request_is_websocket(c->req))
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "GET /pty/{id}/ws needs a WebSocket upgrade");
+    const char *mode = http_query_get(c->req, "pty"), *since_s = http_query_get(c->req, "since"),
+               *takeover_s = http_query_get(c->req, "takeover");
+    bool pty = !(mode && (strcmp(mode, "0") == 0 || strcmp(mode, "false") == 0));
+    bool takeover = takeover_s && (strcmp(takeover_s, "1") == 0 || strcmp(takeover_s, "true") == 0);
+    unsigned long long since = 0;
+    if (since_s && *since_s) {
+        char *end;
+        errno = 0;
+        since = strtoull(since_s, &end, 10);
+        if (errno || *end || since_s[0] == '-' || since > INT64_MAX)
+            return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "`since` must be a non-negative integer");
+    }
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    json_auto_t *session = NULL;
+    if (pty_load(sb, c->command_id, &session, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    struct pty_ws *holder = pty_holder(sb->id, c->command_id);
+    if (holder && !takeover)
+        return os_reply(c->req, 409, "CONFLICT",
+                        "pty session `%s` already has a client (connect with takeover=1 to take it over)",
+                        c->command_id);
+    json_auto_t *st = pty_command_status(sb, session);
+    bool started = false;
+    if (!st || !status_running(st)) {
+        json_decref(st);
+        st = NULL;
+        if (pty_start(sb, c->command_id, session, pty, &err) < 0)
+            return os_reply_sbx(c->req, &err, OS_COMMANDS);
+        started = true;
+    }
+    const char *cid = json_string_value(json_object_get(session, "cid")) ?: "";
+    /* A shell just started: all of its output is new (none may be lost before the attach). */
+    uint64_t out_end = started ? 0 : (uint64_t)json_integer_value(json_object_get(st, "stdout_bytes"));
+    uint64_t err_end = started ? 0 : (uint64_t)json_integer_value(json_object_get(st, "stderr_bytes"));
+    bool replay = since_s && *since_s;
+    int fd;
+    if (shim_attach(sb->state_dir, cid, replay ? (since < out_end ? since : out_end) : out_end, err_end, &fd,
+                    &err) < 0)
+        return os_reply(c->req, 500, "RUNTIME_ERROR", "%s", err.msg);
+    struct pty_ws *p = xcalloc(1, sizeof(*p));
+    p->d = c->d;
+    p->sb = sandbox_ref(sb);
+    sandbox_attach(sb);
+    p->fd = fd;
+    p->io.cb = pty_on_io;
+    p->replay_end = replay ? out_end : 0;
+    snprintf(p->session, sizeof(p->session), "%s", c->command_id);
+    if (http_websocket_accept(c->req, &pty_ws_callbacks, p, &p->ws) < 0) {
+        p->fd = -1;
+        close(fd);
+        sandbox_detach(p->sb);
+        sandbox_unref(p->sb);
+        free(p);
+        return;
+    }
+    if (holder) {
+        holder->evicted = true;
+        pty_finish(holder, 4001, "TAKEN_OVER");
+    }
+    p->next = pty_holders;
+    pty_holders = p;
+    bool is_pty = p->is_pty = json_is_true(json_object_get(session, "pty"));
+    json_auto_t *hello = json_pack("{s:s, s:s, s:s}", "type", "connected", "session_id", p->session, "mode",
+                                   is_pty ? "pty" : "pipe");
+    _cleanup_free_ char *text = json_dumps(hello, JSON_COMPACT);
+    if (text)
+        http_ws_send_text(p->ws, text, strlen(text));
+    pty_update_watch(p);
+}
+
+/* --- code-interpreter contexts ------------------------------------------------------------------- */
+
+/* execd's /code without Jupyter: a context is a long-lived driver process in the sandbox (an sbx command,
+ * stdin open): `python3 -u -c PY_DRIVER` keeps one globals dict, `bash -c SH_DRIVER` one shell, so state
+ * stays between runs. A run writes the cell to the driver's stdin followed by a line "\x1e<token>" (the
+ * context's random token); the driver runs it (python: the last expression's repr is the result, an
+ * exception the error; bash: eval in the driver's shell, a non-zero status the error) and ends its output
+ * with a marker line on each stream, the stdout one carrying {"count", "result"?, "ename"?, ...}. One run
+ * per context at a time. The state file is CODE_DIR/<id> ({id, language, cwd, cid, token}). */
+#define CODE_DIR "/tmp/.opensandbox-code"
+#define CODE_CONTEXTS_MAX 1000
+
+static const char PY_DRIVER[] =
+    "import ast, json, os, signal, sys, traceback\n"
+    "tok = os.environ.pop(\"OPENSANDBOX_CODE_TOKEN\", \"\")\n"
+    "end = \"\\x1e\" + tok\n"
+    "inp = sys.stdin\n"
+    "sys.stdin = open(os.devnull)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "g = {\"__name__\": \"__main__\", \"__builtins__\": __builtins__}\n"
+    "n = 0\n"
+    "while True:\n"
+    "    lines = []\n"
+    "    while True:\n"
+    "        line = inp.readline()\n"
+    "        if not line or line.rstrip(\"\\n\") == end:\n"
+    "            break\n"
+    "        lines.append(line)\n"
+    "    if not line:\n"
+    "        break\n"
+    "    n += 1\n"
+    "    res = {\"count\": n}\n"
+    "    try:\n"
+    "        signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "        tree = ast.parse(\"\".join(lines), \"<cell>\", \"exec\")\n"
+    "        last = None\n"
+    "        if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
+    "            last = ast.Expression(tree.body.pop().value)\n"
+    "        exec(compile(tree, \"<cell>\", \"exec\"), g)\n"
+    "        if last is not None:\n"
+    "            v = eval(compile(last, \"<cell>\", \"eval\"), g)\n"
+    "            if v is not None:\n"
+    "                res[\"result\"] = repr(v)\n"
+    "    except BaseException as e:\n"
+    "        tb = e.__traceback__.tb_next if e.__traceback__ else None\n"
+    "        res[\"ename\"] = type(e).__name__\n"
+    "        res[\"evalue\"] = str(e)\n"
+    "        res[\"traceback\"] = traceback.format_exception(type(e), e, tb)\n"
+    "    finally:\n"
+    "        signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "    for f in (sys.stdout, sys.stderr):\n"
+    "        try:\n"
+    "            f.flush()\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    sys.__stderr__.write(\"\\n\" + end + \"\\n\")\n"
+    "    sys.__stderr__.flush()\n"
+    "    sys.__stdout__.write(\"\\n\" + end + \" \" + json.dumps(res) + \"\\n\")\n"
+    "    sys.__stdout__.flush()\n";
+
+static const char SH_DRIVER[] =
+    "__osb_e=\"$(printf '\\036')$OPENSANDBOX_CODE_TOKEN\"; unset OPENSANDBOX_CODE_TOKEN; __osb_n=0\n"
+    "exec 3<&0 </dev/null\n"
+    "while :; do\n"
+    "  __osb_c=; __osb_ok=\n"
+    "  while IFS= read -r __osb_l <&3; do\n"
+    "    if [ \"$__osb_l\" = \"$__osb_e\" ]; then __osb_ok=1; break; fi\n"
+    "    __osb_c=\"$__osb_c$__osb_l\n"
+    "\"\n"
+    "  done\n"
+    "  [ -n \"$__osb_ok\" ] || exit 0\n"
+    "  __osb_n=$((__osb_n+1))\n"
+    "  eval \"$__osb_c\"\n"
+    "  __osb_rc=$?\n"
+    "  printf '\\n%s\\n' \"$__osb_e\" >&2\n"
+    "  printf '\\n%s {\"count\":%d,\"exit_code\":%d}\\n' \"$__osb_e\" \"$__osb_n\" \"$__osb_rc\"\n"
+    "done\n";
+
+static bool code_language_ok(const char *l)
+{
+    return strcmp(l, "python") == 0 || strcmp(l, "bash") == 0;
+}
+
+static json_t *context_json(json_t *ctx)
+{
+    json_t *o = json_pack("{s:O, s:O}", "id", json_object_get(ctx, "id"), "language",
+                          json_object_get(ctx, "language"));
+    const char *cwd = json_string_value(json_object_get(ctx, "cwd"));
+    if (cwd && *cwd)
+        json_object_set_new(o, "cwd", json_string(cwd));
+    return o;
+}
+
+static bool code_busy(const char *sandbox_id, const char *ctx)
+{
+    for (struct run *r = code_runs; r; r = r->next)
+        if (strcmp(r->ctx, ctx) == 0 && strcmp(r->sb->id, sandbox_id) == 0)
+            return true;
+    return false;
+}
+
+static const char *python_of(struct sandbox *sb)
+{
+    static const char *const paths[] = {"/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"};
+    struct files_entry e;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (files_stat(sb->rootfs_fd, paths[i], &e, NULL) == 0)
+            return paths[i];
+    return NULL;
+}
+
+static void code_context_create_with_body(struct api_ctx *c, json_t *m)
+{
+    sbx_error err = {0};
+    const char *language = NULL, *cwd = NULL;
+    if (!json_is_object(m))
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "the body must be a JSON object");
+    if (jsonreq_string(m, "language", 32, &language, &err) < 0 ||
+        jsonreq_string(m, "cwd", PATH_MAX, &cwd, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    if (!language || !*language)
+        language = "python";
+    if (!code_language_ok(language))
+        return os_reply(c->req, 501, "NOT_SUPPORTED",
+                        "language `%s` is not supported by sbx's code contexts (python and bash are)",
+                        language);
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    if (cwd && *cwd && check_cwd(sb, cwd, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    bool bash = strcmp(language, "bash") == 0;
+    const char *py = bash ? NULL : python_of(sb);
+    if (!bash && !py)
+        return os_reply(c->req, 400, "NOT_SUPPORTED", "python3 is not installed in the sandbox's image");
+    char id[SBX_ID_MAX + 1], token[33];
+    id_generate(id, sizeof(id), "ctx_");
+    id_generate(token, sizeof(token), "");
+    json_t *body = bash ? json_pack("{s:[s,s,s]}", "command", shell_of(sb), "-c", SH_DRIVER)
+                        : json_pack("{s:[s,s,s,s]}", "command", py, "-u", "-c", PY_DRIVER);
+    json_object_set_new(body, "wait", json_false());
+    json_object_set_new(body, "stdin_open", json_true());
+    json_object_set_new(body, "idle_timeout", json_integer(-1));
+    json_object_set_new(body, "ttl_seconds", json_integer(COMMAND_TTL_S));
+    json_object_set_new(
+        body, "env", json_pack("{s:s, s:s}", "OPENSANDBOX_CODE_TOKEN", token, "PYTHONIOENCODING", "utf-8"));
+    if (cwd && *cwd)
+        json_object_set_new(body, "cwd", json_string(cwd));
+    json_auto_t *req = NULL, *resp = NULL;
+    bool wait;
+    int r = api_command_exec_request(sb, body, &req, &wait, &err);
+    json_decref(body);
+    if (r < 0 || sandbox_shim_call(sb, req, &resp, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    metrics_count(METRICS_COMMANDS_STARTED);
+    const char *cid = json_string_value(json_object_get(json_object_get(resp, "command"), "id")) ?: "";
+    json_auto_t *ctx = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "language", language, "cwd",
+                                 cwd ? cwd : "", "cid", cid, "token", token);
+    if (state_save(sb, CODE_DIR, id, "context", ctx, &err) < 0) {
+        json_auto_t *kr = NULL;
+        shim_op(sb, "kill", cid, &kr, NULL);
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    }
+    http_respond_json(c->req, 200, context_json(ctx));
+}
+
+/* Every context of the sandbox (language NULL: all), as loaded state objects. */
+static json_t *code_contexts(struct sandbox *sb, const char *language)
+{
+    json_t *out = json_array();
+    struct files_entry *ents = NULL;
+    size_t n = 0;
+    if (files_list(sb->rootfs_fd, CODE_DIR, &ents, &n, CODE_CONTEXTS_MAX, NULL) < 0)
+        return out;
+    for (size_t i = 0; i < n; i++) {
+        json_t *ctx = NULL;
+        if (ents[i].type != FILES_TYPE_FILE ||
+            state_load(sb, CODE_DIR, ents[i].name, "context", &ctx, NULL) < 0)
+            continue;
+        if (!language || strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", language) == 0)
+            json_array_append(out, ctx);
+        json_decref(ctx);
+    }
+    free(ents);
+    return out;
+}
+
+static void code_context_remove(struct sandbox *sb, json_t *ctx)
+{
+    const char *cid = json_string_value(json_object_get(ctx, "cid")),
+               *id = json_string_value(json_object_get(ctx, "id"));
+    char path[PATH_MAX];
+    json_auto_t *resp = NULL;
+    if (cid && id_is_valid(cid))
+        shim_op(sb, "kill", cid, &resp, NULL);
+    if (id && state_path(CODE_DIR, id, "context", path, NULL) == 0)
+        files_remove(sb->rootfs_fd, path, false, NULL);
+}
+
+static void code_contexts_list(struct api_ctx *c, bool del)
+{
+    const char *language = http_query_get(c->req, "language");
+    if (language && !*language)
+        language = NULL;
+    if (del && !language)
+        return os_reply(c->req, 400, "MISSING_QUERY", "`language` is required");
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    json_auto_t *all = code_contexts(sb, language);
+    json_t *out = json_array(), *ctx;
+    size_t i;
+    json_array_foreach(all, i, ctx)
+    {
+        if (del)
+            code_context_remove(sb, ctx);
+        else
+            json_array_append_new(out, json_pack("{s:O, s:O}", "id", json_object_get(ctx, "id"), "language",
+                                                 json_object_get(ctx, "language")));
+    }
+    if (del) {
+        json_decref(out);
+        return os_reply_empty(c->req, 200);
+    }
+    http_respond_json(c->req, 200, out);
+}
+
+static int context_load(struct api_ctx *c, struct sandbox *sb, const char *id, json_t **ret)
+{
+    sbx_error err = {0};
+    if (state_load(sb, CODE_DIR, id, "context", ret, &err) < 0) {
+        os_reply(c->req, sbx_error_http_status(&err) == 404 ? 404 : 500,
+                 sbx_error_http_status(&err) == 404 ? "CONTEXT_NOT_FOUND" : "RUNTIME_ERROR", "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void code_context_get(struct api_ctx *c, bool del)
+{
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    json_auto_t *ctx = NULL;
+    if (context_load(c, sb, c->command_id, &ctx) < 0)
+        return;
+    if (!del)
+        return http_respond_json(c->req, 200, context_json(ctx));
+    code_context_remove(sb, ctx);
+    os_reply_empty(c->req, 200);
+}
+
+static void code_finish(struct run *r)
+{
+    json_t *f = r->final, *count = json_object_get(f, "count");
+    if (json_is_integer(count))
+        send_event(r->req, json_pack("{s:s, s:O}", "type", "execution_count", "execution_count", count));
+    const char *result = json_string_value(json_object_get(f, "result"));
+    if (result)
+        send_event(r->req, json_pack("{s:s, s:{s:s}}", "type", "result", "results", "text", result));
+    json_t *ec = json_object_get(f, "exit_code");
+    if (json_object_get(f, "ename")) {
+        json_t *tb = json_object_get(f, "traceback");
+        send_event(r->req, json_pack("{s:s, s:{s:O, s:s, s:O}}", "type", "error", "error", "ename",
+                                     json_object_get(f, "ename"), "evalue",
+                                     json_string_value(json_object_get(f, "evalue")) ?: "", "traceback",
+                                     json_is_array(tb) ? tb : json_array()));
+    } else if (r->bash && json_is_integer(ec) && json_integer_value(ec) != 0) {
+        char ev[24], tb[48];
+        snprintf(ev, sizeof(ev), "%lld", (long long)json_integer_value(ec));
+        snprintf(tb, sizeof(tb), "exit status %lld", (long long)json_integer_value(ec));
+        send_error_event(r->req, ev, tb);
+    } else if (!f) {
+        send_error_event(r->req, "-1", "malformed end of run from the context's driver");
+    } else {
+        send_event(r->req, json_pack("{s:s, s:I}", "type", "execution_complete", "execution_time",
+                                     (json_int_t)(wall_ms() - r->started_ms)));
+    }
+    run_end(r);
+}
+
+static void code_run_with_body(struct api_ctx *c, json_t *m)
+{
+    sbx_error err = {0};
+    const char *code = NULL, *id = NULL, *language = NULL;
+    json_t *cref = json_object_get(m, "context");
+    if (!json_is_object(m))
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "the body must be a JSON object");
+    if (jsonreq_string(m, "code", COMMAND_MAX, &code, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    if (cref && !json_is_object(cref) && !json_is_null(cref))
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "`context` must be an object {id, language}");
+    if (cref && json_is_object(cref) &&
+        (jsonreq_string(cref, "id", SBX_ID_MAX, &id, &err) < 0 ||
+         jsonreq_string(cref, "language", 32, &language, &err) < 0))
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    if (!code)
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "`code` is required");
+    if (!id || !*id)
+        return os_reply(c->req, 400, "INVALID_REQUEST_BODY",
+                        "`context.id` is required (create one with POST /code/context)");
+    struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    json_auto_t *ctx = NULL;
+    if (context_load(c, sb, id, &ctx) < 0) {
+        sandbox_unref(sb);
+        return;
+    }
+    if (code_busy(sb->id, id)) {
+        sandbox_unref(sb);
+        return os_reply(c->req, 409, "CONFLICT", "context `%s` is running code already", id);
+    }
+    const char *cid = json_string_value(json_object_get(ctx, "cid")) ?: "";
+    const char *token = json_string_value(json_object_get(ctx, "token")) ?: "";
+    json_auto_t *resp = NULL;
+    json_t *st = NULL;
+    if (!id_is_valid(cid) || shim_op(sb, "status", cid, &resp, NULL) < 0 ||
+        !status_running(st = json_object_get(resp, "command")) || strlen(token) < 8 || strlen(token) > 40) {
+        sandbox_unref(sb);
+        return os_reply(c->req, 404, "CONTEXT_NOT_FOUND",
+                        "context `%s`: its interpreter has ended (delete it and create a new one)", id);
+    }
+    int fd;
+    if (shim_attach(sb->state_dir, cid, (uint64_t)json_integer_value(json_object_get(st, "stdout_bytes")),
+                    (uint64_t)json_integer_value(json_object_get(st, "stderr_bytes")), &fd, &err) < 0) {
+        sandbox_unref(sb);
+        return os_reply(c->req, 500, "RUNTIME_ERROR", "%s", err.msg);
+    }
+    size_t clen = strlen(code);
+    _cleanup_free_ char *input =
+        xasprintf("%s%s\x1e%s\n", code, clen && code[clen - 1] == '\n' ? "" : "\n", token);
+    _cleanup_free_ char *b64 = base64_encode(input, strlen(input));
+    json_auto_t *sreq = json_pack("{s:s, s:s, s:s}", "op", "stdin", "id", cid, "data_b64", b64),
+                *sresp = NULL;
+    if (sandbox_shim_call(sb, sreq, &sresp, &err) < 0) {
+        close(fd);
+        sandbox_unref(sb);
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    }
+    stream_begin(c->req);
+    send_event(c->req, json_pack("{s:s, s:s}", "type", "init", "text", id));
+    struct run *r = xcalloc(1, sizeof(*r));
+    r->d = c->d;
+    r->sb = sb;
+    sandbox_attach(r->sb);
+    r->req = c->req;
+    r->fd = fd;
+    r->io.cb = run_on_io;
+    r->started_ms = wall_ms();
+    snprintf(r->ctx, sizeof(r->ctx), "%s", id);
+    snprintf(r->code_end, sizeof(r->code_end), "\x1e%s", token);
+    r->bash = strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", "bash") == 0;
+    r->next = code_runs;
+    code_runs = r;
+    http_request_on_abort(c->req, run_on_abort, r);
+    http_request_on_drain(c->req, run_on_drain, r);
+    loop_timer_start(c->d->loop, &r->ping, PING_INTERVAL_USEC, run_on_ping);
+    run_update_watch(r);
+}
+
+/* DELETE /code?id=: SIGINT to a python context's interpreter (KeyboardInterrupt in the running cell). */
+static void code_interrupt(struct api_ctx *c)
+{
+    const char *id = http_query_get(c->req, "id");
+    if (!id || !*id)
+        return os_reply(c->req, 400, "MISSING_QUERY", "`id` is required");
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    json_auto_t *ctx = NULL;
+    if (context_load(c, sb, id, &ctx) < 0)
+        return;
+    if (strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", "python") != 0)
+        return os_reply(c->req, 501, "NOT_SUPPORTED",
+                        "interrupting a bash context is not supported (delete the context instead)");
+    if (!code_busy(sb->id, id))
+        return os_reply_empty(c->req, 200);
+    sbx_error err = {0};
+    json_auto_t *sig = json_pack("{s:s, s:s, s:i}", "op", "signal", "id",
+                                 json_string_value(json_object_get(ctx, "cid")) ?: "", "signal", SIGINT);
+    json_auto_t *resp = NULL;
+    if (sandbox_shim_call(sb, sig, &resp, &err) < 0)
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    os_reply_empty(c->req, 200);
+}
+
 /* --- metrics, ping, egress -------------------------------------------------------------------------- */
 
 static double cpu_limit(const struct sandbox *sb)
@@ -758,6 +1730,89 @@ static void metrics_get(struct api_ctx *c)
     loop_timer_start(c->d->loop, &ms->timer, CPU_SAMPLE_USEC, metrics_sampled);
 }
 
+/* GET /metrics/watch: the same object as /metrics, one compact JSON line each second until the client
+ * goes (execd's stream, no `data:`); cpu_used_pct covers the second before each sample (the first one the
+ * 100 ms after the request). A slow client misses samples rather than buffering them; the stream ends when
+ * the sandbox's cgroup can no longer be read (it stopped or went). */
+#define WATCH_INTERVAL_USEC USEC_PER_SEC
+
+struct metrics_watch {
+    struct loop_timer timer;
+    struct daemon *d;
+    struct http_request *req;
+    struct sandbox *sb;
+    uint64_t cpu_nsec;
+    usec_t at;
+    bool slow;
+};
+
+static void metrics_watch_free(struct metrics_watch *w)
+{
+    loop_timer_stop(w->d->loop, &w->timer);
+    sandbox_unref(w->sb);
+    free(w);
+}
+
+static void metrics_watch_aborted(struct http_request *req, void *userdata)
+{
+    metrics_watch_free(userdata);
+}
+
+static void metrics_watch_drained(struct http_request *req, void *userdata)
+{
+    struct metrics_watch *w = userdata;
+    w->slow = false;
+}
+
+static void metrics_watch_tick(struct loop_timer *t)
+{
+    struct metrics_watch *w = container_of(t, struct metrics_watch, timer);
+    struct runtime_metrics m;
+    if (runtime_metrics(w->sb->id, &m) < 0) {
+        http_response_end(w->req);
+        return metrics_watch_free(w);
+    }
+    usec_t now = now_usec(CLOCK_MONOTONIC), elapsed = now - w->at;
+    uint64_t used = m.cpu_usage_nsec > w->cpu_nsec ? m.cpu_usage_nsec - w->cpu_nsec : 0;
+    double pct = elapsed > 0 ? (double)used / ((double)elapsed * 1000.0) / cpu_limit(w->sb) * 100.0 : 0.0;
+    w->cpu_nsec = m.cpu_usage_nsec;
+    w->at = now;
+    if (!w->slow) {
+        json_auto_t *o = json_pack(
+            "{s:f, s:f, s:f, s:f, s:I}", "cpu_count", (double)(int)(cpu_limit(w->sb) + 0.999), "cpu_used_pct",
+            pct > 100.0 ? 100.0 : pct, "mem_total_mib", (double)w->sb->res.memory_mb, "mem_used_mib",
+            (double)m.memory_bytes / 1048576.0, "timestamp", (json_int_t)wall_ms());
+        _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
+        if (text) {
+            _cleanup_free_ char *line = xasprintf("%s\n", text);
+            w->slow = http_response_write(w->req, line, strlen(line)) > 0;
+        }
+    }
+    loop_timer_start(w->d->loop, &w->timer, WATCH_INTERVAL_USEC, metrics_watch_tick);
+}
+
+static void metrics_watch(struct api_ctx *c)
+{
+    struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    struct runtime_metrics m;
+    if (runtime_metrics(sb->id, &m) < 0) {
+        sandbox_unref(sb);
+        return os_reply(c->req, 500, "RUNTIME_ERROR", "the sandbox's cgroup cannot be read");
+    }
+    struct metrics_watch *w = xcalloc(1, sizeof(*w));
+    w->d = c->d;
+    w->req = c->req;
+    w->sb = sb;
+    w->cpu_nsec = m.cpu_usage_nsec;
+    w->at = now_usec(CLOCK_MONOTONIC);
+    http_request_on_abort(c->req, metrics_watch_aborted, w);
+    http_request_on_drain(c->req, metrics_watch_drained, w);
+    stream_begin(c->req);
+    loop_timer_start(c->d->loop, &w->timer, CPU_SAMPLE_USEC, metrics_watch_tick);
+}
+
 static void ping(struct api_ctx *c)
 {
     _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
@@ -765,14 +1820,12 @@ static void ping(struct api_ctx *c)
         os_reply_empty(c->req, 200);
 }
 
-/* GET /policy on the egress endpoint: the sandbox's sbx egress policy in their shape (read only). */
-static void egress_policy_get(struct api_ctx *c)
+/* The sandbox's sbx egress policy in the sidecar's GET /policy shape. */
+static json_t *egress_policy_json(struct sandbox *sb)
 {
-    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
-    if (!sb)
-        return;
     json_t *rules = json_array();
-    const char *def = "allow", *mode = "none";
+    /* Without egress mode a sandbox has loopback only: nothing outside is reachable. */
+    const char *def = "deny", *mode = "none";
     if (sb->net) {
         json_auto_t *j = egress_network_to_json(sb->net);
         json_t *eg = json_object_get(j, "egress"), *v;
@@ -784,22 +1837,138 @@ static void egress_policy_get(struct api_ctx *c)
         json_array_foreach(json_object_get(eg, "deny"), i, v)
             json_array_append_new(rules, json_pack("{s:s, s:O}", "action", "deny", "target", v));
     }
-    /* Without egress mode a sandbox has loopback only: nothing outside is reachable. */
+    return json_pack("{s:s, s:s, s:s, s:{s:s, s:o}}", "status", "ok", "mode", mode, "enforcementMode",
+                     "nftables", "policy", "defaultAction", def, "egress", rules);
+}
+
+/* GET /policy on the egress endpoint. */
+static void egress_policy_get(struct api_ctx *c)
+{
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (sb)
+        http_respond_json(c->req, 200, egress_policy_json(sb));
+}
+
+#define POLICY_ITEMS_MAX (2 * EGRESS_RULES_MAX) /* entries of a PATCH or DELETE body */
+
+enum policy_op {
+    POLICY_REPLACE, /* POST/PUT {defaultAction?, egress?[]} */
+    POLICY_MERGE,   /* PATCH [{action, target}]: the incoming rule wins for its target */
+    POLICY_REMOVE,  /* DELETE [target] */
+};
+
+/* Appends rule list r ([{action, target}]) to allow/deny, dropping earlier entries for the same targets. */
+static int add_rules(json_t *r, json_t *allow, json_t *deny, const char *what, sbx_error *err)
+{
+    json_t *v;
+    size_t i;
+    json_array_foreach(r, i, v)
+    {
+        const char *action = json_string_value(json_object_get(v, "action"));
+        const char *target = json_string_value(json_object_get(v, "target"));
+        if (!action || !target || !*target || (strcmp(action, "allow") != 0 && strcmp(action, "deny") != 0))
+            return sbx_error_set(err, -EINVAL, "`%s[%zu]` needs action (allow|deny) and a target", what, i);
+        for (json_t *l = allow; l; l = l == allow ? deny : NULL)
+            for (size_t k = json_array_size(l); k-- > 0;)
+                if (strcasecmp(json_string_value(json_array_get(l, k)) ?: "", target) == 0)
+                    json_array_remove(l, k);
+        json_array_append_new(strcmp(action, "allow") == 0 ? allow : deny, json_string(target));
+    }
+    return 0;
+}
+
+/* Builds the new policy (sbx's {default, allow, deny}) from the current one and body, then applies it with
+ * sandbox_set_egress (the same change as PATCHing the sandbox's network with the native API). */
+static int policy_build(struct sandbox *sb, enum policy_op op, json_t *m, json_t **ret, sbx_error *err)
+{
+    json_auto_t *cur = egress_network_to_json(sb->net);
+    json_t *eg = json_object_get(cur, "egress");
+    bool def_allow = sb->net && sb->net->policy.default_allow;
+    json_auto_t *allow = json_array(), *deny = json_array();
+    if (op != POLICY_REPLACE) {
+        if (!json_is_array(m))
+            return sbx_error_set(err, -EINVAL, "the body must be a JSON array");
+        if (json_array_size(m) > POLICY_ITEMS_MAX)
+            return sbx_error_setk(err, -E2BIG, "too_large", 413, "at most %d entries per request",
+                                  POLICY_ITEMS_MAX);
+        json_array_extend(allow, json_object_get(eg, "allow") ?: json_array());
+        json_array_extend(deny, json_object_get(eg, "deny") ?: json_array());
+    }
+    if (op == POLICY_REPLACE) {
+        if (!json_is_object(m) && !json_is_null(m))
+            return sbx_error_set(err, -EINVAL, "the body must be a policy object {defaultAction, egress}");
+        json_t *d = json_object_get(m, "defaultAction"), *r = json_object_get(m, "egress");
+        const char *def = json_string_value(d);
+        if (d && !json_is_null(d) && (!def || (strcmp(def, "allow") != 0 && strcmp(def, "deny") != 0)))
+            return sbx_error_set(err, -EINVAL, "`defaultAction` must be allow or deny");
+        if (r && !json_is_null(r) && !json_is_array(r))
+            return sbx_error_set(err, -EINVAL, "`egress` must be an array");
+        /* Their rule: an empty (or null) policy allows everything; an omitted defaultAction is deny. */
+        def_allow = def ? strcmp(def, "allow") == 0 : json_object_size(m) == 0;
+        if (json_array_size(r) > POLICY_ITEMS_MAX)
+            return sbx_error_setk(err, -E2BIG, "too_large", 413, "at most %d rules", POLICY_ITEMS_MAX);
+        if (add_rules(r, allow, deny, "egress", err) < 0)
+            return err->code;
+    } else if (op == POLICY_MERGE) {
+        if (add_rules(m, allow, deny, "rules", err) < 0)
+            return err->code;
+    } else {
+        json_t *v;
+        size_t i;
+        json_array_foreach(m, i, v)
+        {
+            const char *target = json_string_value(v);
+            if (!target || !*target)
+                return sbx_error_set(err, -EINVAL, "`[%zu]` must be a non-empty target string", i);
+            for (json_t *l = allow; l; l = l == allow ? deny : NULL)
+                for (size_t k = json_array_size(l); k-- > 0;)
+                    if (strcasecmp(json_string_value(json_array_get(l, k)) ?: "", target) == 0)
+                        json_array_remove(l, k);
+        }
+    }
+    *ret =
+        json_pack("{s:s, s:O, s:O}", "default", def_allow ? "allow" : "deny", "allow", allow, "deny", deny);
+    return 0;
+}
+
+static void policy_write(struct api_ctx *c, json_t *m, enum policy_op op)
+{
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
+    if (!sb)
+        return;
+    sbx_error err = {0};
+    json_auto_t *native = NULL;
+    struct egress_policy policy = {0};
     if (!sb->net)
-        def = "deny";
-    http_respond_json(c->req, 200,
-                      json_pack("{s:s, s:s, s:s, s:{s:s, s:o}}", "status", "ok", "mode", mode,
-                                "enforcementMode", "nftables", "policy", "defaultAction", def, "egress",
-                                rules));
+        return os_reply(c->req, 409, "CONFLICT",
+                        "sandbox `%s` was created without a networkPolicy (loopback only): its egress policy "
+                        "cannot be changed",
+                        sb->id);
+    if (policy_build(sb, op, m, &native, &err) < 0 || egress_parse_policy(native, &policy, &err) < 0 ||
+        sandbox_set_egress(c->d, sb, &policy, &err) < 0) {
+        egress_policy_done(&policy);
+        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    }
+    egress_policy_done(&policy);
+    http_respond_json(c->req, 200, egress_policy_json(sb));
+}
+
+static void policy_replace_with_body(struct api_ctx *c, json_t *m)
+{
+    policy_write(c, m, POLICY_REPLACE);
+}
+
+static void policy_merge_with_body(struct api_ctx *c, json_t *m)
+{
+    policy_write(c, m, POLICY_MERGE);
+}
+
+static void policy_remove_with_body(struct api_ctx *c, json_t *m)
+{
+    policy_write(c, m, POLICY_REMOVE);
 }
 
 /* --- routing ---------------------------------------------------------------------------------------- */
-
-static void execd_not_supported(struct api_ctx *c, const char *what)
-{
-    os_reply(c->req, 501, "NOT_SUPPORTED", "%s is not supported by sbx's execd (docs/compat/opensandbox.md)",
-             what);
-}
 
 /* The second path segment of rest ("/command/{id}/logs" → id) into c->command_id. */
 static bool take_segment(struct api_ctx *c, const char *after, char *rest_out, size_t size)
@@ -823,8 +1992,8 @@ void os_execd_handle(struct api_ctx *c, const char *rest)
         return ping(c);
     if (strcmp(rest, "/metrics") == 0 && get)
         return metrics_get(c);
-    if (strcmp(rest, "/metrics/watch") == 0)
-        return execd_not_supported(c, "/metrics/watch (poll /metrics)");
+    if (strcmp(rest, "/metrics/watch") == 0 && get)
+        return metrics_watch(c);
     if (strcmp(rest, "/command") == 0 && post)
         return os_read_json(c, command_with_body);
     if (strcmp(rest, "/command") == 0 && del)
@@ -844,14 +2013,33 @@ void os_execd_handle(struct api_ctx *c, const char *rest)
     }
     if (strcmp(rest, "/egress/policy") == 0 && get)
         return egress_policy_get(c);
-    if (strcmp(rest, "/egress/policy") == 0)
-        return execd_not_supported(
-            c, "changing the egress policy here (PATCH the sandbox's network with the native "
-               "API)");
-    if (strncmp(rest, "/code", 5) == 0)
-        return execd_not_supported(c, "code-interpreter contexts (/code)");
-    if (strncmp(rest, "/pty", 4) == 0)
-        return execd_not_supported(c, "/pty (use the native API's pty commands)");
+    if (strcmp(rest, "/egress/policy") == 0 && (post || strcmp(method, "PUT") == 0))
+        return os_read_json(c, policy_replace_with_body);
+    if (strcmp(rest, "/egress/policy") == 0 && strcmp(method, "PATCH") == 0)
+        return os_read_json(c, policy_merge_with_body);
+    if (strcmp(rest, "/egress/policy") == 0 && del)
+        return os_read_json(c, policy_remove_with_body);
+    if (strcmp(rest, "/code/context") == 0 && post)
+        return os_read_json(c, code_context_create_with_body);
+    if (strcmp(rest, "/code/contexts") == 0 && (get || del))
+        return code_contexts_list(c, del);
+    if (strncmp(rest, "/code/contexts/", 15) == 0 && (get || del) &&
+        take_segment(c, rest + 15, tail, sizeof(tail)) && !tail[0])
+        return code_context_get(c, del);
+    if (strcmp(rest, "/code") == 0 && post)
+        return os_read_json(c, code_run_with_body);
+    if (strcmp(rest, "/code") == 0 && del)
+        return code_interrupt(c);
+    if (strcmp(rest, "/pty") == 0 && post)
+        return os_read_json(c, pty_create_with_body);
+    if (strncmp(rest, "/pty/", 5) == 0 && take_segment(c, rest + 5, tail, sizeof(tail))) {
+        if (!tail[0] && get)
+            return pty_get(c);
+        if (!tail[0] && del)
+            return pty_delete(c);
+        if (strcmp(tail, "/ws") == 0 && get)
+            return pty_connect(c);
+    }
     if (os_files_handle(c, method, rest))
         return;
     os_reply(c->req, 404, "NOT_FOUND", "%s %s is not part of sbx's execd", method, rest);

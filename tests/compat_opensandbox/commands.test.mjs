@@ -119,7 +119,7 @@ test("metrics, ping, unsupported execd routes", async () => {
   const res = await fetch(`http://${ep.endpoint}/code/context`, {
     method: "POST",
     headers: { "OPEN-SANDBOX-API-KEY": API_KEY, "content-type": "application/json" },
-    body: JSON.stringify({ language: "python" }),
+    body: JSON.stringify({ language: "java" }),
   });
   assert.equal(res.status, 501);
   assert.equal((await res.json()).code, "NOT_SUPPORTED");
