@@ -29,6 +29,8 @@
 #include "daemon/daemon.h"
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
+#include "daemon/volume.h"
+#include "runtime/runtime.h"
 
 #define OS_PATH_MAX 2048
 #define OS_REF_MAX 512
@@ -478,14 +480,13 @@ static int parse_bytes_mb(const char *key, const char *s, uint64_t min_mb, uint6
         if (mb < exact)
             mb += 1; /* rounded up, without libm */
         if (mb < (double)min_mb || mb > (double)max_mb)
-            return sbx_error_set(err, -EINVAL, "`resourceLimits.%s` must be %llu MiB to %llu MiB", key,
+            return sbx_error_set(err, -EINVAL, "`%s` must be %llu MiB to %llu MiB", key,
                                  (unsigned long long)min_mb, (unsigned long long)max_mb);
         *ret = (uint64_t)mb;
         return 0;
     }
 bad:
-    return sbx_error_set(err, -EINVAL, "`resourceLimits.%s` `%s` is not a quantity (\"512Mi\", \"2Gi\")", key,
-                         s);
+    return sbx_error_set(err, -EINVAL, "`%s` `%s` is not a quantity (\"512Mi\", \"2Gi\")", key, s);
 }
 
 static int parse_resources(json_t *limits, struct sandbox_resources *res, sbx_error *err)
@@ -505,9 +506,11 @@ static int parse_resources(json_t *limits, struct sandbox_resources *res, sbx_er
         if (strcmp(k, "cpu") == 0)
             r = parse_cpu(s, &res->cpus, err);
         else if (strcmp(k, "memory") == 0)
-            r = parse_bytes_mb("memory", s, OS_MEM_MIN_MB, OS_MEM_MAX_MB, &res->memory_mb, err);
+            r = parse_bytes_mb("resourceLimits.memory", s, OS_MEM_MIN_MB, OS_MEM_MAX_MB, &res->memory_mb,
+                               err);
         else if (strcmp(k, "ephemeral-storage") == 0)
-            r = parse_bytes_mb("ephemeral-storage", s, OS_DISK_MIN_MB, OS_DISK_MAX_MB, &res->disk_mb, err);
+            r = parse_bytes_mb("resourceLimits.ephemeral-storage", s, OS_DISK_MIN_MB, OS_DISK_MAX_MB,
+                               &res->disk_mb, err);
         else if (strcmp(k, "gpu") == 0 || strcmp(k, "nvidia.com/gpu") == 0) {
             if (strcmp(s, "0") != 0)
                 return sbx_error_setk(err, -EOPNOTSUPP, "not_supported", 400,
@@ -632,6 +635,142 @@ static int refuse(json_t *body, const char *key, const char *why, sbx_error *err
     return 0;
 }
 
+/* A volume's `name`: a DNS label (their rule), at most 63 characters. */
+static bool dns_label_is_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* One entry of `volumes` checked, with no side effect: *claim and *size_mb for its pvc. *os_code: their
+ * error code where it is not the generic one. */
+static int check_volume(json_t *v, size_t i, const char **claim, uint64_t *size_mb, const char **os_code,
+                        sbx_error *err)
+{
+    const char *name = json_string_value(json_object_get(v, "name"));
+    const char *path = json_string_value(json_object_get(v, "mountPath"));
+    json_t *ro = json_object_get(v, "readOnly"), *pvc = json_object_get(v, "pvc");
+    json_t *sub = json_object_get(v, "subPath");
+    if (!json_is_object(v) || !name || !dns_label_is_valid(name))
+        return sbx_error_set(err, -EINVAL, "`volumes[%zu].name` must be a DNS label of at most 63 characters",
+                             i);
+    if (!path)
+        return sbx_error_set(err, -EINVAL, "`volumes[%zu].mountPath` must be an absolute path", i);
+    int r = volume_check_mount_path(path, err);
+    if (r < 0)
+        return r;
+    if (ro && !json_is_null(ro) && !json_is_boolean(ro))
+        return sbx_error_set(err, -EINVAL, "`volumes[%zu].readOnly` must be a boolean", i);
+    int backends = 0;
+    for (const char *const *b = (const char *const[]){"host", "pvc", "ossfs", NULL}; *b; b++)
+        backends += json_object_get(v, *b) && !json_is_null(json_object_get(v, *b));
+    if (backends != 1)
+        return sbx_error_set(err, -EINVAL,
+                             "`volumes[%zu]` must have exactly one of `host`, `pvc` and `ossfs`", i);
+    /* A host path is never bound into a sandbox: that is how their empty allowlist became an escape. */
+    if (json_object_get(v, "host") && !json_is_null(json_object_get(v, "host"))) {
+        *os_code = "VOLUME::HOST_PATH_NOT_ALLOWED";
+        return sbx_error_setk(err, -EPERM, "not_supported", 400,
+                              "`volumes[%zu].host`: sbx never mounts host paths into sandboxes (use a `pvc`: "
+                              "an sbx named volume)",
+                              i);
+    }
+    if (!pvc || !json_is_object(pvc)) {
+        *os_code = "SANDBOX::API_NOT_SUPPORTED";
+        return sbx_error_setk(err, -EOPNOTSUPP, "not_supported", 400,
+                              "`volumes[%zu]`: only `pvc` volumes (sbx named volumes) are supported", i);
+    }
+    /* Within a volume the sandbox owns every path: a subPath could be its symlink to anywhere on the host
+     * by the time it is bound, so it is refused rather than resolved. */
+    if (sub && !json_is_null(sub) && !(json_is_string(sub) && json_string_length(sub) == 0)) {
+        *os_code = "SANDBOX::API_NOT_SUPPORTED";
+        return sbx_error_setk(err, -EOPNOTSUPP, "not_supported", 400,
+                              "`volumes[%zu].subPath` is not supported: mount the whole volume", i);
+    }
+    json_t *del = json_object_get(pvc, "deleteOnSandboxTermination");
+    if (json_is_true(del)) {
+        *os_code = "SANDBOX::API_NOT_SUPPORTED";
+        return sbx_error_setk(err, -EOPNOTSUPP, "not_supported", 400,
+                              "`volumes[%zu].pvc.deleteOnSandboxTermination`: sbx volumes outlive sandboxes "
+                              "(delete them with DELETE /v1/volumes/{name})",
+                              i);
+    }
+    *claim = json_string_value(json_object_get(pvc, "claimName"));
+    if (!*claim || !id_is_valid(*claim))
+        return sbx_error_set(err, -EINVAL, "`volumes[%zu].pvc.claimName` must match [A-Za-z0-9_.-]{1,64}", i);
+    json_t *create = json_object_get(pvc, "createIfNotExists");
+    if (create && !json_is_null(create) && !json_is_boolean(create))
+        return sbx_error_set(err, -EINVAL, "`volumes[%zu].pvc.createIfNotExists` must be a boolean", i);
+    *size_mb = VOLUME_DEFAULT_MB;
+    const char *storage = json_string_value(json_object_get(pvc, "storage"));
+    if (json_object_get(pvc, "storage") && !json_is_null(json_object_get(pvc, "storage"))) {
+        if (!storage || strlen(storage) > 64)
+            return sbx_error_set(err, -EINVAL, "`volumes[%zu].pvc.storage` must be a quantity string", i);
+        r = parse_bytes_mb("volumes[].pvc.storage", storage, VOLUME_MIN_MB, VOLUME_MAX_MB, size_mb, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* `volumes` [{name, pvc: {claimName, createIfNotExists, storage, ...}, mountPath, readOnly}] as sbx volume
+ * mounts (*ret, volume_parse_mounts's form; NULL when absent). A pvc is the caller's sbx named volume
+ * called claimName, made (storage big, 1 GiB without it) when missing and createIfNotExists is not false,
+ * as Docker makes a named volume; it stays when the sandbox goes. Everything is checked before anything
+ * is made. */
+static int parse_volumes(struct api_ctx *c, json_t *list, json_t **ret, const char **os_code, sbx_error *err)
+{
+    *ret = NULL;
+    if (!list || json_is_null(list))
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > RUNTIME_VOLUMES_MAX)
+        return sbx_error_set(err, -EINVAL, "`volumes` must be an array of at most %d volumes",
+                             RUNTIME_VOLUMES_MAX);
+    size_t i, j;
+    json_t *v, *w;
+    json_array_foreach(list, i, v)
+    {
+        const char *claim;
+        uint64_t size_mb;
+        int r = check_volume(v, i, &claim, &size_mb, os_code, err);
+        if (r < 0)
+            return r;
+        json_array_foreach(list, j, w)
+        {
+            if (j < i && strcmp(json_string_value(json_object_get(w, "name")),
+                                json_string_value(json_object_get(v, "name"))) == 0)
+                return sbx_error_set(err, -EINVAL, "two volumes are named `%s`",
+                                     json_string_value(json_object_get(v, "name")));
+        }
+    }
+    json_auto_t *mounts = json_array();
+    json_array_foreach(list, i, v)
+    {
+        const char *claim;
+        uint64_t size_mb;
+        (void)check_volume(v, i, &claim, &size_mb, os_code, err);
+        sbx_error lookup = {0};
+        if (!volume_resolve(c->d, claim, c->owner, &lookup)) {
+            struct volume *made;
+            if (json_is_false(json_object_get(json_object_get(v, "pvc"), "createIfNotExists")))
+                return sbx_error_setk(err, -ENOENT, "not_found", 404,
+                                      "volume `%s` does not exist (createIfNotExists is false)", claim);
+            int r = volume_create(c->d, claim, (int64_t)size_mb, c->owner, &made, err);
+            if (r < 0)
+                return r;
+        }
+        json_array_append_new(mounts, json_pack("{s:s, s:O, s:b}", "volume", claim, "path",
+                                                json_object_get(v, "mountPath"), "read_only",
+                                                json_is_true(json_object_get(v, "readOnly"))));
+    }
+    return volume_parse_mounts(c->d, mounts, c->owner, ret, err);
+}
+
 static int check_entrypoint(json_t *ep, sbx_error *err)
 {
     if (!ep || json_is_null(ep))
@@ -680,7 +819,6 @@ static void create_with_body(struct api_ctx *c, json_t *body)
         jsonreq_object(body, "resourceLimits", &limits, &err) < 0 ||
         jsonreq_string_map(body, "extensions", OS_METADATA_MAX, OS_METADATA_ENTRY, &ext, &err) < 0 ||
         check_entrypoint(ep, &err) < 0 || parse_resources(limits, &opts.res, &err) < 0 ||
-        refuse(body, "volumes", "use sbx named volumes through the native API", &err) < 0 ||
         refuse(body, "secureAccess", "endpoints are authenticated with the API key or a service token",
                &err) < 0 ||
         refuse(json_object_get(body, "credentialProxy"), "enabled", "there is no credential vault", &err) < 0)
@@ -730,6 +868,12 @@ static void create_with_body(struct api_ctx *c, json_t *body)
     opts.owner = c->owner;
     if (keys_check_quota(c->d, c->owner, 1, opts.res.memory_mb, &err) < 0)
         return os_reply_sbx(c->req, &err, OS_LIFECYCLE);
+    json_auto_t *volumes = NULL;
+    const char *os_code = NULL;
+    if (parse_volumes(c, json_object_get(body, "volumes"), &volumes, &os_code, &err) < 0)
+        return os_code ? os_reply(c->req, sbx_error_http_status(&err), os_code, "%s", err.msg)
+                       : os_reply_sbx(c->req, &err, OS_LIFECYCLE);
+    opts.volumes = volumes;
     struct create_wait *w = http_request_alloc(c->req, sizeof(*w));
     memset(w, 0, sizeof(*w));
     w->c = c;

@@ -166,8 +166,7 @@ int volume_delete(struct daemon *d, struct volume *v, sbx_error *err)
     return 0;
 }
 
-/* An absolute path of normal components, not "/" and not under what the sandbox mounts itself. */
-static int check_mount_path(const char *path, sbx_error *err)
+int volume_check_mount_path(const char *path, sbx_error *err)
 {
     if (path[0] != '/' || strlen(path) > PATH_MAX_LEN)
         return sbx_error_set(err, -EINVAL, "volume `path` must be absolute and at most %d bytes",
@@ -208,7 +207,7 @@ int volume_parse_mounts(struct daemon *d, json_t *list, const char *owner, json_
             return sbx_error_set(
                 err, -EINVAL,
                 "`volumes[%zu]` must be {\"volume\": NAME, \"path\": \"/abs\", \"read_only\"?: bool}", i);
-        int r = check_mount_path(path, err);
+        int r = volume_check_mount_path(path, err);
         if (r < 0)
             return r;
         struct volume *v = volume_resolve(d, ref, owner, err);

@@ -45,5 +45,8 @@ int volume_delete(struct daemon *d, struct volume *v, sbx_error *err);
  * RUNTIME_VOLUMES_MAX): checked, refs resolved for owner. *ret: the sandbox's form, [{"volume": id,
  * "path", "read_only"}] (new reference), or NULL when absent. */
 int volume_parse_mounts(struct daemon *d, json_t *list, const char *owner, json_t **ret, sbx_error *err);
+/* A mount point: an absolute path of normal components, not "/" and not under what the sandbox mounts
+ * itself (/proc, /sys, /dev). */
+int volume_check_mount_path(const char *path, sbx_error *err);
 /* The shim's form of a sandbox's mounts: [{"source": host dir, "target", "read_only"}]. */
 json_t *volume_shim_mounts(struct daemon *d, json_t *mounts);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -132,6 +133,25 @@ static int resolve(int rootfd, const char *path, int flags, uint64_t extra)
     return -EAGAIN;
 }
 
+/* A volume is bound into the sandbox's tree through an idmapped mount, and the host sees that mount in
+ * the rootfs too. Host root (fsuid 0) is outside such a mount's ids, so the kernel refuses it every
+ * create there (mkdir, open O_CREAT/O_TMPFILE, link, rename to a new name) with EOVERFLOW. Those calls are
+ * made again as the sandbox's root: fsuid/fsgid uid:gid (per thread, restored at once), which the mount
+ * maps; the new entry then belongs to the sandbox's root, as the chown that follows makes it anyway. */
+#define AS_OWNER_ON_EOVERFLOW(uid, gid, call)                                                                \
+    ({                                                                                                       \
+        __typeof__(call) _r = (call);                                                                        \
+        if (_r < 0 && errno == EOVERFLOW) {                                                                  \
+            int _old_gid = setfsgid(gid), _old_uid = setfsuid(uid);                                          \
+            _r = (call);                                                                                     \
+            int _saved = errno;                                                                              \
+            setfsuid((uid_t)_old_uid);                                                                       \
+            setfsgid((gid_t)_old_gid);                                                                       \
+            errno = _saved;                                                                                  \
+        }                                                                                                    \
+        _r;                                                                                                  \
+    })
+
 /* Opens one direct child of dir_fd without following it, for chown/chmod/readdir. */
 static int open_child_dir(int dir_fd, const char *name, int flags)
 {
@@ -174,7 +194,7 @@ static int mkdir_p_fd(int rootfd, const char *norm, mode_t mode, uid_t uid, gid_
 
         int next = resolve(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
         if (next == -ENOENT) {
-            if (mkdirat(cur, name, 0700) == 0) {
+            if (AS_OWNER_ON_EOVERFLOW(uid, gid, mkdirat(cur, name, 0700)) == 0) {
                 /* Ours: open it without following (it may have been swapped for a symlink already) and
                  * give it its owner and mode. */
                 _cleanup_close_ int dfd = open_child_dir(cur, name, O_RDONLY);
@@ -457,7 +477,9 @@ int files_remove(int rootfd, const char *path, bool recursive, sbx_error *err)
     char parent[PATH_MAX];
     memcpy(parent, norm, sizeof(parent));
     split(parent, name);
-    _cleanup_close_ int dir_fd = resolve(rootfd, parent, O_PATH | O_DIRECTORY, RESOLVE_NO_XDEV);
+    /* The parent may be inside a volume's mount; what it removes may not be a mount point (EBUSY) nor
+     * reach into one (rm_rf_at stays on one mount). */
+    _cleanup_close_ int dir_fd = resolve(rootfd, parent, O_PATH | O_DIRECTORY, 0);
     if (dir_fd < 0)
         return fail(err, dir_fd, "remove", norm);
     struct stat st;
@@ -502,7 +524,8 @@ int files_move(int rootfd, const char *from, const char *to, bool overwrite, uid
     memcpy(tparent, tnorm, sizeof(tparent));
     split(fparent, fname);
     split(tparent, tname);
-    _cleanup_close_ int fdir = resolve(rootfd, fparent, O_PATH | O_DIRECTORY, RESOLVE_NO_XDEV);
+    /* Either end may be inside a volume's mount; renameat2 refuses a move between mounts (EXDEV). */
+    _cleanup_close_ int fdir = resolve(rootfd, fparent, O_PATH | O_DIRECTORY, 0);
     if (fdir < 0)
         return fail(err, fdir, "move", fnorm);
     struct stat st;
@@ -511,7 +534,8 @@ int files_move(int rootfd, const char *from, const char *to, bool overwrite, uid
     _cleanup_close_ int tdir = mkdir_p_fd(rootfd, tparent, 0755, uid, gid);
     if (tdir < 0)
         return fail(err, tdir, "move: create parent of", tnorm);
-    if (renameat2(fdir, fname, tdir, tname, overwrite ? 0 : RENAME_NOREPLACE) < 0) {
+    if (AS_OWNER_ON_EOVERFLOW(uid, gid,
+                              renameat2(fdir, fname, tdir, tname, overwrite ? 0 : RENAME_NOREPLACE)) < 0) {
         r = -errno;
         if (r == -EEXIST)
             return sbx_error_set(err, r, "move `%s` to `%s`: destination exists", fnorm, tnorm);
@@ -555,6 +579,8 @@ int files_writer_open(int rootfd, const char *path, mode_t mode, uid_t uid, gid_
     memset(w, 0, offsetof(struct files_writer, path));
     w->dirfd = w->fd = -1;
     w->path[0] = '\0';
+    w->uid = uid;
+    w->gid = gid;
     char norm[PATH_MAX], parent[PATH_MAX];
     int r = normalize(path, norm, err);
     if (r < 0)
@@ -577,8 +603,10 @@ int files_writer_open(int rootfd, const char *path, mode_t mode, uid_t uid, gid_
         return sbx_error_set(err, -EISDIR, "write `%s`: is a directory", norm);
     }
 
-    w->fd = files_disable_o_tmpfile ? (errno = EOPNOTSUPP, -1)
-                                    : openat(w->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    w->fd =
+        files_disable_o_tmpfile
+            ? (errno = EOPNOTSUPP, -1)
+            : AS_OWNER_ON_EOVERFLOW(uid, gid, openat(w->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
     if (w->fd >= 0) {
         w->o_tmpfile = true;
     } else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
@@ -586,7 +614,9 @@ int files_writer_open(int rootfd, const char *path, mode_t mode, uid_t uid, gid_
             r = random_tmpname(w->tmpname);
             if (r < 0)
                 break;
-            w->fd = openat(w->dirfd, w->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            w->fd = AS_OWNER_ON_EOVERFLOW(
+                uid, gid,
+                openat(w->dirfd, w->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (w->fd < 0 && errno != EEXIST)
                 break;
         }
@@ -626,12 +656,14 @@ int files_writer_commit(struct files_writer *w, sbx_error *err)
             r = random_tmpname(w->tmpname);
             if (r < 0)
                 break;
-            if (linkat(w->fd, "", w->dirfd, w->tmpname, AT_EMPTY_PATH) == 0) {
+            if (AS_OWNER_ON_EOVERFLOW(w->uid, w->gid,
+                                      linkat(w->fd, "", w->dirfd, w->tmpname, AT_EMPTY_PATH)) == 0) {
                 w->linked = true;
             } else if (errno == EPERM || errno == ENOENT) { /* no CAP_DAC_READ_SEARCH: go through /proc */
                 char proc[64];
                 snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
-                if (linkat(AT_FDCWD, proc, w->dirfd, w->tmpname, AT_SYMLINK_FOLLOW) == 0)
+                if (AS_OWNER_ON_EOVERFLOW(
+                        w->uid, w->gid, linkat(AT_FDCWD, proc, w->dirfd, w->tmpname, AT_SYMLINK_FOLLOW)) == 0)
                     w->linked = true;
                 else if (errno != EEXIST)
                     break;
@@ -646,7 +678,7 @@ int files_writer_commit(struct files_writer *w, sbx_error *err)
         }
     }
     /* rename(2) replaces a file or symlink atomically and fails with EISDIR on a directory. */
-    if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name) < 0) {
+    if (AS_OWNER_ON_EOVERFLOW(w->uid, w->gid, renameat(w->dirfd, w->tmpname, w->dirfd, w->name)) < 0) {
         r = -errno;
         writer_release(w);
         if (r == -EISDIR || r == -ENOTEMPTY || r == -EEXIST)

@@ -87,6 +87,8 @@ struct files_writer {
     char name[256];      /* the target's last component */
     char path[PATH_MAX]; /* the normalised target path (for messages and a later files_stat) */
     uint64_t written;
+    uid_t uid; /* the owner of what it creates */
+    gid_t gid;
 };
 
 /* Creates missing parents (0755, uid:gid) and a hidden temporary file in the target directory (O_TMPFILE

@@ -110,3 +110,37 @@ def test_cli_volume(daemon):
     daemon.delete(sid)
     sbx("volume", "rm", "clivol")
     assert json.loads(sbx("volume", "ls", "--json").stdout) == []
+
+
+def test_files_api_reaches_volumes(daemon):
+    """The files API sees a volume at its mount point (the host's view of the rootfs holds the idmapped
+    mount, where host root cannot create): writes, directories and moves land in the volume, owned by
+    the sandbox's root; a read-only volume refuses writes with 403."""
+    make_volume(daemon, "files")
+    sid = daemon.create(volumes=[{"volume": "files", "path": "/data"}])
+    r = daemon.request("PUT", f"/v1/sandboxes/{sid}/files?path=/data/sub/a.txt", body=b"through the api\n")
+    assert r.status in (200, 201), r
+    r = daemon.request("POST", f"/v1/sandboxes/{sid}/files/move",
+                       {"from": "/data/sub/a.txt", "to": "/data/moved/b.txt"})
+    assert r.status == 200, r
+    res = daemon.run(sid, "cat /data/moved/b.txt; stat -c '%u:%g %a' /data/sub /data/moved /data/moved/b.txt")
+    assert res["stdout"] == "through the api\n0:0 755\n0:0 755\n0:0 644\n", res
+    assert daemon.request("GET", f"/v1/sandboxes/{sid}/files?path=/data/moved/b.txt").body == b"through the api\n"
+    # Out of the volume is another filesystem: refused, nothing moved.
+    r = daemon.request("POST", f"/v1/sandboxes/{sid}/files/move", {"from": "/data/moved/b.txt", "to": "/root/b.txt"})
+    assert r.status == 400 and b"crosses a mount point" in r.body, r
+    r = daemon.request("PUT", f"/v1/sandboxes/{sid}/files?path=/data/gone.txt", body=b"x")
+    assert r.status in (200, 201), r
+    assert daemon.request("DELETE", f"/v1/sandboxes/{sid}/files?path=/data/gone.txt").status in (200, 204)
+    # The mount point itself cannot be removed, even recursively, and nothing inside is touched.
+    r = daemon.request("DELETE", f"/v1/sandboxes/{sid}/files?path=/data&recursive=true")
+    assert r.status in (400, 409) and b"mount point" in r.body, r
+    res = daemon.run(sid, "test -f /data/moved/b.txt && test -d /data/sub && test ! -e /data/gone.txt && echo kept")
+    assert res["stdout"] == "kept\n", res
+    daemon.delete(sid)
+    # Another sandbox sees what the API wrote; mounted read-only, the API cannot write there.
+    ro = daemon.create(volumes=[{"volume": "files", "path": "/ro", "read_only": True}])
+    assert daemon.run(ro, "cat /ro/moved/b.txt")["stdout"] == "through the api\n"
+    r = daemon.request("PUT", f"/v1/sandboxes/{ro}/files?path=/ro/new.txt", body=b"x")
+    assert r.status == 403, r
+    daemon.delete(ro)

@@ -56,3 +56,30 @@ def test_tenants_cannot_see_or_mount_each_others_volumes():
         r = as_key(keys[0], "POST", "/v1/sandboxes", {"volumes": [{"volume": "private", "path": "/data"}]})
         assert r.status == 201, r
         assert d.stop() == 0, d.read_log()
+
+
+def test_files_api_in_a_volume_stays_in_the_sandbox(daemon):
+    """The files API writes into volumes as the sandbox's root (the idmapped mount refuses host root):
+    symlinks the sandbox plants in its volume still resolve inside the sandbox, a write through a final
+    symlink replaces the link, and what the API creates is owned by the sandbox's root, never host root."""
+    import os
+    make_volume(daemon, "links")
+    sid = daemon.create(volumes=[{"volume": "links", "path": "/data"}])
+    canary = "/var/tmp/sbx-volume-canary"
+    with open(canary, "w") as f:
+        f.write("host\n")
+    try:
+        daemon.run(sid, f"ln -s {canary} /data/abs && ln -s ../../../../../../var/tmp /data/up && "
+                        "mkdir -p /var/tmp")
+        for path in ("/data/abs", "/data/up/sbx-volume-canary"):
+            r = daemon.request("PUT", f"/v1/sandboxes/{sid}/files?path={path}", body=b"sandbox\n")
+            assert r.status in (200, 201), (path, r)
+        with open(canary) as f:
+            assert f.read() == "host\n"
+        res = daemon.run(sid, "test -L /data/abs || cat /data/abs; cat /var/tmp/sbx-volume-canary; "
+                              "stat -c '%u:%g' /data/abs /var/tmp/sbx-volume-canary")
+        assert res["stdout"] == "sandbox\nsandbox\n0:0\n0:0\n", res
+    finally:
+        os.unlink(canary)
+        daemon.delete(sid)
+        daemon.request("DELETE", "/v1/volumes/links")
