@@ -24,6 +24,7 @@
 #include "daemon/snapshot.h"
 #include "daemon/volume.h"
 #include "daemon/warm.h"
+#include "files/files.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
 #include "shimclient/shim_client.h"
@@ -218,10 +219,12 @@ static int write_shim_config(struct daemon *d, struct sandbox *sb, sbx_error *er
     if (snapshot_is_host_based(d, sb->snapshot))
         json_object_set_new(cfg, "host_base", json_true());
     _cleanup_free_ char *path = xasprintf("%s/config.json", sb->state_dir);
+    errno = 0;
     int r = json_dump_file(cfg, path, JSON_COMPACT);
+    int e = errno; /* from the failed fopen/fwrite/fclose: ENOSPC on a full data dir is a 507, not a 500 */
     json_decref(cfg);
     if (r < 0)
-        return sbx_error_set(err, -EIO, "write `%s`", path);
+        return sbx_error_set(err, e > 0 ? -e : -EIO, "write `%s`: %s", path, strerror(e > 0 ? e : EIO));
     return 0;
 }
 
@@ -1064,6 +1067,9 @@ static void remove_orphan_dirs(struct daemon *d)
 
 int sandbox_recover_all(struct daemon *d, sbx_error *err)
 {
+    /* Sandbox disks are sparse images here: uploads check that this filesystem has room (files.h). */
+    if (files_space_fd < 0)
+        files_space_fd = open(d->data_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     int r = store_sandbox_foreach(d->store, recover_one, d, err);
     if (r < 0)
         return r;

@@ -107,6 +107,10 @@ void files_writer_abort(struct files_writer *w);
 
 /* Tests only: skip O_TMPFILE and use the named temporary file fallback. */
 extern bool files_disable_o_tmpfile;
+/* An fd (O_PATH will do) on the host filesystem that holds the sandboxes' disk images (sbxd's data dir),
+ * or -1. When set, a write whose bytes that filesystem could not take (with a 16 MiB margin) fails with
+ * ENOSPC at commit. */
+extern int files_space_fd;
 
 /* Opens a regular file for reading (following a final symlink inside the root); a directory is -EISDIR,
  * any other non-regular file -EINVAL. Returns a new O_RDONLY|O_CLOEXEC fd and the file's size. */

@@ -143,8 +143,10 @@ struct ostream {
     int idx;    /* 0 stdout, 1 stderr */
     int log_fd; /* logs/<cid>.stdout|stderr, O_RDWR|O_APPEND; -1 until the ring is outgrown */
     bool log_failed;
-    uint64_t bytes; /* total so far = next offset */
-    uint8_t *ring;  /* RING_SIZE bytes; byte at offset o lives at ring[o % RING_SIZE] */
+    bool space_wait;       /* not read: its logs have no room for another read (see output_room) */
+    uint64_t log_reserved; /* bytes of log_fd's file that are allocated (fallocate) */
+    uint64_t bytes;        /* total so far = next offset */
+    uint8_t *ring;         /* RING_SIZE bytes; byte at offset o lives at ring[o % RING_SIZE] */
 };
 
 enum command_state { CMD_RUNNING, CMD_EXITED };
@@ -186,6 +188,7 @@ struct command {
      * cursor), <cid>.idx one CLOG_REC record at every switch of stream. Created at the first byte. */
     int clog_fd, cidx_fd;
     bool clog_failed;
+    uint64_t clog_reserved, cidx_reserved; /* allocated bytes of <cid>.log and <cid>.idx */
     uint64_t clog_bytes;
     uint64_t clog_recs;
     int clog_last;                       /* stream index of the last record, -1 before the first */
@@ -237,6 +240,8 @@ static struct {
      * shim stops reading output pipes, so writers block and nothing is lost, until commands expire. */
     uint64_t log_quota, log_bytes;
     bool output_throttled;
+    int64_t space_retry_at; /* monotonic ms: look again for room for streams in space_wait; 0 = none */
+    bool space_warned;
 } S = {.logs_fd = -1};
 
 static void command_maybe_finish(struct command *c);
@@ -502,6 +507,131 @@ static bool logs_full(void)
     return S.log_quota && S.log_bytes >= S.log_quota;
 }
 
+/* --- room on the host for output ---------------------------------------------------------------- *
+ *
+ * Output is read from a command's pipe only when its logs have room for it: before each read, the log
+ * files are allocated (fallocate, size kept) for what the pipe holds (FIONREAD), and a little ahead.
+ * When the data dir is full the pipe is not read, so the command blocks in write(2) and no byte it wrote
+ * is lost; the shim looks again every SPACE_RETRY_MS. (Without this, bytes read from the pipe but
+ * refused by a full disk would be gone from every replay older than the in-memory ring.) */
+
+#define SPACE_RETRY_MS 200
+#define LOG_RESERVE_MAX (1u << 20) /* allocate ahead by the file's size, up to this */
+
+/* Makes [0, need) of fd's file allocated; *reserved tracks how far it is. 0, or -ENOSPC/-EDQUOT (no
+ * room: retry later). A filesystem without fallocate is written to as before, unreserved. */
+static int log_reserve(int fd, uint64_t *reserved, uint64_t need)
+{
+    if (need <= *reserved)
+        return 0;
+    uint64_t ahead = *reserved < LOG_RESERVE_MAX ? *reserved : LOG_RESERVE_MAX;
+    for (uint64_t to = need + ahead;; to = need) {
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)*reserved, (off_t)(to - *reserved)) == 0) {
+            *reserved = to;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if ((errno == ENOSPC || errno == EDQUOT) && to > need)
+            continue; /* at least what this read needs */
+        if (errno == ENOSPC || errno == EDQUOT)
+            return -errno;
+        *reserved = UINT64_MAX; /* EOPNOTSUPP and the like: unreserved, as without this */
+        return 0;
+    }
+}
+
+/* Gives back what log_reserve allocated past the end of a file that will not grow any more (a finished
+ * command's): growing and shrinking the size makes the kernel free the blocks past the new end. */
+static void log_unreserve(int fd, uint64_t *reserved)
+{
+    struct stat st;
+    if (fd < 0 || *reserved == 0 || *reserved == UINT64_MAX || fstat(fd, &st) < 0 ||
+        (uint64_t)st.st_size >= *reserved)
+        return;
+    if (ftruncate(fd, st.st_size + 1) == 0)
+        (void)ftruncate(fd, st.st_size);
+    *reserved = (uint64_t)st.st_size;
+}
+
+/* Whether stream s's logs can take one more read of `want` bytes: the combined log and its index are
+ * created and allocated ahead, and the stream's own log once the ring is about to be outgrown (created
+ * holding the ring, as stream_append_data would). false: the room is not there now. */
+static bool output_room(struct ostream *s, size_t want)
+{
+    struct command *c = s->cmd;
+    if (!c->clog_failed) {
+        if (c->clog_fd < 0) {
+            c->clog_fd = open_log(c->id, "log");
+            c->cidx_fd = c->clog_fd >= 0 ? open_log(c->id, "idx") : -1;
+            if (c->cidx_fd < 0) {
+                if (errno == ENOSPC || errno == EDQUOT) {
+                    if (c->clog_fd >= 0)
+                        close(c->clog_fd);
+                    c->clog_fd = -1;
+                    return false;
+                }
+                clog_fail(c, "create");
+            }
+        }
+        if (c->clog_fd >= 0 &&
+            (log_reserve(c->clog_fd, &c->clog_reserved, c->clog_bytes + want) < 0 ||
+             log_reserve(c->cidx_fd, &c->cidx_reserved, (c->clog_recs + 1) * CLOG_REC) < 0))
+            return false;
+    }
+    if (s->log_failed || s->bytes + want <= RING_SIZE)
+        return true;
+    if (s->log_fd < 0) {
+        s->log_fd = open_log(c->id, s->idx == 0 ? "stdout" : "stderr");
+        if (s->log_fd < 0)
+            return errno != ENOSPC && errno != EDQUOT; /* otherwise stream_append_data reports it */
+        s->log_reserved = 0;
+        if (log_reserve(s->log_fd, &s->log_reserved, s->bytes + want) < 0) {
+            close(s->log_fd);
+            s->log_fd = -1;
+            return false;
+        }
+        /* The ring still holds the whole stream (it is not outgrown yet): the file starts with it. */
+        if (write_all(s->log_fd, s->ring, (size_t)s->bytes) < 0) {
+            log_warning_errno(-errno,
+                              "create output log of `%s`: %m; output older than the last %u bytes "
+                              "will be unreadable",
+                              c->id, (unsigned)RING_SIZE);
+            s->log_failed = true;
+        }
+        return true;
+    }
+    return log_reserve(s->log_fd, &s->log_reserved, s->bytes + want) == 0;
+}
+
+/* No room for s's next read: stop reading it and look again in SPACE_RETRY_MS (run_timers). */
+static void output_wait_for_space(struct ostream *s)
+{
+    if (!S.space_warned)
+        log_warning("no space left for command output on the host: output pipes are not read (writers "
+                    "block, nothing is lost) until there is");
+    S.space_warned = true;
+    s->space_wait = true;
+    io_watch(&s->io, 0);
+    if (!S.space_retry_at)
+        S.space_retry_at = mono_ms() + SPACE_RETRY_MS;
+}
+
+static void output_retry_space(int64_t now)
+{
+    if (!S.space_retry_at || now < S.space_retry_at)
+        return;
+    S.space_retry_at = 0;
+    S.space_warned = false;
+    for (struct command *c = S.running; c; c = c->run_next)
+        for (int i = 0; i < 2; i++)
+            if (c->out[i].space_wait) {
+                c->out[i].space_wait = false;
+                if (c->out[i].io.fd >= 0 && !S.output_throttled)
+                    io_watch(&c->out[i].io, EPOLLIN); /* on_output checks the room again */
+            }
+}
+
 /* Appends output to the ring, and to the log file once the stream is bigger than the ring: then the
  * file is created holding everything from offset 0, so reads older than the ring come from it. */
 static void stream_append_data(struct ostream *s, const uint8_t *data, size_t len)
@@ -593,7 +723,7 @@ static void output_resume(void)
     S.output_throttled = false;
     for (struct command *c = S.running; c; c = c->run_next)
         for (int i = 0; i < 2; i++)
-            if (c->out[i].io.fd >= 0)
+            if (c->out[i].io.fd >= 0 && !c->out[i].space_wait)
                 io_watch(&c->out[i].io, EPOLLIN);
 }
 
@@ -605,13 +735,23 @@ static void on_output(struct io *io, uint32_t revents)
     for (int i = 0; i < 16; i++) {
         if (output_throttle(s))
             break;
-        ssize_t n = read(io->fd, buf, sizeof(buf));
+        /* Read only what the logs have room for. An empty pipe needs no room: with its writers gone
+         * (HUP) the read sees EOF, otherwise there is nothing to read yet. */
+        int avail = 0;
+        if (ioctl(io->fd, FIONREAD, &avail) < 0 || avail < 0)
+            avail = (int)sizeof(buf);
+        size_t want = (size_t)avail < sizeof(buf) ? (size_t)avail : sizeof(buf);
+        if (want == 0 && !(revents & (EPOLLHUP | EPOLLERR)))
+            break;
+        if (want > 0 && !output_room(s, want)) {
+            output_wait_for_space(s);
+            break;
+        }
+        ssize_t n = read(io->fd, buf, want > 0 ? want : sizeof(buf));
         if (n > 0) {
             stream_append(s, buf, (size_t)n);
             got = true;
-            if ((size_t)n < sizeof(buf))
-                break;
-            continue;
+            continue; /* FIONREAD says whether there is more */
         }
         if (n < 0 && errno == EINTR)
             continue;
@@ -632,7 +772,7 @@ static void stream_drain(struct ostream *s)
     if (s->io.fd < 0)
         return;
     static uint8_t buf[READ_CHUNK];
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64 && output_room(s, READ_CHUNK); i++) {
         ssize_t n = read(s->io.fd, buf, sizeof(buf));
         if (n <= 0)
             break;
@@ -709,6 +849,10 @@ static void command_maybe_finish(struct command *c)
         c->pidfd = -1;
     }
     running_remove(c);
+    log_unreserve(c->clog_fd, &c->clog_reserved);
+    log_unreserve(c->cidx_fd, &c->cidx_reserved);
+    for (int i = 0; i < 2; i++)
+        log_unreserve(c->out[i].log_fd, &c->out[i].log_reserved);
     log_debug("command %s finished (status 0x%x%s%s)", c->id, (unsigned)c->wstatus,
               c->err_code[0] ? ", " : "", c->err_code);
     command_persist(c); /* before anyone hears of the exit: a reported status is on disk */
@@ -1700,7 +1844,12 @@ static void handle_request(struct client *cl, json_t *req)
         int sig = signal_arg(req);
         if (sig < 0)
             return reply_error(cl, "invalid_argument", EINVAL, "`signal` must be an integer in 1..64");
-        command_signal(c, sig);
+        /* "session": every process of the command's session (a code context's interrupt reaches the
+         * cell's foreground child as well as the interpreter). */
+        if (json_is_true(json_object_get(req, "session")) && c->state == CMD_RUNNING && !c->have_status)
+            command_kill_session(c, sig);
+        else
+            command_signal(c, sig);
         reply_ok(cl);
     } else if (strcmp(op, "kill") == 0) {
         struct command *c = lookup_or_reply(cl, req);
@@ -1962,6 +2111,7 @@ static int run_timers(void)
     int64_t now = mono_ms(), next = -1;
     if (S.next_expire && now >= S.next_expire)
         expire_commands(now);
+    output_retry_space(now);
     for (struct command *c = S.running, *nx; c; c = nx) {
         nx = c->run_next;
         if (c->timeout_at && now >= c->timeout_at) {
@@ -1982,7 +2132,7 @@ static int run_timers(void)
             log_debug("command %s: last client gone (kill_on_disconnect)", c->id);
             command_kill(c, "disconnected", "the last attached client disconnected (kill_on_disconnect)");
         }
-        if (c->eof_deadline && now >= c->eof_deadline) {
+        if (c->eof_deadline && now >= c->eof_deadline && !c->out[0].space_wait && !c->out[1].space_wait) {
             c->eof_deadline = 0;
             /* Background processes still hold the pipes: keep what is there, then stop listening. */
             for (int i = 0; i < 2; i++) {
@@ -1999,6 +2149,7 @@ static int run_timers(void)
         next_deadline(&next, c->disc_kill_at);
     }
     next_deadline(&next, S.next_expire); /* after the loop: a command may have finished in it */
+    next_deadline(&next, S.space_retry_at);
     if (next < 0)
         return -1;
     if (next < now)
