@@ -388,17 +388,37 @@ int egress_network_from_store(const char *s, struct sandbox_net **ret, sbx_error
 
 /* --- nftables ----------------------------------------------------------------------------------- */
 
+/* Errors that another nftables user (another sbxd, nft(8)) changing the ruleset at the same moment can
+ * cause: the transaction is tried again. */
+static bool nft_error_is_transient(const char *msg)
+{
+    static const char *const transient[] = {"Interrupted system call", "Device or resource busy",
+                                            "Resource temporarily unavailable", "No buffer space available"};
+    for (size_t i = 0; msg && i < ELEMENTSOF(transient); i++)
+        if (strstr(msg, transient[i]))
+            return true;
+    return false;
+}
+
 static int nft_run(struct egress_state *e, const char *cmd, sbx_error *err)
 {
-    if (nft_run_cmd_from_buffer(e->nft, cmd) == 0)
-        return 0;
-    const char *msg = nft_ctx_get_error_buffer(e->nft);
-    _cleanup_free_ char *one = xstrdup(msg && *msg ? msg : "unknown error");
-    char *nl = strchr(one, '\n');
+    _cleanup_free_ char *msg = NULL;
+    for (int attempt = 0;; attempt++) {
+        if (nft_run_cmd_from_buffer(e->nft, cmd) == 0)
+            return 0;
+        free(msg); /* the buffer is read once per run: libnftables rewinds it when it is read */
+        const char *buf = nft_ctx_get_error_buffer(e->nft);
+        msg = xstrdup(buf && *buf ? buf : "unknown error");
+        if (attempt == 4 || !nft_error_is_transient(msg))
+            break;
+        log_debug("nft: transient failure (%s), trying again", msg);
+        usleep(1000u << attempt);
+    }
+    log_debug("nft failed: %s\n--- commands:\n%s", msg, cmd);
+    char *nl = strchr(msg, '\n');
     if (nl)
         *nl = 0;
-    log_debug("nft failed: %s\n--- commands:\n%s", msg ? msg : "", cmd);
-    return sbx_error_set(err, -EIO, "nftables: %s", one);
+    return sbx_error_set(err, -EIO, "nftables: %s", msg);
 }
 
 /* An allow entry lifts the always-denied protection only for what it names specifically: an address

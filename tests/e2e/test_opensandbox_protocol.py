@@ -329,9 +329,9 @@ def test_egress_policy_write(d, sb):
         assert r.status == 200 and r.json()["policy"] == {"defaultAction": "allow",
                                                            "egress": [{"action": "deny", "target": "bad.example"}]}
         r = api(d, "POST", egress(sid), {})  # empty: allow everything
-        assert r.json()["policy"] == {"defaultAction": "allow", "egress": []}
+        assert r.status == 200 and r.json()["policy"] == {"defaultAction": "allow", "egress": []}, r
         r = api(d, "POST", egress(sid), {"egress": [{"action": "allow", "target": "10.0.0.0/8"}]})
-        assert r.json()["policy"]["defaultAction"] == "deny"
+        assert r.status == 200 and r.json()["policy"]["defaultAction"] == "deny", r
         assert_error(api(d, "PATCH", egress(sid), {"action": "allow"}), 400, "INVALID_REQUEST_BODY")
         assert_error(api(d, "PATCH", egress(sid), [{"action": "allow", "target": "a.example"}] * 513), 413)
         assert_error(api(d, "DELETE", egress(sid), [5]), 400)
