@@ -28,6 +28,7 @@
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
 #include "files/files.h"
+#include "http/multipart.h"
 #include "loop/loop.h"
 #include "shimclient/shim_client.h"
 #include "shimclient/shim_protocol.h"
@@ -1542,72 +1543,70 @@ static int write_one(struct sandbox *sb, const char *path, const char *data, siz
     return 0;
 }
 
-/* The value of a parameter in a header value ("...; boundary=xyz" or boundary="xyz"), copied into ret. */
-static bool header_param(const char *value, const char *name, char *ret, size_t size)
+/* multipart/form-data (http/multipart): every part called "file" is one file, its filename the path (or
+ * the query's path when there is one). */
+struct multipart_upload {
+    struct sandbox *sb;
+    const char *user, *qpath;
+    json_t *out;
+    struct files_writer w;
+    bool open; /* w needs commit or abort */
+};
+
+static int upload_part_begin(void *userdata, const struct multipart_part *part, sbx_error *err)
 {
-    size_t nl = strlen(name);
-    for (const char *p = value; p && *p; p++) {
-        if (strncasecmp(p, name, nl) != 0 || p[nl] != '=' || (p != value && p[-1] != ' ' && p[-1] != ';'))
-            continue;
-        p += nl + 1;
-        size_t n = *p == '"' ? strcspn(p + 1, "\"") : strcspn(p, "; ");
-        if (*p == '"')
-            p++;
-        if (n == 0 || n >= size)
-            return false;
-        memcpy(ret, p, n);
-        ret[n] = 0;
-        return true;
-    }
-    return false;
+    struct multipart_upload *u = userdata;
+    if (strcmp(part->name, "file") != 0)
+        return 0;
+    if (!(u->qpath && *u->qpath) && !part->filename[0])
+        return sbx_error_set(err, -EINVAL, "a file part has no filename and the request no path");
+    char path[PATH_MAX];
+    resolve_path(u->user, u->qpath && *u->qpath ? u->qpath : part->filename, path);
+    if (files_writer_open(u->sb->rootfs_fd, path, 0644, u->sb->uid_base, u->sb->uid_base, &u->w, err) < 0)
+        return err->code;
+    u->open = true;
+    return 0;
 }
 
-/* multipart/form-data: every part called "file" is one file, its filename the path (or the query's path
- * when there is one). */
+static int upload_part_data(void *userdata, const char *data, size_t len, sbx_error *err)
+{
+    struct multipart_upload *u = userdata;
+    return u->open ? files_writer_write(&u->w, data, len, err) : 0;
+}
+
+static int upload_part_end(void *userdata, sbx_error *err)
+{
+    struct multipart_upload *u = userdata;
+    if (!u->open)
+        return 0;
+    u->open = false;
+    if (files_writer_commit(&u->w, err) < 0)
+        return err->code;
+    const char *slash = strrchr(u->w.path, '/');
+    json_array_append_new(u->out, json_pack("{s:s, s:s, s:s}", "name", slash ? slash + 1 : u->w.path, "type",
+                                            "file", "path", u->w.path));
+    return 0;
+}
+
+static const struct multipart_callbacks upload_callbacks = {
+    .part_begin = upload_part_begin,
+    .part_data = upload_part_data,
+    .part_end = upload_part_end,
+};
+
 static int write_multipart(struct sandbox *sb, const char *user, const char *qpath, const char *boundary,
                            const char *body, size_t len, json_t *out, sbx_error *err)
 {
-    _cleanup_free_ char *delim = xasprintf("--%s", boundary);
-    size_t dl = strlen(delim);
-    const char *end = body + len;
-    const char *p = memmem(body, len, delim, dl);
-    while (p) {
-        p += dl;
-        if (end - p >= 2 && p[0] == '-' && p[1] == '-')
-            return 0; /* the closing delimiter */
-        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
-            p += 2;
-        const char *hend = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
-        if (!hend)
-            return sbx_error_set(err, -EINVAL, "malformed multipart body: a part has no end of headers");
-        _cleanup_free_ char *headers = xstrndup(p, (size_t)(hend - p));
-        const char *data = hend + 4;
-        _cleanup_free_ char *next_delim = xasprintf("\r\n--%s", boundary);
-        const char *next = memmem(data, (size_t)(end - data), next_delim, strlen(next_delim));
-        if (!next)
-            return sbx_error_set(err, -EINVAL, "malformed multipart body: a part does not end");
-        char filename[PATH_MAX] = "", name[64] = "";
-        for (char *line = headers; line && *line;) {
-            char *nl = strstr(line, "\r\n");
-            if (nl)
-                *nl = 0;
-            if (strncasecmp(line, "Content-Disposition:", 20) == 0) {
-                header_param(line + 20, "name", name, sizeof(name));
-                header_param(line + 20, "filename", filename, sizeof(filename));
-            }
-            line = nl ? nl + 2 : NULL;
-        }
-        if (strcmp(name, "file") == 0) {
-            char path[PATH_MAX];
-            resolve_path(user, qpath && *qpath ? qpath : filename, path);
-            if (!qpath && !*filename)
-                return sbx_error_set(err, -EINVAL, "a file part has no filename and the request no path");
-            if (write_one(sb, path, data, (size_t)(next - data), out, err) < 0)
-                return err->code;
-        }
-        p = next + 2;
-    }
-    return 0;
+    struct multipart_upload u = {.sb = sb, .user = user, .qpath = qpath, .out = out};
+    struct multipart mp;
+    multipart_init(&mp, boundary, &upload_callbacks, &u);
+    int r = multipart_feed(&mp, body, len, err);
+    if (r == 0)
+        r = multipart_finish(&mp, err);
+    multipart_done(&mp);
+    if (u.open)
+        files_writer_abort(&u.w);
+    return r;
 }
 
 static void upload_done(struct http_request *req, const char *body, size_t len, void *userdata)
@@ -1623,11 +1622,11 @@ static void upload_done(struct http_request *req, const char *body, size_t len, 
     if (enc && strcasecmp(enc, "identity") != 0)
         return e2b_reply_error(req, 415, "Content-Encoding `%s` is not supported by sbx", enc);
     json_auto_t *out = json_array();
-    char boundary[256];
+    char boundary[MULTIPART_BOUNDARY_MAX + 1];
     int r;
     if (strncasecmp(ct, "multipart/form-data", 19) == 0) {
-        if (!header_param(ct, "boundary", boundary, sizeof(boundary)))
-            return e2b_reply_error(req, 400, "multipart body without a boundary");
+        if (!multipart_boundary(ct, boundary))
+            return e2b_reply_error(req, 400, "multipart body without a valid boundary");
         r = write_multipart(sb, user, qpath, boundary, body, len, out, &err);
     } else {
         if (!qpath || !*qpath)

@@ -29,6 +29,7 @@
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
 #include "files/files.h"
+#include "http/multipart.h"
 #include "loop/loop.h"
 #include "shimclient/shim_client.h"
 #include "shimclient/shim_protocol.h"
@@ -39,8 +40,7 @@
 #define COMMAND_MAX (128u * 1024) /* the native limit */
 #define SHELL_MAX 4096
 #define LIFETIME_MAX_S (366LL * 24 * 3600)
-#define UPLOAD_MAX (1ull << 30)         /* a multipart upload is streamed; this bounds one file */
-#define MULTIPART_HEAD_MAX (16u * 1024) /* preamble + part headers */
+#define UPLOAD_MAX (1ull << 30) /* a multipart upload is streamed; this bounds one file */
 #define WALK_DEPTH_MAX 64
 #define WALK_VISIT_MAX 100000
 #define GLOB_LIMIT_DEFAULT 1000
@@ -812,27 +812,15 @@ static void exec_sse_resume(struct api_ctx *c)
 
 /* --- files: upload ------------------------------------------------------------------------------ */
 
-/* The multipart body is parsed as it streams. Both SDKs send exactly one part (`file`, the file's bytes),
- * whose content goes to the file; a delimiter split across chunks is found by holding back its length. A
- * body with a second part is refused (400 WriteError) and nothing is written: there is no second file
- * name to write it under, and silently dropping it would lose data. */
-enum upload_state {
-    UPLOAD_HEAD,    /* preamble and part headers */
-    UPLOAD_CONTENT, /* the part's content */
-    UPLOAD_AFTER,   /* after a delimiter: "--" closes the body, CRLF starts another part */
-    UPLOAD_DONE,    /* the epilogue, discarded */
-};
-
-#define MULTIPART_PADDING_MAX 64 /* transport padding (spaces, tabs) after a delimiter */
-
+/* The multipart body is parsed as it streams (http/multipart). Both SDKs send exactly one part (`file`, the
+ * file's bytes), whose content goes to the file. A body with a second part is refused (400 WriteError) and
+ * nothing is written: there is no second file name to write it under, and silently dropping it would lose
+ * data. */
 struct upload {
     struct sandbox *sb;
     struct files_writer w;
     bool open; /* w needs commit or abort */
-    char delim[80];
-    size_t delim_len;
-    struct sbx_buf held;
-    enum upload_state state;
+    struct multipart mp;
     bool failed;
     sbx_error err;
 };
@@ -841,89 +829,46 @@ static void upload_free(struct upload *u)
 {
     if (u->open)
         files_writer_abort(&u->w);
-    sbx_buf_done(&u->held);
+    multipart_done(&u->mp);
     sandbox_detach(u->sb);
     sandbox_unref(u->sb);
     free(u);
 }
 
-static void upload_fail(struct upload *u, int code, const char *msg)
+static int upload_part_begin(void *userdata, const struct multipart_part *part, sbx_error *err)
 {
-    if (u->failed)
-        return;
-    u->failed = true;
-    sbx_error_set(&u->err, code, "%s", msg);
+    if (part->index > 0)
+        return sbx_error_set(err, -EINVAL,
+                             "the multipart body has more than one part: an upload carries one part, `file`");
+    return 0;
 }
 
-static void upload_write(struct upload *u, const void *p, size_t n)
+static int upload_part_data(void *userdata, const char *p, size_t n, sbx_error *err)
 {
-    if (u->failed || n == 0)
-        return;
-    if (u->w.written + n > UPLOAD_MAX) {
-        upload_fail(u, -E2BIG, "the file is larger than 1 GiB");
-        return;
-    }
-    if (files_writer_write(&u->w, p, n, &u->err) < 0)
-        u->failed = true;
+    struct upload *u = userdata;
+    if (u->w.written + n > UPLOAD_MAX)
+        return sbx_error_set(err, -E2BIG, "the file is larger than 1 GiB");
+    return files_writer_write(&u->w, p, n, err);
 }
+
+static const struct multipart_callbacks upload_callbacks = {
+    .part_begin = upload_part_begin,
+    .part_data = upload_part_data,
+};
 
 static int upload_chunk(struct http_request *req, const char *data, size_t len, void *userdata)
 {
     struct upload *u = userdata;
-    if (u->failed || u->state == UPLOAD_DONE)
-        return 0;
-    sbx_buf_append(&u->held, data, len);
-    if (u->state == UPLOAD_HEAD) {
-        /* "--boundary\r\n" headers "\r\n\r\n" */
-        const char *h = memmem(u->held.base, u->held.len, u->delim + 2, u->delim_len - 2);
-        const char *end = h ? memmem(h, u->held.len - (size_t)(h - u->held.base), "\r\n\r\n", 4) : NULL;
-        if (!end) {
-            if (u->held.len > MULTIPART_HEAD_MAX)
-                upload_fail(u, -EINVAL, "malformed multipart body: no part headers");
-            return 0;
-        }
-        sbx_buf_consume(&u->held, (size_t)(end + 4 - u->held.base));
-        u->state = UPLOAD_CONTENT;
-    }
-    if (u->state == UPLOAD_CONTENT) {
-        /* The content ends at "\r\n--boundary". */
-        const char *d = memmem(u->held.base, u->held.len, u->delim, u->delim_len);
-        if (!d) {
-            if (u->held.len > u->delim_len) {
-                size_t n = u->held.len - u->delim_len;
-                upload_write(u, u->held.base, n);
-                sbx_buf_consume(&u->held, n);
-            }
-            return 0;
-        }
-        upload_write(u, u->held.base, (size_t)(d - u->held.base));
-        sbx_buf_consume(&u->held, (size_t)(d - u->held.base) + u->delim_len);
-        u->state = UPLOAD_AFTER;
-    }
-    /* UPLOAD_AFTER: optional padding, then "--" (the close delimiter) or CRLF (another part). */
-    size_t i = 0;
-    while (i < u->held.len && (u->held.base[i] == ' ' || u->held.base[i] == '\t'))
-        i++;
-    if (i > MULTIPART_PADDING_MAX)
-        upload_fail(u, -EINVAL, "malformed multipart body: bad delimiter line");
-    else if (u->held.len - i < 2)
-        return 0;
-    else if (memcmp(u->held.base + i, "--", 2) == 0) {
-        u->state = UPLOAD_DONE;
-        u->held.len = 0;
-    } else if (memcmp(u->held.base + i, "\r\n", 2) == 0)
-        upload_fail(u, -EINVAL,
-                    "the multipart body has more than one part: an upload carries one part, `file`");
-    else
-        upload_fail(u, -EINVAL, "malformed multipart body: bad delimiter line");
+    if (!u->failed && multipart_feed(&u->mp, data, len, &u->err) < 0)
+        u->failed = true;
     return 0;
 }
 
 static void upload_end(struct http_request *req, void *userdata)
 {
     struct upload *u = userdata;
-    if (!u->failed && u->state != UPLOAD_DONE)
-        upload_fail(u, -EINVAL, "malformed multipart body: no closing boundary");
+    if (!u->failed && multipart_finish(&u->mp, &u->err) < 0)
+        u->failed = true;
     if (!u->failed) {
         u->open = false;
         if (files_writer_commit(&u->w, &u->err) < 0)
@@ -942,31 +887,11 @@ static void upload_aborted(struct http_request *req, void *userdata)
     upload_free(userdata);
 }
 
-/* The boundary parameter of a multipart Content-Type, into ret. */
-static bool multipart_boundary(const char *ct, char *ret, size_t size)
-{
-    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
-        return false;
-    const char *b = strcasestr(ct, "boundary=");
-    if (!b)
-        return false;
-    b += 9;
-    bool quoted = *b == '"';
-    if (quoted)
-        b++;
-    size_t n = strcspn(b, quoted ? "\"" : "; \t");
-    if (n == 0 || n > 70 || n >= size)
-        return false;
-    memcpy(ret, b, n);
-    ret[n] = 0;
-    return true;
-}
-
 static void upload(struct api_ctx *c)
 {
     sbx_error err = {0};
-    char boundary[72], path[PATH_MAX];
-    if (!multipart_boundary(http_header_get(c->req, "Content-Type"), boundary, sizeof(boundary)))
+    char boundary[MULTIPART_BOUNDARY_MAX + 1], path[PATH_MAX];
+    if (!multipart_boundary(http_header_get(c->req, "Content-Type"), boundary))
         return ls_reply_error(c->req, 400, "WriteError",
                               "the body must be multipart/form-data with a boundary");
     struct sandbox *sb = dp_sandbox(c);
@@ -979,14 +904,12 @@ static void upload(struct api_ctx *c)
     struct upload *u = xcalloc(1, sizeof(*u));
     u->sb = sb;
     sandbox_attach(sb);
-    u->delim_len = (size_t)snprintf(u->delim, sizeof(u->delim), "\r\n--%s", boundary);
+    multipart_init(&u->mp, boundary, &upload_callbacks, u);
     if (files_writer_open(sb->rootfs_fd, path, 0644, sb->uid_base, sb->uid_base, &u->w, &err) < 0) {
         ls_reply_sbx_error(c->req, &err, LS_WRITE);
         return upload_free(u);
     }
     u->open = true;
-    /* The first delimiter has no CRLF before it: pretend it had one. */
-    sbx_buf_append(&u->held, "\r\n", 2);
     http_request_on_abort(c->req, upload_aborted, u);
     http_request_stream_body(c->req, upload_chunk, upload_end, u);
 }

@@ -25,6 +25,7 @@
 #include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
 #include "files/files.h"
+#include "http/multipart.h"
 #include "runtime/runtime.h"
 
 #define ENTRIES_MAX 1000 /* paths in one request */
@@ -35,9 +36,7 @@
 #define NAMES_FILE_MAX (4u << 20) /* /etc/passwd, /etc/group */
 #define REPLACE_FILE_MAX (64u << 20)
 #define UPLOAD_FILE_MAX (4ull << 30)
-#define UPLOAD_PARTS_MAX 2000
 #define UPLOAD_META_MAX (64u * 1024)
-#define UPLOAD_HEAD_MAX (16u * 1024)
 #define PATTERN_MAX 4096
 
 /* --- paths, modes, owners ------------------------------------------------------------------------- */
@@ -577,24 +576,15 @@ static void files_download(struct api_ctx *c, struct sandbox *sb)
 
 /* --- upload ----------------------------------------------------------------------------------------- */
 
-/* The multipart body is parsed as it streams: parts named `metadata` ({path, owner?, group?, mode?}) each
- * followed by a part named `file`, whose content goes to that path (atomically, then chmod/chown). */
-enum up_state {
-    UP_PREAMBLE,
-    UP_AFTER, /* after a delimiter: "--" ends the body, CRLF starts a part */
-    UP_HEAD,
-    UP_CONTENT,
-    UP_DONE,
-};
+/* The multipart body is parsed as it streams (http/multipart): parts named `metadata` ({path, owner?,
+ * group?, mode?}) each followed by a part named `file`, whose content goes to that path (atomically, then
+ * chmod/chown). */
 
 struct upload {
     struct api_ctx *c;
     struct sandbox *sb;
     struct names names;
-    char delim[80];
-    size_t delim_len;
-    struct sbx_buf held;
-    enum up_state state;
+    struct multipart mp;
     bool is_file; /* the current part is `file` (else metadata or ignored) */
     bool is_meta;
     struct sbx_buf meta; /* the current metadata part's content */
@@ -612,7 +602,7 @@ static void upload_free(struct upload *u)
 {
     if (u->open)
         files_writer_abort(&u->w);
-    sbx_buf_done(&u->held);
+    multipart_done(&u->mp);
     sbx_buf_done(&u->meta);
     json_decref(u->pending);
     names_done(&u->names);
@@ -636,18 +626,11 @@ static void up_fail_err(struct upload *u)
     u->code = NULL;
 }
 
-static void part_begin(struct upload *u, const char *head, size_t len)
+static void part_begin(struct upload *u, const struct multipart_part *part)
 {
-    _cleanup_free_ char *h = xstrndup(head, len);
-    const char *cd = strcasestr(h, "content-disposition:");
-    const char *name = cd ? strstr(cd, "name=\"") : NULL;
-    /* `filename="` also contains `name="`: skip it when it comes first. */
-    while (name && name > h && name[-1] != ' ' && name[-1] != ';')
-        name = strstr(name + 1, "name=\"");
-    u->is_meta = name && strncmp(name + 6, "metadata\"", 9) == 0;
-    u->is_file = name && strncmp(name + 6, "file\"", 5) == 0;
-    if (++u->parts > UPLOAD_PARTS_MAX)
-        return up_fail(u, "INVALID_FILE", -E2BIG, "too many parts in the upload");
+    u->is_meta = strcmp(part->name, "metadata") == 0;
+    u->is_file = strcmp(part->name, "file") == 0;
+    u->parts++;
     u->meta.len = 0;
     if (u->is_file) {
         if (!u->pending)
@@ -710,79 +693,56 @@ static void part_end(struct upload *u)
     }
 }
 
+/* The parser's callbacks: the part functions record failures in u (with their codes), which stop it. */
+static int on_part_begin(void *userdata, const struct multipart_part *part, sbx_error *err)
+{
+    struct upload *u = userdata;
+    part_begin(u, part);
+    return u->failed ? -ECANCELED : 0;
+}
+
+static int on_part_data(void *userdata, const char *data, size_t len, sbx_error *err)
+{
+    struct upload *u = userdata;
+    part_data(u, data, len);
+    return u->failed ? -ECANCELED : 0;
+}
+
+static int on_part_end(void *userdata, sbx_error *err)
+{
+    struct upload *u = userdata;
+    part_end(u);
+    return u->failed ? -ECANCELED : 0;
+}
+
+static const struct multipart_callbacks upload_callbacks = {
+    .part_begin = on_part_begin,
+    .part_data = on_part_data,
+    .part_end = on_part_end,
+};
+
+/* A malformed body (or too many parts): the parser filled u->err. */
+static void up_fail_parse(struct upload *u)
+{
+    if (u->failed)
+        return;
+    u->failed = true;
+    u->code = "INVALID_FILE";
+}
+
 static int upload_chunk(struct http_request *req, const char *data, size_t len, void *userdata)
 {
     struct upload *u = userdata;
-    if (u->failed || u->state == UP_DONE)
-        return 0;
-    sbx_buf_append(&u->held, data, len);
-    for (;;) {
-        if (u->failed || u->state == UP_DONE)
-            return 0;
-        if (u->state == UP_PREAMBLE || u->state == UP_CONTENT) {
-            const char *d = memmem(u->held.base, u->held.len, u->delim, u->delim_len);
-            if (!d) {
-                if (u->held.len > u->delim_len) {
-                    size_t n = u->held.len - u->delim_len;
-                    if (u->state == UP_CONTENT)
-                        part_data(u, u->held.base, n);
-                    else if (u->held.len > UPLOAD_HEAD_MAX)
-                        up_fail(u, "INVALID_FILE", -EINVAL, "malformed multipart body: no boundary");
-                    sbx_buf_consume(&u->held, n);
-                }
-                return 0;
-            }
-            if (u->state == UP_CONTENT) {
-                part_data(u, u->held.base, (size_t)(d - u->held.base));
-                part_end(u);
-            }
-            sbx_buf_consume(&u->held, (size_t)(d - u->held.base) + u->delim_len);
-            u->state = UP_AFTER;
-        }
-        if (u->state == UP_AFTER) {
-            size_t i = 0;
-            while (i < u->held.len && (u->held.base[i] == ' ' || u->held.base[i] == '\t'))
-                i++;
-            if (i > 64)
-                return up_fail(u, "INVALID_FILE", -EINVAL, "malformed multipart body: bad delimiter line"), 0;
-            if (u->held.len - i < 2)
-                return 0;
-            if (memcmp(u->held.base + i, "--", 2) == 0) {
-                u->state = UP_DONE;
-                u->held.len = 0;
-                return 0;
-            }
-            if (memcmp(u->held.base + i, "\r\n", 2) != 0)
-                return up_fail(u, "INVALID_FILE", -EINVAL, "malformed multipart body: bad delimiter line"), 0;
-            sbx_buf_consume(&u->held, i + 2);
-            u->state = UP_HEAD;
-        }
-        if (u->state == UP_HEAD) {
-            size_t hlen;
-            if (u->held.len >= 2 && memcmp(u->held.base, "\r\n", 2) == 0) {
-                hlen = 0;
-            } else {
-                const char *end = memmem(u->held.base, u->held.len, "\r\n\r\n", 4);
-                if (!end) {
-                    if (u->held.len > UPLOAD_HEAD_MAX)
-                        up_fail(u, "INVALID_FILE", -EINVAL,
-                                "malformed multipart body: part headers too long");
-                    return 0;
-                }
-                hlen = (size_t)(end - u->held.base) + 2;
-            }
-            part_begin(u, u->held.base, hlen);
-            sbx_buf_consume(&u->held, hlen + 2);
-            u->state = UP_CONTENT;
-        }
-    }
+    if (!u->failed && multipart_feed(&u->mp, data, len, &u->err) < 0)
+        up_fail_parse(u);
+    return 0;
 }
 
 static void upload_end(struct http_request *req, void *userdata)
 {
     struct upload *u = userdata;
-    if (!u->failed && u->state != UP_DONE)
-        up_fail(u, "INVALID_FILE", -EINVAL, "malformed multipart body: no closing boundary");
+    if (!u->failed && multipart_finish(&u->mp, &u->err) < 0)
+        up_fail_parse(u);
     if (!u->failed && u->pending)
         up_fail(u, "INVALID_FILE", -EINVAL, "a `metadata` part has no `file` part after it");
     if (!u->failed && u->parts == 0)
@@ -801,37 +761,16 @@ static void upload_aborted(struct http_request *req, void *userdata)
     upload_free(userdata);
 }
 
-static bool multipart_boundary(const char *ct, char *ret, size_t size)
-{
-    if (!ct || strncasecmp(ct, "multipart/form-data", 19) != 0)
-        return false;
-    const char *b = strcasestr(ct, "boundary=");
-    if (!b)
-        return false;
-    b += 9;
-    bool quoted = *b == '"';
-    if (quoted)
-        b++;
-    size_t n = strcspn(b, quoted ? "\"" : "; \t");
-    if (n == 0 || n > 70 || n >= size)
-        return false;
-    memcpy(ret, b, n);
-    ret[n] = 0;
-    return true;
-}
-
 static void files_upload(struct api_ctx *c, struct sandbox *sb)
 {
-    char boundary[72];
-    if (!multipart_boundary(http_header_get(c->req, "Content-Type"), boundary, sizeof(boundary)))
+    char boundary[MULTIPART_BOUNDARY_MAX + 1];
+    if (!multipart_boundary(http_header_get(c->req, "Content-Type"), boundary))
         return os_reply(c->req, 400, "INVALID_FILE", "the body must be multipart/form-data with a boundary");
     struct upload *u = xcalloc(1, sizeof(*u));
     u->c = c;
     u->sb = sandbox_ref(sb);
     sandbox_attach(sb);
-    u->delim_len = (size_t)snprintf(u->delim, sizeof(u->delim), "\r\n--%s", boundary);
-    /* The first delimiter has no CRLF before it: pretend it had one. */
-    sbx_buf_append(&u->held, "\r\n", 2);
+    multipart_init(&u->mp, boundary, &upload_callbacks, u);
     http_request_on_abort(c->req, upload_aborted, u);
     http_request_stream_body(c->req, upload_chunk, upload_end, u);
 }
