@@ -24,7 +24,7 @@ struct cli_command {
 extern const struct cli_command cli_cmd_create, cli_cmd_ls, cli_cmd_exec, cli_cmd_run, cli_cmd_cp, cli_cmd_rm,
     cli_cmd_get, cli_cmd_info, cli_cmd_pause, cli_cmd_resume, cli_cmd_stop, cli_cmd_start, cli_cmd_update,
     cli_cmd_renew, cli_cmd_keys, cli_cmd_snapshot, cli_cmd_shell, cli_cmd_url, cli_cmd_tunnel,
-    cli_cmd_checkpoint, cli_cmd_fork, cli_cmd_volume;
+    cli_cmd_checkpoint, cli_cmd_fork, cli_cmd_volume, cli_cmd_agent, cli_cmd_code;
 
 /* A lifecycle value of struct cli_args (-1 not given, 0 never) as libsbx wants it (0 default/unchanged,
  * SBX_NEVER never). */

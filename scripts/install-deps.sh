@@ -8,6 +8,10 @@ e2fsprogs libarchive-dev busybox-static python3-websockets clang libclang-rt-14-
 PKGS="$PKGS libnftables-dev nftables"
 # registry pull tests: a real registry on loopback; htpasswd (bcrypt) for its basic auth
 PKGS="$PKGS docker-registry apache2-utils"
+# web console tests (tests/web): a real headless browser driven by playwright-core from npm
+PKGS="$PKGS chromium"
+# make bench: wrk for the API throughput part (bench/run.sh)
+PKGS="$PKGS wrk"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/console.h"
+#include "api/contexts.h"
 #include "api/internal.h"
 #include "api/service.h"
 #include "api/jsonreq.h"
@@ -150,6 +152,20 @@ static const struct route routes[] = {
     {"POST", "v1/sandboxes/*/commands/*/signal", api_commands_signal},
     {"POST", "v1/sandboxes/*/commands/*/kill", api_commands_kill},
     {"POST", "v1/sandboxes/*/commands/*/resize", api_commands_resize},
+    {"POST", "v1/sandboxes/*/contexts", api_contexts_create},
+    {"GET", "v1/sandboxes/*/contexts", api_contexts_list},
+    {"GET", "v1/sandboxes/*/contexts/*", api_contexts_get},
+    {"DELETE", "v1/sandboxes/*/contexts/*", api_contexts_delete},
+    {"POST", "v1/sandboxes/*/contexts/*/run", api_contexts_run},
+    {"POST", "v1/sandboxes/*/contexts/*/interrupt", api_contexts_interrupt},
+    {"POST", "v1/sandboxes/*/agents", api_agents_create},
+    {"GET", "v1/sandboxes/*/agents", api_agents_list},
+    {"GET", "v1/sandboxes/*/agents/*", api_agents_get},
+    {"PATCH", "v1/sandboxes/*/agents/*", api_agents_patch},
+    {"DELETE", "v1/sandboxes/*/agents/*", api_agents_delete},
+    {"GET", "v1/sandboxes/*/agents/*/stream", api_agents_stream},
+    {"POST", "v1/sandboxes/*/agents/*/prompt", api_agents_prompt},
+    {"POST", "v1/sandboxes/*/agents/*/interrupt", api_agents_interrupt},
     {"PUT", "v1/sandboxes/*/files", api_files_put},
     {"GET", "v1/sandboxes/*/files", api_files_get},
     {"DELETE", "v1/sandboxes/*/files", api_files_delete},
@@ -228,6 +244,8 @@ int api_identify(struct daemon *d, struct http_request *req, const struct api_ke
         presented = h + 7;
     else if ((h = http_header_get(req, "X-Api-Key")))
         presented = h;
+    else
+        presented = api_console_ws_key(req); /* a browser's WebSocket (api/console.h) */
     if (presented && (*ret_key = keys_find(d, presented)))
         return 1;
     if (!d->api_key)
@@ -260,6 +278,9 @@ static void handle(struct http_request *req, void *userdata)
         return;
     /* The OpenSandbox lifecycle and execd APIs under /opensandbox (src/compat), in their error envelope. */
     if (opensandbox_dispatch(d, req))
+        return;
+    /* The web console's static files under /console/ (api/console.c): public, no key. */
+    if (api_console_dispatch(req))
         return;
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -311,6 +332,8 @@ int api_start(struct daemon *d, const char *host, int port, sbx_error *err)
 void api_stop(struct daemon *d)
 {
     api_proxy_close_all();
+    api_agents_close_all();
     http_server_free(d->http);
     d->http = NULL;
+    context_runs_close_all(); /* after the server: its aborts have detached every run's client */
 }

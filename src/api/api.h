@@ -12,3 +12,8 @@ void api_stop(struct daemon *d);
 /* Serves service URLs also in the host-header form http://{port}-{id}.<domain>/ (sbxd --service-domain);
  * NULL turns that form off. */
 void api_service_set_domain(const char *domain);
+/* The agent sessions' default command (sbxd --agent-command): words split on blanks, the stream-JSON flags
+ * are appended (docs/api.md, Agent sessions). Returns 0, or -EINVAL for no word or too many. */
+int api_agents_set_command(const char *cmd);
+/* Ends sbxd's own streams on agent sessions (at shutdown; the sessions run on in their shims). */
+void api_agents_close_all(void);

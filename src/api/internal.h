@@ -83,6 +83,23 @@ void api_commands_signal(struct api_ctx *c);
 void api_commands_kill(struct api_ctx *c);
 void api_commands_resize(struct api_ctx *c);
 
+void api_agents_create(struct api_ctx *c);
+void api_agents_list(struct api_ctx *c);
+void api_agents_get(struct api_ctx *c);
+void api_agents_stream(struct api_ctx *c);
+void api_agents_prompt(struct api_ctx *c);
+void api_agents_interrupt(struct api_ctx *c);
+void api_agents_patch(struct api_ctx *c);
+void api_agents_delete(struct api_ctx *c);
+
+/* Code contexts (contexts.c, contexts.h). */
+void api_contexts_create(struct api_ctx *c);
+void api_contexts_list(struct api_ctx *c);
+void api_contexts_get(struct api_ctx *c);
+void api_contexts_delete(struct api_ctx *c);
+void api_contexts_run(struct api_ctx *c);
+void api_contexts_interrupt(struct api_ctx *c);
+
 void api_snapshots_create(struct api_ctx *c);
 void api_snapshots_list(struct api_ctx *c);
 void api_snapshots_get(struct api_ctx *c);

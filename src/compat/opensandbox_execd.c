@@ -2,8 +2,9 @@
  * ({host}/opensandbox/sandboxes/{id}/proxy/44772): /ping, /metrics, /command (sbx commands run by the
  * sandbox's shim, streamed as execd's JSON-lines event stream), command status, logs by byte cursor and
  * interrupt, bash sessions (state kept in the sandbox, each run an sbx command), PTY sessions over
- * WebSocket (sbx PTY commands), /metrics/watch, and the egress endpoint's /policy (read and changed through
- * sandbox_set_egress). Files are opensandbox_files.c. Shapes only; docs/compat/opensandbox.md. */
+ * WebSocket (sbx PTY commands), the code interpreter (/code, on sbx's code contexts: api/contexts.h),
+ * /metrics/watch, and the egress endpoint's /policy (read and changed through sandbox_set_egress). Files
+ * are opensandbox_files.c. Shapes only; docs/compat/opensandbox.md. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/codec.h"
+#include "api/contexts.h"
 #include "api/internal.h"
 #include "api/jsonreq.h"
 #include "base/buf.h"
@@ -89,27 +91,16 @@ struct run {
     bool after_cr[2]; /* the last byte of the stream was '\r': a '\n' next is the same line end */
     int64_t started_ms;
     bool paused, finished;
-    /* A code-interpreter run (code_run_start): output up to the driver's end markers (code[], one line
-     * "\x1e<token>" on each stream, the stdout one followed by the cell's result as JSON). */
-    struct run *next; /* in code_runs */
-    char ctx[SBX_ID_MAX + 1];
-    char code_end[48]; /* "\x1e<token>": empty for a command */
-    int markers;       /* bit s: stream s reached its marker */
-    bool blank[2];     /* a blank line held back: the one the driver writes before its marker */
+    /* A code-interpreter run (code_run_with_body): the output comes from the code context's run (api/
+     * contexts.h) instead of fd, through the same line splitting. */
+    struct context_run *crun;
     bool bash;
-    json_t *final;
 };
-
-static struct run *code_runs; /* the code runs streaming now (one per context) */
 
 static void run_free(struct run *r)
 {
-    for (struct run **pp = &code_runs; *pp; pp = &(*pp)->next)
-        if (*pp == r) {
-            *pp = r->next;
-            break;
-        }
-    json_decref(r->final);
+    if (r->crun)
+        context_run_abandon(r->crun); /* the client went: the cell runs on */
     if (r->watched)
         loop_io_stop(r->d->loop, &r->io);
     loop_timer_stop(r->d->loop, &r->ping);
@@ -152,38 +143,12 @@ static int send_text(struct run *r, int s, const char *p, size_t n)
     return send_event(r->req, ev);
 }
 
-static void code_finish(struct run *r);
-
-/* One line of output: for a command, an event; for a code run, also the driver's end markers (and the
- * blank line it writes before them, so that a cell's last line needs no newline). */
+/* One line of output: an event. */
 static int emit_line(struct run *r, int s, const char *p, size_t n)
 {
     if (r->finished)
         return 0;
-    if (!r->code_end[0])
-        return send_text(r, s, p, n);
-    if (r->markers & (1 << s))
-        return 0;
-    size_t el = strlen(r->code_end);
-    if (n >= el && memcmp(p, r->code_end, el) == 0 && (n == el || p[el] == ' ')) {
-        r->blank[s] = false;
-        r->markers |= 1 << s;
-        if (s == 0 && n > el + 1)
-            r->final = json_loadb(p + el + 1, n - el - 1, 0, NULL);
-        if (r->markers == 3)
-            code_finish(r);
-        return 0;
-    }
-    int slow = 0;
-    if (r->blank[s]) {
-        r->blank[s] = false;
-        slow |= send_text(r, s, "", 0);
-    }
-    if (n == 0) {
-        r->blank[s] = true;
-        return slow;
-    }
-    return slow | send_text(r, s, p, n);
+    return send_text(r, s, p, n);
 }
 
 /* Splits output of stream s into lines: '\n' and '\r' end one ("\r\n" once), a blank line is "\n", and a
@@ -235,16 +200,6 @@ static void send_error_event(struct http_request *req, const char *evalue, const
 
 static void send_exit(struct run *r, json_t *st)
 {
-    if (r->code_end[0]) {
-        /* The interpreter itself ended (the cell called exit, or it was killed): the context is gone. */
-        for (int s = 0; s < 2; s++)
-            if (r->line[s].len && !(r->markers & (1 << s)))
-                send_text(r, s, r->line[s].base, r->line[s].len);
-        send_event(r->req,
-                   json_pack("{s:s, s:{s:s, s:s, s:[]}}", "type", "error", "error", "ename", "ContextEnded",
-                             "evalue", "the context's interpreter exited", "traceback"));
-        return run_end(r);
-    }
     for (int s = 0; s < 2; s++)
         if (r->line[s].len)
             send_text(r, s, r->line[s].base, r->line[s].len);
@@ -366,6 +321,8 @@ static void run_on_drain(struct http_request *req, void *userdata)
 {
     struct run *r = userdata;
     r->paused = false;
+    if (r->crun)
+        return context_run_resume(r->crun);
     run_pump(r);
 }
 
@@ -1272,113 +1229,43 @@ static void pty_connect(struct api_ctx *c)
 
 /* --- code-interpreter contexts ------------------------------------------------------------------- */
 
-/* execd's /code without Jupyter: a context is a long-lived driver process in the sandbox (an sbx command,
- * stdin open): `python3 -u -c PY_DRIVER` keeps one globals dict, `bash -c SH_DRIVER` one shell, so state
- * stays between runs. A run writes the cell to the driver's stdin followed by a line "\x1e<token>" (the
- * context's random token); the driver runs it (python: the last expression's repr is the result, an
- * exception the error; bash: eval in the driver's shell, a non-zero status the error) and ends its output
- * with a marker line on each stream, the stdout one carrying {"count", "result"?, "ename"?, ...}. One run
- * per context at a time. The state file is CODE_DIR/<id> ({id, language, cwd, cid, token}). */
-#define CODE_DIR "/tmp/.opensandbox-code"
-#define CODE_CONTEXTS_MAX 1000
+/* execd's /code on sbx's code contexts (api/contexts.h): the same drivers, records and runs as the native
+ * /v1/sandboxes/{id}/contexts; here only execd's shapes: a run's output as line events, the result and
+ * error events, execd's error codes and language names (their `javascript` is sbx's `node`). */
 
-static const char PY_DRIVER[] =
-    "import ast, json, os, signal, sys, traceback\n"
-    "tok = os.environ.pop(\"OPENSANDBOX_CODE_TOKEN\", \"\")\n"
-    "end = \"\\x1e\" + tok\n"
-    "inp = sys.stdin\n"
-    "sys.stdin = open(os.devnull)\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "g = {\"__name__\": \"__main__\", \"__builtins__\": __builtins__}\n"
-    "n = 0\n"
-    "while True:\n"
-    "    lines = []\n"
-    "    while True:\n"
-    "        line = inp.readline()\n"
-    "        if not line or line.rstrip(\"\\n\") == end:\n"
-    "            break\n"
-    "        lines.append(line)\n"
-    "    if not line:\n"
-    "        break\n"
-    "    n += 1\n"
-    "    res = {\"count\": n}\n"
-    "    try:\n"
-    "        signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-    "        tree = ast.parse(\"\".join(lines), \"<cell>\", \"exec\")\n"
-    "        last = None\n"
-    "        if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
-    "            last = ast.Expression(tree.body.pop().value)\n"
-    "        exec(compile(tree, \"<cell>\", \"exec\"), g)\n"
-    "        if last is not None:\n"
-    "            v = eval(compile(last, \"<cell>\", \"eval\"), g)\n"
-    "            if v is not None:\n"
-    "                res[\"result\"] = repr(v)\n"
-    "    except BaseException as e:\n"
-    "        tb = e.__traceback__.tb_next if e.__traceback__ else None\n"
-    "        res[\"ename\"] = type(e).__name__\n"
-    "        res[\"evalue\"] = str(e)\n"
-    "        res[\"traceback\"] = traceback.format_exception(type(e), e, tb)\n"
-    "    finally:\n"
-    "        signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "    for f in (sys.stdout, sys.stderr):\n"
-    "        try:\n"
-    "            f.flush()\n"
-    "        except Exception:\n"
-    "            pass\n"
-    "    sys.__stderr__.write(\"\\n\" + end + \"\\n\")\n"
-    "    sys.__stderr__.flush()\n"
-    "    sys.__stdout__.write(\"\\n\" + end + \" \" + json.dumps(res) + \"\\n\")\n"
-    "    sys.__stdout__.flush()\n";
-
-static const char SH_DRIVER[] =
-    "__osb_e=\"$(printf '\\036')$OPENSANDBOX_CODE_TOKEN\"; unset OPENSANDBOX_CODE_TOKEN; __osb_n=0\n"
-    "exec 3<&0 </dev/null\n"
-    "while :; do\n"
-    "  __osb_c=; __osb_ok=\n"
-    "  while IFS= read -r __osb_l <&3; do\n"
-    "    if [ \"$__osb_l\" = \"$__osb_e\" ]; then __osb_ok=1; break; fi\n"
-    "    __osb_c=\"$__osb_c$__osb_l\n"
-    "\"\n"
-    "  done\n"
-    "  [ -n \"$__osb_ok\" ] || exit 0\n"
-    "  __osb_n=$((__osb_n+1))\n"
-    "  eval \"$__osb_c\"\n"
-    "  __osb_rc=$?\n"
-    "  printf '\\n%s\\n' \"$__osb_e\" >&2\n"
-    "  printf '\\n%s {\"count\":%d,\"exit_code\":%d}\\n' \"$__osb_e\" \"$__osb_n\" \"$__osb_rc\"\n"
-    "done\n";
-
-static bool code_language_ok(const char *l)
+/* execd's language name → sbx's (NULL: not supported), and back. */
+static const char *code_language_in(const char *l)
 {
-    return strcmp(l, "python") == 0 || strcmp(l, "bash") == 0;
+    if (strcmp(l, "python") == 0 || strcmp(l, "bash") == 0)
+        return l;
+    if (strcmp(l, "javascript") == 0 || strcmp(l, "node") == 0)
+        return "node";
+    return NULL;
+}
+
+static const char *code_language_out(json_t *ctx)
+{
+    const char *l = json_string_value(json_object_get(ctx, "language")) ?: "";
+    return strcmp(l, "node") == 0 ? "javascript" : l;
 }
 
 static json_t *context_json(json_t *ctx)
 {
-    json_t *o = json_pack("{s:O, s:O}", "id", json_object_get(ctx, "id"), "language",
-                          json_object_get(ctx, "language"));
-    const char *cwd = json_string_value(json_object_get(ctx, "cwd"));
-    if (cwd && *cwd)
-        json_object_set_new(o, "cwd", json_string(cwd));
-    return o;
+    return json_pack("{s:O, s:s, s:O}", "id", json_object_get(ctx, "id"), "language", code_language_out(ctx),
+                     "cwd", json_object_get(ctx, "cwd"));
 }
 
-static bool code_busy(const char *sandbox_id, const char *ctx)
+/* A code context error in execd's codes: a context that is missing or has ended is CONTEXT_NOT_FOUND. */
+static void code_reply_error(struct api_ctx *c, const sbx_error *err)
 {
-    for (struct run *r = code_runs; r; r = r->next)
-        if (strcmp(r->ctx, ctx) == 0 && strcmp(r->sb->id, sandbox_id) == 0)
-            return true;
-    return false;
-}
-
-static const char *python_of(struct sandbox *sb)
-{
-    static const char *const paths[] = {"/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"};
-    struct files_entry e;
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
-        if (files_stat(sb->rootfs_fd, paths[i], &e, NULL) == 0)
-            return paths[i];
-    return NULL;
+    const char *kind = sbx_error_kind(err);
+    if (strcmp(kind, "not_found") == 0 || strcmp(kind, "context_ended") == 0)
+        return os_reply(c->req, 404, "CONTEXT_NOT_FOUND", "%s", err->msg);
+    if (strcmp(kind, "context_busy") == 0)
+        return os_reply(c->req, 409, "CONFLICT", "%s", err->msg);
+    if (strcmp(kind, "unsupported") == 0)
+        return os_reply(c->req, 400, "NOT_SUPPORTED", "%s", err->msg);
+    os_reply_sbx(c->req, err, OS_COMMANDS);
 }
 
 static void code_context_create_with_body(struct api_ctx *c, json_t *m)
@@ -1392,81 +1279,19 @@ static void code_context_create_with_body(struct api_ctx *c, json_t *m)
         return os_reply_sbx(c->req, &err, OS_COMMANDS);
     if (!language || !*language)
         language = "python";
-    if (!code_language_ok(language))
-        return os_reply(c->req, 501, "NOT_SUPPORTED",
-                        "language `%s` is not supported by sbx's code contexts (python and bash are)",
-                        language);
+    const char *lang = code_language_in(language);
+    if (!lang)
+        return os_reply(
+            c->req, 501, "NOT_SUPPORTED",
+            "language `%s` is not supported by sbx's code contexts (python, javascript and bash are)",
+            language);
     _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
     if (!sb)
         return;
-    if (cwd && *cwd && check_cwd(sb, cwd, &err) < 0)
-        return os_reply_sbx(c->req, &err, OS_COMMANDS);
-    bool bash = strcmp(language, "bash") == 0;
-    const char *py = bash ? NULL : python_of(sb);
-    if (!bash && !py)
-        return os_reply(c->req, 400, "NOT_SUPPORTED", "python3 is not installed in the sandbox's image");
-    char id[SBX_ID_MAX + 1], token[33];
-    id_generate(id, sizeof(id), "ctx_");
-    id_generate(token, sizeof(token), "");
-    json_t *body = bash ? json_pack("{s:[s,s,s]}", "command", shell_of(sb), "-c", SH_DRIVER)
-                        : json_pack("{s:[s,s,s,s]}", "command", py, "-u", "-c", PY_DRIVER);
-    json_object_set_new(body, "wait", json_false());
-    json_object_set_new(body, "stdin_open", json_true());
-    json_object_set_new(body, "idle_timeout", json_integer(-1));
-    json_object_set_new(body, "ttl_seconds", json_integer(COMMAND_TTL_S));
-    json_object_set_new(
-        body, "env", json_pack("{s:s, s:s}", "OPENSANDBOX_CODE_TOKEN", token, "PYTHONIOENCODING", "utf-8"));
-    if (cwd && *cwd)
-        json_object_set_new(body, "cwd", json_string(cwd));
-    json_auto_t *req = NULL, *resp = NULL;
-    bool wait;
-    int r = api_command_exec_request(sb, body, &req, &wait, &err);
-    json_decref(body);
-    if (r < 0 || sandbox_shim_call(sb, req, &resp, &err) < 0)
-        return os_reply_sbx(c->req, &err, OS_COMMANDS);
-    metrics_count(METRICS_COMMANDS_STARTED);
-    const char *cid = json_string_value(json_object_get(json_object_get(resp, "command"), "id")) ?: "";
-    json_auto_t *ctx = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "language", language, "cwd",
-                                 cwd ? cwd : "", "cid", cid, "token", token);
-    if (state_save(sb, CODE_DIR, id, "context", ctx, &err) < 0) {
-        json_auto_t *kr = NULL;
-        shim_op(sb, "kill", cid, &kr, NULL);
-        return os_reply_sbx(c->req, &err, OS_COMMANDS);
-    }
+    json_auto_t *ctx = NULL;
+    if (context_create(sb, lang, cwd && *cwd ? cwd : NULL, NULL, &ctx, &err) < 0)
+        return code_reply_error(c, &err);
     http_respond_json(c->req, 200, context_json(ctx));
-}
-
-/* Every context of the sandbox (language NULL: all), as loaded state objects. */
-static json_t *code_contexts(struct sandbox *sb, const char *language)
-{
-    json_t *out = json_array();
-    struct files_entry *ents = NULL;
-    size_t n = 0;
-    if (files_list(sb->rootfs_fd, CODE_DIR, &ents, &n, CODE_CONTEXTS_MAX, NULL) < 0)
-        return out;
-    for (size_t i = 0; i < n; i++) {
-        json_t *ctx = NULL;
-        if (ents[i].type != FILES_TYPE_FILE ||
-            state_load(sb, CODE_DIR, ents[i].name, "context", &ctx, NULL) < 0)
-            continue;
-        if (!language || strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", language) == 0)
-            json_array_append(out, ctx);
-        json_decref(ctx);
-    }
-    free(ents);
-    return out;
-}
-
-static void code_context_remove(struct sandbox *sb, json_t *ctx)
-{
-    const char *cid = json_string_value(json_object_get(ctx, "cid")),
-               *id = json_string_value(json_object_get(ctx, "id"));
-    char path[PATH_MAX];
-    json_auto_t *resp = NULL;
-    if (cid && id_is_valid(cid))
-        shim_op(sb, "kill", cid, &resp, NULL);
-    if (id && state_path(CODE_DIR, id, "context", path, NULL) == 0)
-        files_remove(sb->rootfs_fd, path, false, NULL);
 }
 
 static void code_contexts_list(struct api_ctx *c, bool del)
@@ -1479,16 +1304,20 @@ static void code_contexts_list(struct api_ctx *c, bool del)
     _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
     if (!sb)
         return;
-    json_auto_t *all = code_contexts(sb, language);
+    const char *want = language ? code_language_in(language) : NULL;
+    json_auto_t *all = context_list(sb);
     json_t *out = json_array(), *ctx;
     size_t i;
     json_array_foreach(all, i, ctx)
     {
+        if (language &&
+            (!want || strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", want) != 0))
+            continue;
         if (del)
-            code_context_remove(sb, ctx);
+            context_delete(sb, json_string_value(json_object_get(ctx, "id")), NULL);
         else
-            json_array_append_new(out, json_pack("{s:O, s:O}", "id", json_object_get(ctx, "id"), "language",
-                                                 json_object_get(ctx, "language")));
+            json_array_append_new(out, json_pack("{s:O, s:s}", "id", json_object_get(ctx, "id"), "language",
+                                                 code_language_out(ctx)));
     }
     if (del) {
         json_decref(out);
@@ -1497,59 +1326,81 @@ static void code_contexts_list(struct api_ctx *c, bool del)
     http_respond_json(c->req, 200, out);
 }
 
-static int context_load(struct api_ctx *c, struct sandbox *sb, const char *id, json_t **ret)
-{
-    sbx_error err = {0};
-    if (state_load(sb, CODE_DIR, id, "context", ret, &err) < 0) {
-        os_reply(c->req, sbx_error_http_status(&err) == 404 ? 404 : 500,
-                 sbx_error_http_status(&err) == 404 ? "CONTEXT_NOT_FOUND" : "RUNTIME_ERROR", "%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 static void code_context_get(struct api_ctx *c, bool del)
 {
     _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
     if (!sb)
         return;
+    sbx_error err = {0};
     json_auto_t *ctx = NULL;
-    if (context_load(c, sb, c->command_id, &ctx) < 0)
-        return;
+    if (context_get(sb, c->command_id, &ctx, &err) < 0)
+        return code_reply_error(c, &err);
     if (!del)
         return http_respond_json(c->req, 200, context_json(ctx));
-    code_context_remove(sb, ctx);
+    if (context_delete(sb, c->command_id, &err) < 0)
+        return code_reply_error(c, &err);
     os_reply_empty(c->req, 200);
 }
 
-static void code_finish(struct run *r)
+static bool code_on_output(void *userdata, int stream, const char *data, size_t len)
 {
-    json_t *f = r->final, *count = json_object_get(f, "count");
+    return forward_output(userdata, stream, data, len);
+}
+
+/* A rich output (display()): a `result` event with the mime bundle, `text` its text/plain. */
+static bool code_on_display(void *userdata, json_t *data)
+{
+    struct run *r = userdata;
+    json_t *results = json_deep_copy(data);
+    const char *text = json_string_value(json_object_get(data, "text/plain"));
+    if (text)
+        json_object_set_new(results, "text", json_string(text));
+    return send_event(r->req, json_pack("{s:s, s:o}", "type", "result", "results", results)) > 0;
+}
+
+static void code_on_done(void *userdata, json_t *res)
+{
+    struct run *r = userdata;
+    r->crun = NULL; /* the context's run ends after this */
+    for (int s = 0; s < 2; s++)
+        if (r->line[s].len)
+            send_text(r, s, r->line[s].base, r->line[s].len);
+    json_t *count = json_object_get(res, "execution_count"), *e = json_object_get(res, "error");
+    json_t *ec = json_object_get(res, "exit_code");
+    if (json_is_true(json_object_get(res, "context_ended"))) {
+        send_event(r->req, json_pack("{s:s, s:{s:s, s:O, s:[]}}", "type", "error", "error", "ename",
+                                     "ContextEnded", "evalue", json_object_get(e, "value"), "traceback"));
+        run_end(r);
+        return run_free(r);
+    }
     if (json_is_integer(count))
         send_event(r->req, json_pack("{s:s, s:O}", "type", "execution_count", "execution_count", count));
-    const char *result = json_string_value(json_object_get(f, "result"));
-    if (result)
-        send_event(r->req, json_pack("{s:s, s:{s:s}}", "type", "result", "results", "text", result));
-    json_t *ec = json_object_get(f, "exit_code");
-    if (json_object_get(f, "ename")) {
-        json_t *tb = json_object_get(f, "traceback");
-        send_event(r->req, json_pack("{s:s, s:{s:O, s:s, s:O}}", "type", "error", "error", "ename",
-                                     json_object_get(f, "ename"), "evalue",
-                                     json_string_value(json_object_get(f, "evalue")) ?: "", "traceback",
-                                     json_is_array(tb) ? tb : json_array()));
-    } else if (r->bash && json_is_integer(ec) && json_integer_value(ec) != 0) {
+    const char *text = json_string_value(json_object_get(res, "text"));
+    if (text)
+        send_event(r->req, json_pack("{s:s, s:{s:s}}", "type", "result", "results", "text", text));
+    if (r->bash && e && json_is_integer(ec) &&
+        strcmp(json_string_value(json_object_get(e, "name")) ?: "", "CommandExecError") == 0) {
         char ev[24], tb[48];
         snprintf(ev, sizeof(ev), "%lld", (long long)json_integer_value(ec));
         snprintf(tb, sizeof(tb), "exit status %lld", (long long)json_integer_value(ec));
         send_error_event(r->req, ev, tb);
-    } else if (!f) {
-        send_error_event(r->req, "-1", "malformed end of run from the context's driver");
+    } else if (e) {
+        send_event(r->req, json_pack("{s:s, s:{s:O, s:O, s:O}}", "type", "error", "error", "ename",
+                                     json_object_get(e, "name"), "evalue", json_object_get(e, "value"),
+                                     "traceback", json_object_get(e, "traceback")));
     } else {
         send_event(r->req, json_pack("{s:s, s:I}", "type", "execution_complete", "execution_time",
                                      (json_int_t)(wall_ms() - r->started_ms)));
     }
     run_end(r);
+    run_free(r);
 }
+
+static const struct context_run_ops code_ops = {
+    .output = code_on_output,
+    .display = code_on_display,
+    .done = code_on_done,
+};
 
 static void code_run_with_body(struct api_ctx *c, json_t *m)
 {
@@ -1558,7 +1409,7 @@ static void code_run_with_body(struct api_ctx *c, json_t *m)
     json_t *cref = json_object_get(m, "context");
     if (!json_is_object(m))
         return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "the body must be a JSON object");
-    if (jsonreq_string(m, "code", COMMAND_MAX, &code, &err) < 0)
+    if (jsonreq_string(m, "code", CONTEXT_CODE_MAX, &code, &err) < 0)
         return os_reply_sbx(c->req, &err, OS_COMMANDS);
     if (cref && !json_is_object(cref) && !json_is_null(cref))
         return os_reply(c->req, 400, "INVALID_REQUEST_BODY", "`context` must be an object {id, language}");
@@ -1571,67 +1422,34 @@ static void code_run_with_body(struct api_ctx *c, json_t *m)
     if (!id || !*id)
         return os_reply(c->req, 400, "INVALID_REQUEST_BODY",
                         "`context.id` is required (create one with POST /code/context)");
-    struct sandbox *sb = os_execd_sandbox(c);
+    _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
     if (!sb)
         return;
     json_auto_t *ctx = NULL;
-    if (context_load(c, sb, id, &ctx) < 0) {
-        sandbox_unref(sb);
-        return;
-    }
-    if (code_busy(sb->id, id)) {
-        sandbox_unref(sb);
-        return os_reply(c->req, 409, "CONFLICT", "context `%s` is running code already", id);
-    }
-    const char *cid = json_string_value(json_object_get(ctx, "cid")) ?: "";
-    const char *token = json_string_value(json_object_get(ctx, "token")) ?: "";
-    json_auto_t *resp = NULL;
-    json_t *st = NULL;
-    if (!id_is_valid(cid) || shim_op(sb, "status", cid, &resp, NULL) < 0 ||
-        !status_running(st = json_object_get(resp, "command")) || strlen(token) < 8 || strlen(token) > 40) {
-        sandbox_unref(sb);
-        return os_reply(c->req, 404, "CONTEXT_NOT_FOUND",
-                        "context `%s`: its interpreter has ended (delete it and create a new one)", id);
-    }
-    int fd;
-    if (shim_attach(sb->state_dir, cid, (uint64_t)json_integer_value(json_object_get(st, "stdout_bytes")),
-                    (uint64_t)json_integer_value(json_object_get(st, "stderr_bytes")), &fd, &err) < 0) {
-        sandbox_unref(sb);
-        return os_reply(c->req, 500, "RUNTIME_ERROR", "%s", err.msg);
-    }
-    size_t clen = strlen(code);
-    _cleanup_free_ char *input =
-        xasprintf("%s%s\x1e%s\n", code, clen && code[clen - 1] == '\n' ? "" : "\n", token);
-    _cleanup_free_ char *b64 = base64_encode(input, strlen(input));
-    json_auto_t *sreq = json_pack("{s:s, s:s, s:s}", "op", "stdin", "id", cid, "data_b64", b64),
-                *sresp = NULL;
-    if (sandbox_shim_call(sb, sreq, &sresp, &err) < 0) {
-        close(fd);
-        sandbox_unref(sb);
-        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    if (context_get(sb, id, &ctx, &err) < 0)
+        return code_reply_error(c, &err);
+    struct run *r = xcalloc(1, sizeof(*r));
+    r->d = c->d;
+    r->sb = sandbox_ref(sb);
+    sandbox_attach(r->sb);
+    r->req = c->req;
+    r->fd = -1;
+    r->started_ms = wall_ms();
+    r->bash = strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", "bash") == 0;
+    if (context_run_start(sb, id, code, 0, &code_ops, r, &r->crun, &err) < 0) {
+        r->crun = NULL;
+        run_free(r);
+        return code_reply_error(c, &err);
     }
     stream_begin(c->req);
     send_event(c->req, json_pack("{s:s, s:s}", "type", "init", "text", id));
-    struct run *r = xcalloc(1, sizeof(*r));
-    r->d = c->d;
-    r->sb = sb;
-    sandbox_attach(r->sb);
-    r->req = c->req;
-    r->fd = fd;
-    r->io.cb = run_on_io;
-    r->started_ms = wall_ms();
-    snprintf(r->ctx, sizeof(r->ctx), "%s", id);
-    snprintf(r->code_end, sizeof(r->code_end), "\x1e%s", token);
-    r->bash = strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", "bash") == 0;
-    r->next = code_runs;
-    code_runs = r;
     http_request_on_abort(c->req, run_on_abort, r);
     http_request_on_drain(c->req, run_on_drain, r);
     loop_timer_start(c->d->loop, &r->ping, PING_INTERVAL_USEC, run_on_ping);
-    run_update_watch(r);
 }
 
-/* DELETE /code?id=: SIGINT to a python context's interpreter (KeyboardInterrupt in the running cell). */
+/* DELETE /code?id=: SIGINT to the context's interpreter and its children (a KeyboardInterrupt in the
+ * running cell; the context stays). */
 static void code_interrupt(struct api_ctx *c)
 {
     const char *id = http_query_get(c->req, "id");
@@ -1640,20 +1458,10 @@ static void code_interrupt(struct api_ctx *c)
     _cleanup_(sandbox_unrefp) struct sandbox *sb = os_execd_sandbox(c);
     if (!sb)
         return;
-    json_auto_t *ctx = NULL;
-    if (context_load(c, sb, id, &ctx) < 0)
-        return;
-    if (strcmp(json_string_value(json_object_get(ctx, "language")) ?: "", "python") != 0)
-        return os_reply(c->req, 501, "NOT_SUPPORTED",
-                        "interrupting a bash context is not supported (delete the context instead)");
-    if (!code_busy(sb->id, id))
-        return os_reply_empty(c->req, 200);
     sbx_error err = {0};
-    json_auto_t *sig = json_pack("{s:s, s:s, s:i}", "op", "signal", "id",
-                                 json_string_value(json_object_get(ctx, "cid")) ?: "", "signal", SIGINT);
-    json_auto_t *resp = NULL;
-    if (sandbox_shim_call(sb, sig, &resp, &err) < 0)
-        return os_reply_sbx(c->req, &err, OS_COMMANDS);
+    bool running;
+    if (context_interrupt(sb, id, &running, &err) < 0 && strcmp(sbx_error_kind(&err), "context_ended") != 0)
+        return code_reply_error(c, &err);
     os_reply_empty(c->req, 200);
 }
 

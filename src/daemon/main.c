@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/console.h"
 #include "base/cleanup.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -52,6 +53,10 @@ static void usage(FILE *f)
                "                         IPv4 nameserver of /etc/resolv.conf; none: nothing resolves)\n"
                "  --egress-subnet CIDR   addresses of egress sandboxes, /16 to /28 (default 10.231.0.0/16);\n"
                "                         names the nftables table inet sbx<hex of its top 24 bits>\n"
+               "  --console-dir DIR      the built web console, served at /console/ (default: console/\n"
+               "                         beside sbxd's bin/ directory, i.e. build/console)\n"
+               "  --agent-command CMD    agent sessions' program, words split on blanks (default claude);\n"
+               "                         the stream-JSON flags are appended (docs/api.md)\n"
                "  --log-level LEVEL      error, warning, notice, info (default) or debug\n"
                "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
                "                         (also SBX_LOG_FORMAT; --log-json is --log-format json)\n"
@@ -145,6 +150,8 @@ int main(int argc, char **argv)
         {"dns-upstream", required_argument, NULL, 'N'},
         {"egress-subnet", required_argument, NULL, 'E'},
         {"pull-stall-seconds", required_argument, NULL, 'P'},
+        {"agent-command", required_argument, NULL, 'A'},
+        {"console-dir", required_argument, NULL, 'C'},
         {},
     };
     /* Descriptors inherited from whoever started us (beyond stdio) would otherwise live on in every
@@ -177,6 +184,15 @@ int main(int argc, char **argv)
             break;
         case 'S':
             api_service_set_domain(optarg);
+            break;
+        case 'A':
+            if (api_agents_set_command(optarg) < 0) {
+                fprintf(stderr, "sbxd: --agent-command needs 1 to 64 words\n");
+                return 2;
+            }
+            break;
+        case 'C':
+            api_console_set_dir(optarg);
             break;
         case 'N':
             dns_upstream = optarg;

@@ -428,13 +428,43 @@ def test_code_bash_context(d, sb):
     assert [e["text"] for e in ev if e["type"] == "stdout"] == ["42 /tmp", "f-x"]
     ev = code_events(d, sb, ctx, "echo out; (exit 3)", "bash")
     assert ev[-1]["error"] == {"ename": "CommandExecError", "evalue": "3", "traceback": ["exit status 3"]}
-    assert_error(api(d, "DELETE", execd(sb) + f"/code?id={ctx}"), 501, "NOT_SUPPORTED")
+    # An interrupt ends bash's foreground command and the cell; the shell and its state stay.
+    import threading
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("ev", code_events(d, sb, ctx, "sleep 30; echo no", "bash")))
+    t.start()
+    time.sleep(1)
+    r = api(d, "DELETE", execd(sb) + f"/code?id={ctx}")
+    assert r.status == 200 and r.headers["content-length"] == "0"
+    t.join(20)
+    assert box["ev"][-1]["error"]["ename"] == "KeyboardInterrupt"
+    assert [e["text"] for e in code_events(d, sb, ctx, "echo $X", "bash") if e["type"] == "stdout"] == ["40"]
     ids = {c["id"]: c["language"] for c in api(d, "GET", execd(sb) + "/code/contexts").json()}
     assert ids.get(ctx) == "bash"
     assert [c["id"] for c in api(d, "GET", execd(sb) + "/code/contexts?language=bash").json()] == [ctx]
     r = api(d, "DELETE", execd(sb) + "/code/contexts?language=bash")
     assert r.status == 200 and r.headers["content-length"] == "0"
     assert api(d, "GET", execd(sb) + "/code/contexts?language=bash").json() == []
+
+
+def test_code_javascript_context_and_display(d, sb):
+    # execd's javascript is sbx's node context; the native API sees the same context.
+    ctx = new_context(d, sb, "javascript")
+    ev = code_events(d, sb, ctx, "let x = 40; console.log('hi')", "javascript")
+    assert [(e["type"], e.get("text")) for e in ev if e["type"] == "stdout"] == [("stdout", "hi")]
+    ev = code_events(d, sb, ctx, "x + 2", "javascript")
+    assert [e["type"] for e in ev] == ["init", "execution_count", "result", "execution_complete"]
+    assert ev[2]["results"] == {"text": "42"}
+    assert [c["id"] for c in api(d, "GET", execd(sb) + "/code/contexts?language=javascript").json()] == [ctx]
+    r = d.request("GET", f"/v1/sandboxes/{sb}/contexts/{ctx}")
+    assert r.status == 200 and r.json()["language"] == "node", r
+    # A displayed rich output is a result event with its mime bundle.
+    py = new_context(d, sb, "python")
+    ev = code_events(d, sb, py, "display({'text/html': '<b>x</b>'})")
+    assert {"type": "result", "results": {"text/html": "<b>x</b>"}} in [
+        {k: v for k, v in e.items() if k != "timestamp"} for e in ev]
+    for c in (ctx, py):
+        api(d, "DELETE", execd(sb) + f"/code/contexts/{c}")
 
 
 def test_code_bad_input(d, sb):
@@ -448,7 +478,7 @@ def test_code_bad_input(d, sb):
     assert_error(api(d, "POST", execd(sb) + "/code", {"context": {"id": "../../etc/passwd"}, "code": "1"}), 404)
     assert_error(api(d, "POST", execd(sb) + "/code", {"context": "x", "code": "1"}), 400)
     ctx = new_context(d, sb, "python")
-    assert_error(api(d, "POST", execd(sb) + "/code", {"context": {"id": ctx}, "code": "x" * (129 * 1024)}), 413)
+    assert_error(api(d, "POST", execd(sb) + "/code", {"context": {"id": ctx}, "code": "x" * (513 * 1024)}), 413)
     assert_error(api(d, "POST", execd(sb) + "/code", {"context": {"id": ctx}}), 400)
     assert_error(api(d, "DELETE", execd(sb) + "/code/contexts"), 400, "MISSING_QUERY")
     assert_error(api(d, "DELETE", execd(sb) + "/code"), 400, "MISSING_QUERY")

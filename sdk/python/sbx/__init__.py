@@ -8,10 +8,12 @@
 :mod:`sbx.errors`, result and info types in :mod:`sbx.models`.
 """
 from . import errors
+from .agents import AgentEvent, AgentInfo, AgentSession, AsyncAgentSession
+from .contexts import AsyncCodeContext, CellError, CodeContext, ContextInfo, Execution, ExecutionError
 from .aio import AsyncCommandHandle, AsyncSandbox, AsyncSandboxClient, AsyncServiceURL
 from ._tunnel import AsyncTunnel, Tunnel
 from .client import CommandHandle, Sandbox, SandboxClient, ServiceURL
-from .errors import (AuthenticationError, BusyError, CommandTimeoutError, ConflictError, ConnectionError,
+from .errors import (AuthenticationError, BusyError, CommandNotFoundError, CommandTimeoutError, ConflictError, ConnectionError,
                      CreationError, ExpiredError, NotFoundError, NotReadyError, NotRunningError, PermissionDeniedError,
                      QuotaExceededError, SandboxError, SnapshotCaptureError, SnapshotImportError, SnapshotPullError,
                      TimeoutError)
@@ -29,5 +31,7 @@ __all__ = [
     "QuotaExceededError", "TimeoutError", "CommandTimeoutError", "ConnectionError", "CreationError",
     "SnapshotImportError", "SnapshotPullError", "SnapshotCaptureError", "ServiceURL", "AsyncServiceURL", "Tunnel",
     "AsyncTunnel", "ServiceResponse", "Snapshot", "SnapshotProgress", "Checkpoint", "Volume", "VolumeMount",
-    "ListeningPort", "EgressPolicy", "Network", "__version__",
+    "ListeningPort", "EgressPolicy", "Network", "AgentSession", "AsyncAgentSession", "AgentEvent", "AgentInfo",
+    "CommandNotFoundError", "CodeContext", "AsyncCodeContext", "ContextInfo", "Execution", "ExecutionError",
+    "CellError", "__version__",
 ]

@@ -23,6 +23,8 @@ from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, C
                       list_query, make_config, pull_body, result_from_wait, seg, service_request_parts, signal_name,
                       snapshot_done, snapshot_wait_timeout, update_body, volume_ref, with_query)
 from ._tunnel import AsyncTunnel
+from .agents import AgentInfo, AsyncAgentSession, agent_body
+from .contexts import AsyncCodeContext, ContextInfo, Execution, context_body
 from .client import SnapshotSource, _mode
 from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
                      ListeningPort, LogPage, OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
@@ -522,6 +524,60 @@ class AsyncSandbox(SandboxData):
         """See :meth:`sbx.Sandbox.logs`."""
         path = with_query(f"{self._path}/commands/{seg(command_id)}/logs", {"cursor": cursor, "limit": limit})
         return LogPage.from_json((await self._http.request("GET", path)).json())
+
+    # --- agent sessions (sbx.agents) ----------------------------------------------------------------
+
+    async def agent(self, prompt: Optional[str] = None, *, model: Optional[str] = None,
+                    system_prompt: Optional[str] = None, allowed_tools: Optional[Sequence[str]] = None,
+                    permission_mode: Optional[str] = None, max_turns: Optional[int] = None,
+                    cwd: Optional[str] = None, mcp_servers: Optional[Mapping[str, Any]] = None,
+                    resume: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                    command: Union[str, Sequence[str], None] = None, stderr: bool = False) -> AsyncAgentSession:
+        """See :meth:`sbx.Sandbox.agent`."""
+        body = agent_body(prompt, model=model, system_prompt=system_prompt, allowed_tools=allowed_tools,
+                          permission_mode=permission_mode, max_turns=max_turns, cwd=cwd, mcp_servers=mcp_servers,
+                          resume=resume, env=env, command=command)
+        d = (await self._http.request("POST", self._path + "/agents", json_body=body, idempotent=False)).json()
+        return AsyncAgentSession(self, d["id"], info=d, stderr=stderr)
+
+    async def attach_agent(self, agent_id: str, *, from_offset: int = 0, stderr: bool = False) -> AsyncAgentSession:
+        """See :meth:`sbx.Sandbox.attach_agent`."""
+        info = await self.get_agent(agent_id)
+        return AsyncAgentSession(self, agent_id, from_offset=from_offset, info=info.raw, stderr=stderr)
+
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        return AgentInfo.from_json((await self._http.request("GET", f"{self._path}/agents/{seg(agent_id)}")).json())
+
+    async def agents(self) -> List[AgentInfo]:
+        """See :meth:`sbx.Sandbox.agents`."""
+        d = (await self._http.request("GET", self._path + "/agents")).json()
+        return [AgentInfo.from_json(a) for a in d.get("agents") or []]
+
+    # --- code contexts (sbx.contexts) --------------------------------------------------------------
+
+    async def create_context(self, language: str = "python", *, cwd: Optional[str] = None,
+                             env: Optional[Mapping[str, str]] = None) -> AsyncCodeContext:
+        """See :meth:`sbx.Sandbox.create_context`."""
+        d = (await self._http.request("POST", self._path + "/contexts", json_body=context_body(language, cwd, env),
+                                      idempotent=False)).json()
+        return AsyncCodeContext(self, d)
+
+    async def get_context(self, context_id: str) -> AsyncCodeContext:
+        return AsyncCodeContext(self, (await self._http.request("GET", f"{self._path}/contexts/{seg(context_id)}")).json())
+
+    async def contexts(self) -> List[ContextInfo]:
+        """See :meth:`sbx.Sandbox.contexts`."""
+        d = (await self._http.request("GET", self._path + "/contexts")).json()
+        return [ContextInfo.from_json(c) for c in d.get("contexts") or []]
+
+    async def run_code(self, code: str, *, language: str = "python", timeout: Optional[float] = None,
+                       on_stdout: Any = None, on_stderr: Any = None) -> Execution:
+        """See :meth:`sbx.Sandbox.run_code`."""
+        ctx = await self.create_context(language)
+        try:
+            return await ctx.run(code, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr)
+        finally:
+            await ctx.delete(missing_ok=True)
 
     # --- files --------------------------------------------------------------------------------------
 

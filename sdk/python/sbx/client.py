@@ -17,6 +17,8 @@ from ._common import (SNAPSHOT_POLL_INTERVAL, Backoff, CheckpointRef, Command, C
                       iter_sandboxes, list_query, make_config, pull_body, result_from_wait, seg, service_request_parts,
                       signal_name, snapshot_done, snapshot_wait_timeout, update_body, volume_ref, with_query)
 from ._sync_http import NETWORK_ERRORS, SyncTransport, iter_body
+from .agents import AgentInfo, AgentSession, agent_body
+from .contexts import CodeContext, ContextInfo, Execution, context_body
 from .models import (ApiKey, Checkpoint, CommandInfo, EgressPolicyLike, ExecutionResult, FileInfo, Health,
                      ListeningPort, LogPage, OutputChunk, SandboxMetrics, ServiceResponse, Snapshot, Volume)
 
@@ -658,6 +660,42 @@ class Sandbox(SandboxData):
         path = with_query(f"{self._path}/commands/{seg(command_id)}/logs", {"cursor": cursor, "limit": limit})
         return LogPage.from_json(self._http.request("GET", path).json())
 
+    # --- agent sessions (sbx.agents) ----------------------------------------------------------------
+
+    def agent(self, prompt: Optional[str] = None, *, model: Optional[str] = None,
+              system_prompt: Optional[str] = None, allowed_tools: Optional[Sequence[str]] = None,
+              permission_mode: Optional[str] = None, max_turns: Optional[int] = None, cwd: Optional[str] = None,
+              mcp_servers: Optional[Mapping[str, Any]] = None, resume: Optional[str] = None,
+              env: Optional[Mapping[str, str]] = None, command: Union[str, Sequence[str], None] = None,
+              stderr: bool = False) -> AgentSession:
+        """Starts an agent session (the daemon's agent command, by default the ``claude`` CLI in
+        stream-JSON mode, or ``command``) with a first ``prompt``; iterate the session for its events.
+        ``env`` (e.g. ``ANTHROPIC_API_KEY``) reaches only the agent's process and is never echoed back.
+
+        Raises:
+            CommandNotFoundError: the agent program is not in the sandbox; ResourceExhaustedError: too
+            many sessions running in it; NotRunningError: the sandbox is stopped.
+        """
+        body = agent_body(prompt, model=model, system_prompt=system_prompt, allowed_tools=allowed_tools,
+                          permission_mode=permission_mode, max_turns=max_turns, cwd=cwd, mcp_servers=mcp_servers,
+                          resume=resume, env=env, command=command)
+        d = self._http.request("POST", self._path + "/agents", json_body=body, idempotent=False).json()
+        return AgentSession(self, d["id"], info=d, stderr=stderr)
+
+    def attach_agent(self, agent_id: str, *, from_offset: int = 0, stderr: bool = False) -> AgentSession:
+        """A handle on an existing session whose events start at ``from_offset`` (0 replays them all;
+        an event's ``next_offset`` resumes right after it). NotFoundError when there is no such session."""
+        info = self.get_agent(agent_id)
+        return AgentSession(self, agent_id, from_offset=from_offset, info=info.raw, stderr=stderr)
+
+    def get_agent(self, agent_id: str) -> AgentInfo:
+        return AgentInfo.from_json(self._http.request("GET", f"{self._path}/agents/{seg(agent_id)}").json())
+
+    def agents(self) -> List[AgentInfo]:
+        """Every agent session of the sandbox (running and exited), oldest first."""
+        d = self._http.request("GET", self._path + "/agents").json()
+        return [AgentInfo.from_json(a) for a in d.get("agents") or []]
+
     # --- network ------------------------------------------------------------------------------------
 
     def service(self, port: int, *, expires_in: Optional[int] = None) -> "ServiceURL":
@@ -683,6 +721,39 @@ class Sandbox(SandboxData):
         ``local_port`` None picks a free one. Raises UnimplementedError without ``websockets``."""
         from ._tunnel import Tunnel
         return Tunnel(self._client._cfg, self._path, remote_port, local_port, host)
+
+    # --- code contexts (sbx.contexts) --------------------------------------------------------------
+
+    def create_context(self, language: str = "python", *, cwd: Optional[str] = None,
+                       env: Optional[Mapping[str, str]] = None) -> CodeContext:
+        """Starts a code context: a persistent ``python``, ``node`` or ``bash`` interpreter whose variables,
+        imports and working directory persist between :meth:`CodeContext.run` calls. ``cwd`` (an existing
+        directory) and ``env`` apply to the interpreter.
+
+        Raises:
+            InvalidArgumentError: unsupported language, or it is not installed in the sandbox's image;
+            ResourceExhaustedError: the sandbox has as many contexts as it may (16 live).
+        """
+        d = self._http.request("POST", self._path + "/contexts", json_body=context_body(language, cwd, env),
+                               idempotent=False).json()
+        return CodeContext(self, d)
+
+    def get_context(self, context_id: str) -> CodeContext:
+        return CodeContext(self, self._http.request("GET", f"{self._path}/contexts/{seg(context_id)}").json())
+
+    def contexts(self) -> List[ContextInfo]:
+        """Every code context of the sandbox (idle, busy or ended), oldest first."""
+        d = self._http.request("GET", self._path + "/contexts").json()
+        return [ContextInfo.from_json(c) for c in d.get("contexts") or []]
+
+    def run_code(self, code: str, *, language: str = "python", timeout: Optional[float] = None,
+                 on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None) -> Execution:
+        """Runs ``code`` once in a new context of ``language`` and deletes the context afterwards."""
+        ctx = self.create_context(language)
+        try:
+            return ctx.run(code, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr)
+        finally:
+            ctx.delete(missing_ok=True)
 
     # --- files --------------------------------------------------------------------------------------
 

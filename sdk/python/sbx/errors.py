@@ -23,7 +23,7 @@ __all__ = [
     "SandboxError", "APIError", "InvalidArgumentError", "AuthenticationError", "PermissionDeniedError",
     "NotFoundError", "ExpiredError", "MethodNotAllowedError", "ConflictError", "NotReadyError",
     "NotRunningError", "BusyError", "TooLargeError", "ResourceExhaustedError", "QuotaExceededError",
-    "InternalError", "UnimplementedError", "TimeoutError", "NoSpaceError", "CreationError", "CommandTimeoutError",
+    "InternalError", "UnimplementedError", "TimeoutError", "NoSpaceError", "CommandNotFoundError", "CreationError", "CommandTimeoutError",
     "ConnectionError", "StreamError", "SnapshotImportError", "SnapshotPullError", "SnapshotCaptureError",
     "error_from_response",
 ]
@@ -188,6 +188,13 @@ class NoSpaceError(APIError):
     default_code = "no_space"
 
 
+class CommandNotFoundError(APIError):
+    """``422 command_not_found``: the program to run is not in the sandbox (an agent session's
+    command, e.g. a snapshot without the ``claude`` CLI)."""
+
+    default_code = "command_not_found"
+
+
 class CreationError(APIError):
     """Creating (or starting) a sandbox failed on the daemon's side (``internal``, ``unimplemented``,
     ``timeout``, ``no_space``, or a sandbox deleted while it was being created). ``code`` is the
@@ -279,6 +286,7 @@ _BY_CODE: Dict[str, Type[APIError]] = {
     "unimplemented": UnimplementedError,
     "timeout": TimeoutError,
     "no_space": NoSpaceError,
+    "command_not_found": CommandNotFoundError,
 }
 
 _BY_STATUS: Dict[int, Type[APIError]] = {

@@ -63,6 +63,8 @@ export class UnimplementedError extends SandboxError {}
 export class TimeoutError extends SandboxError {}
 /** `507 no_space`: the sandbox's disk (or the host's) is full. */
 export class NoSpaceError extends SandboxError {}
+/** `422 command_not_found`: the program to run is not in the sandbox (an agent session's command). */
+export class CommandNotFoundError extends SandboxError {}
 /** `416`: a `read` range outside the file. */
 export class RangeNotSatisfiableError extends SandboxError {}
 
@@ -123,6 +125,7 @@ const BY_CODE: Record<string, new (m: string, c: string, s: number, b?: unknown)
   unimplemented: UnimplementedError,
   timeout: TimeoutError,
   no_space: NoSpaceError,
+  command_not_found: CommandNotFoundError,
 };
 
 const BY_STATUS: Record<number, new (m: string, c: string, s: number, b?: unknown) => SandboxError> = {

@@ -13,6 +13,18 @@ export type { SandboxClientOptions, ImageSource, ImportSnapshotOptions } from ".
 export { Sandbox } from "./sandbox.js";
 export type { RunOptions, FileData, ServiceUrl } from "./sandbox.js";
 export { CommandHandle } from "./command.js";
+export { AgentEvent, AgentSession } from "./agent.js";
+export { CodeContext } from "./context.js";
+export type {
+  ContextInfo,
+  ContextLanguage,
+  CreateContextOptions,
+  Execution,
+  ExecutionError,
+  MimeBundle,
+  RunCodeOptions,
+} from "./context.js";
+export type { AgentInfo, AgentOptions } from "./agent.js";
 export { Tunnel } from "./tunnel.js";
 export type { TunnelOptions } from "./tunnel.js";
 export type { HandleOptions } from "./command.js";

@@ -1,7 +1,11 @@
 /** A sandbox: commands, files and lifecycle. */
 import { randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
+import { AgentSession, agentBody, toAgentInfo } from "./agent.js";
+import type { AgentInfo, AgentOptions } from "./agent.js";
 import { CommandHandle, fetchLogs } from "./command.js";
+import { CodeContext, toContextInfo } from "./context.js";
+import type { ContextInfo, ContextLanguage, CreateContextOptions, Execution, RunCodeOptions } from "./context.js";
 import type { CommandContext, HandleOptions } from "./command.js";
 import { InvalidArgumentError, NotFoundError } from "./errors.js";
 import { Tunnel } from "./tunnel.js";
@@ -360,6 +364,71 @@ export class Sandbox implements AsyncDisposable {
     const { shell, ...rest } = options;
     const cmd = shell === undefined ? ["/bin/sh"] : typeof shell === "string" ? [shell] : shell;
     return this.run(cmd, { ...rest, pty: true, wait: false });
+  }
+
+  /* ------------------------------------------------------------ code contexts (context.ts) */
+
+  /**
+   * Starts a code context: a persistent `python`, `node` or `bash` interpreter whose variables, imports and
+   * working directory persist between {@link CodeContext.run} calls. Throws {@link InvalidArgumentError} for
+   * an unsupported language (or one not installed in the image), {@link ResourceExhaustedError} past 16
+   * live contexts.
+   */
+  async createContext(language: ContextLanguage | string = "python", options: CreateContextOptions = {}): Promise<CodeContext> {
+    const j = await this.#ctx.transport.json("POST", this.#p("/contexts"), {
+      json: { language, cwd: options.cwd, env: options.env },
+    });
+    return new CodeContext(this.#ctx.transport, this.#p(), toContextInfo(j));
+  }
+
+  async getContext(contextId: string): Promise<CodeContext> {
+    const j = await this.#ctx.transport.json("GET", this.#p(`/contexts/${encodeURIComponent(contextId)}`));
+    return new CodeContext(this.#ctx.transport, this.#p(), toContextInfo(j));
+  }
+
+  /** Every code context of the sandbox (idle, busy or ended), oldest first. */
+  async contexts(): Promise<ContextInfo[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/contexts"));
+    return (j.contexts ?? []).map(toContextInfo);
+  }
+
+  /** Runs `code` once in a new context of `language` and deletes the context afterwards. */
+  async runCode(code: string, options: RunCodeOptions & { language?: ContextLanguage | string } = {}): Promise<Execution> {
+    const { language, ...rest } = options;
+    const ctx = await this.createContext(language ?? "python");
+    try {
+      return await ctx.run(code, rest);
+    } finally {
+      await ctx.delete({ missingOk: true });
+    }
+  }
+
+  /* ------------------------------------------------------------ agent sessions (agent.ts) */
+
+  /**
+   * Starts an agent session (the daemon's agent command, by default the `claude` CLI in stream-JSON
+   * mode, or `options.command`) with a first prompt; iterate the session for its events. Throws
+   * {@link CommandNotFoundError} when the agent program is not in the sandbox.
+   */
+  async agent(prompt?: string, options: AgentOptions = {}): Promise<AgentSession> {
+    const j = await this.#ctx.transport.json("POST", this.#p("/agents"), { json: agentBody(prompt, options) });
+    return new AgentSession(this.#ctx.transport, toAgentInfo(j), 0, options.stderr ?? false);
+  }
+
+  /** A handle on an existing session whose events start at `fromOffset` (0: all of them). */
+  async attachAgent(agentId: string, options: { fromOffset?: number; stderr?: boolean } = {}): Promise<AgentSession> {
+    const info = await this.getAgent(agentId);
+    return new AgentSession(this.#ctx.transport, info, options.fromOffset ?? 0, options.stderr ?? false);
+  }
+
+  async getAgent(agentId: string): Promise<AgentInfo> {
+    return toAgentInfo(await this.#ctx.transport.json("GET", this.#p(`/agents/${encodeURIComponent(agentId)}`)));
+  }
+
+  /** Every agent session of the sandbox (running and exited), oldest first. */
+  async agents(): Promise<AgentInfo[]> {
+    const j = await this.#ctx.transport.json("GET", this.#p("/agents"));
+    return (j.agents ?? []).map(toAgentInfo);
   }
 
   /**
