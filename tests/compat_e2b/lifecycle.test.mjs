@@ -118,10 +118,18 @@ test("getMetrics reports the CPU the sandbox uses (cpuUsedPct)", async () => {
     assert.ok(idle.cpuUsedPct >= 0 && idle.cpuUsedPct < 20, `idle: ${idle.cpuUsedPct}`);
     const busy = await sbx.commands.run("while :; do :; done", { background: true, timeoutMs: 0 });
     try {
-      await new Promise((r) => setTimeout(r, 300));
-      const [m] = await sbx.getMetrics();
-      assert.equal(m.cpuCount, 1);
-      assert.ok(m.cpuUsedPct >= 30 && m.cpuUsedPct <= 100, `busy: ${m.cpuUsedPct}`);
+      // A loaded 2-core machine (CI runs two suites at once) may give the loop little CPU in one
+      // window: ask again for up to 5 s until a sample shows it busy.
+      const seen = [];
+      for (let i = 0; i < 25; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        const [m] = await sbx.getMetrics();
+        assert.equal(m.cpuCount, 1);
+        assert.ok(m.cpuUsedPct >= 0 && m.cpuUsedPct <= 100, `busy: ${m.cpuUsedPct}`);
+        seen.push(m.cpuUsedPct);
+        if (m.cpuUsedPct >= 30) break;
+      }
+      assert.ok(seen.at(-1) >= 30, `busy: ${seen.join(", ")}`);
     } finally {
       await busy.kill();
     }
