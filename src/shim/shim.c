@@ -387,7 +387,12 @@ static void command_forget(struct command *c)
 {
     assert(c->state == CMD_EXITED && !c->attachers);
     log_debug("command %s expired", c->id);
-    S.log_bytes -= command_log_bytes(c);
+    uint64_t n = command_log_bytes(c);
+    /* A miscount must not wrap around: that would read as a full quota and stop every command's output. */
+    if (n > S.log_bytes)
+        log_warning("output accounting: command %s holds %llu bytes, more than the %llu counted", c->id,
+                    (unsigned long long)n, (unsigned long long)S.log_bytes);
+    S.log_bytes -= n <= S.log_bytes ? n : S.log_bytes;
     for (size_t i = 0; i < ELEMENTSOF(log_suffixes); i++) {
         char name[SBX_ID_MAX + 16];
         snprintf(name, sizeof(name), "%s.%s", c->id, log_suffixes[i]);
@@ -591,7 +596,10 @@ static bool output_room(struct ostream *s, size_t want)
             s->log_fd = -1;
             return false;
         }
-        /* The ring still holds the whole stream (it is not outgrown yet): the file starts with it. */
+        /* The ring still holds the whole stream (it is not outgrown yet): the file starts with it. Its
+         * bytes count into S.log_bytes from now on (command_log_bytes counts an open stream log whole),
+         * as stream_append counts them when it creates the file: forgetting the command subtracts them. */
+        S.log_bytes += s->bytes;
         if (write_all(s->log_fd, s->ring, (size_t)s->bytes) < 0) {
             log_warning_errno(-errno,
                               "create output log of `%s`: %m; output older than the last %u bytes "

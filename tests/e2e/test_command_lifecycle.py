@@ -280,6 +280,25 @@ def test_ttl_zero_with_wait_still_answers(daemon, sandbox):
     assert get(daemon, sandbox, "zero").error_code() == "expired"
 
 
+def test_output_accounting_survives_expiry(daemon):
+    """Regression: a command's per-stream logs (made once it outgrows the shim's ring) were not counted
+    in the shim's output total when made, so forgetting the command subtracted more than was added; the
+    total wrapped around, read as a full quota, and every later command's output stopped."""
+    sid = daemon.create()
+    try:
+        for i in range(2):
+            r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands",
+                               {"id": f"big{i}", "command": "head -c 400000 /dev/zero; head -c 400000 /dev/zero >&2",
+                                "wait": True, "ttl_seconds": 0})
+            assert r.status == 200 and r.json()["stdout_bytes"] == 400000, r
+            wait_for(lambda: get(daemon, sid, f"big{i}").status == 404, what="ttl 0 expiry")
+        r = daemon.request("POST", f"/v1/sandboxes/{sid}/commands", {"command": "echo after", "wait": True},
+                           timeout=15)
+        assert r.status == 200 and r.json()["stdout"] == "after\n", r
+    finally:
+        daemon.delete(sid)
+
+
 def test_ttl_waits_for_a_slow_stream(daemon, sandbox):
     """A finished command is not forgotten under a client still reading it: a reader that stalls on 4 MiB
     of output keeps its stream attached past the ttl and still gets every byte and the exit."""
