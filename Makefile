@@ -2,6 +2,8 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
+BENCH_BUILD ?= build-release
+BENCH_ARGS ?=
 FUZZ_SECONDS ?= 15
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -33,8 +35,12 @@ fuzz:
 fuzz-run: fuzz
 	cd $(FUZZ_BUILD) && ctest --output-on-failure -L fuzz -j$(JOBS) --timeout $$(( $(FUZZ_SECONDS) * 4 + 60 ))
 
-bench: all
-	bench/run.sh
+# Benchmarks (bench/run.sh; not part of test): a release build of its own (-O2, no sanitizers, no -g), then
+# the whole suite. BENCH_QUICK=1 for a < 3 min run; BENCH_ARGS=--write-results rewrites bench/RESULTS.md.
+bench:
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=Release -DSBX_SANITIZE=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BENCH_BUILD) -j$(JOBS) --target sbxd sbx-shim sbx-init sbx-unpack sbx-bench
+	BUILD=$(BENCH_BUILD) bench/run.sh $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -43,4 +49,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(BENCH_BUILD)
