@@ -918,6 +918,21 @@ static void command_kill_session(struct command *c, int sig)
         if (n <= 0)
             continue;
         buf[n] = '\0';
+        /* The command itself was signalled through its pidfd above: a second signal would reach it while
+         * it handles the first (node's breakOnSigint then dies of it; python raises in its handler). */
+        char *nspid = strstr(buf, "\nNSpid:");
+        if (nspid) {
+            char *end = strchr(nspid + 1, '\n');
+            char saved = end ? *end : '\0';
+            if (end)
+                *end = '\0';
+            char *last_pid = strrchr(nspid + 1, '\t');
+            bool self = last_pid && strtol(last_pid + 1, NULL, 10) == c->pid;
+            if (end)
+                *end = saved;
+            if (self)
+                continue;
+        }
         char *line = strstr(buf, "\nNSsid:");
         if (!line)
             continue;

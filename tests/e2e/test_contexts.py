@@ -269,6 +269,24 @@ def test_interrupt_reaches_a_child_process(daemon, sb):
     assert box["r"]["error"]["name"] == "KeyboardInterrupt" and "not-reached" not in box["r"]["stdout"], box
 
 
+def test_interrupt_signals_the_interpreter_once(daemon, sb):
+    """Regression: the interrupt reached the interpreter twice (through its pidfd and again as a member of
+    its session), and a second SIGINT landing while node's breakOnSigint handled the first killed the
+    context (seen under load in CI). A cell counting SIGINTs sees exactly one."""
+    ctx = ctx_new(daemon, sb, "python")
+    run(daemon, sb, ctx, "import signal, time\nhits = []\n"
+                         "def count(*a): hits.append(1)")
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run(
+        daemon, sb, ctx, "old = signal.signal(signal.SIGINT, count)\ntry:\n    time.sleep(2)\n"
+                         "finally:\n    signal.signal(signal.SIGINT, old)\nlen(hits)")))
+    t.start()
+    time.sleep(1)
+    assert daemon.request("POST", f"/v1/sandboxes/{sb}/contexts/{ctx}/interrupt").status == 200
+    t.join(20)
+    assert box["r"]["text"] == "1", box
+
+
 def test_timeout_interrupts_the_cell(daemon, sb):
     ctx = ctx_new(daemon, sb, "python")
     t0 = time.monotonic()
