@@ -731,13 +731,13 @@ static int parse_volumes(struct api_ctx *c, json_t *list, json_t **ret, const ch
     if (!json_is_array(list) || json_array_size(list) > RUNTIME_VOLUMES_MAX)
         return sbx_error_set(err, -EINVAL, "`volumes` must be an array of at most %d volumes",
                              RUNTIME_VOLUMES_MAX);
+    const char *claims[RUNTIME_VOLUMES_MAX];
+    uint64_t sizes_mb[RUNTIME_VOLUMES_MAX];
     size_t i, j;
     json_t *v, *w;
     json_array_foreach(list, i, v)
     {
-        const char *claim;
-        uint64_t size_mb;
-        int r = check_volume(v, i, &claim, &size_mb, os_code, err);
+        int r = check_volume(v, i, &claims[i], &sizes_mb[i], os_code, err);
         if (r < 0)
             return r;
         json_array_foreach(list, j, w)
@@ -748,23 +748,21 @@ static int parse_volumes(struct api_ctx *c, json_t *list, json_t **ret, const ch
                                      json_string_value(json_object_get(v, "name")));
         }
     }
+    /* Everything is checked: now make the missing volumes. */
     json_auto_t *mounts = json_array();
     json_array_foreach(list, i, v)
     {
-        const char *claim;
-        uint64_t size_mb;
-        (void)check_volume(v, i, &claim, &size_mb, os_code, err);
         sbx_error lookup = {0};
-        if (!volume_resolve(c->d, claim, c->owner, &lookup)) {
+        if (!volume_resolve(c->d, claims[i], c->owner, &lookup)) {
             struct volume *made;
             if (json_is_false(json_object_get(json_object_get(v, "pvc"), "createIfNotExists")))
                 return sbx_error_setk(err, -ENOENT, "not_found", 404,
-                                      "volume `%s` does not exist (createIfNotExists is false)", claim);
-            int r = volume_create(c->d, claim, (int64_t)size_mb, c->owner, &made, err);
+                                      "volume `%s` does not exist (createIfNotExists is false)", claims[i]);
+            int r = volume_create(c->d, claims[i], (int64_t)sizes_mb[i], c->owner, &made, err);
             if (r < 0)
                 return r;
         }
-        json_array_append_new(mounts, json_pack("{s:s, s:O, s:b}", "volume", claim, "path",
+        json_array_append_new(mounts, json_pack("{s:s, s:O, s:b}", "volume", claims[i], "path",
                                                 json_object_get(v, "mountPath"), "read_only",
                                                 json_is_true(json_object_get(v, "readOnly"))));
     }
